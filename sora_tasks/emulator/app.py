@@ -1,0 +1,331 @@
+"""The emulator's HTTP surface: OpenAI's Videos API, shaped as openai-python parses it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from .state import EmulatorState, Job, RequestRecord
+
+# The service's own tables, kept apart from the client's on purpose: the emulator
+# models the server, so a client bug cannot be hidden by sharing one definition.
+STANDARD_SIZES = ("720x1280", "1280x720")
+PRO_SIZES = (*STANDARD_SIZES, "1024x1792", "1792x1024")
+MODEL_SIZES = {
+    "sora-2": STANDARD_SIZES,
+    "sora-2-2025-10-06": STANDARD_SIZES,
+    "sora-2-2025-12-08": STANDARD_SIZES,
+    "sora-2-pro": PRO_SIZES,
+    "sora-2-pro-2025-10-06": PRO_SIZES,
+}
+SECONDS = ("4", "8", "12")
+PROMPT_LIMIT = 32_000
+VARIANTS = {"video": "video/mp4", "thumbnail": "image/webp", "spritesheet": "image/jpeg"}
+IMAGE_SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def endpoint_of(method: str, path: str) -> str:
+    if path == "/v1/videos":
+        return "create" if method == "POST" else "list"
+    if re.fullmatch(r"/v1/videos/[^/]+/content", path):
+        return "content"
+    if re.fullmatch(r"/v1/videos/[^/]+/remix", path):
+        return "remix"
+    if re.fullmatch(r"/v1/videos/[^/]+", path):
+        return "delete" if method == "DELETE" else "retrieve"
+    return "other"
+
+
+def _image_mime(data: bytes) -> str | None:
+    for signature, mime in IMAGE_SIGNATURES.items():
+        if data.startswith(signature):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _invalid(param: str, value: object, allowed: tuple[str, ...]) -> ApiError:
+    supported = ", ".join(f"'{item}'" for item in allowed)
+    return ApiError(
+        400, f"Invalid value: '{value}'. Supported values are: {supported}.", param=param, code="invalid_value"
+    )
+
+
+def validate_create(
+    prompt: str, model: str, seconds: str, size: str, reference: bytes | None
+) -> None:
+    if not prompt.strip():
+        raise ApiError(400, "Prompt must not be empty.", param="prompt", code="empty_prompt")
+    if len(prompt) > PROMPT_LIMIT:
+        raise ApiError(
+            400, f"Prompt is too long: {len(prompt)} characters, limit {PROMPT_LIMIT}.", param="prompt"
+        )
+    if model not in MODEL_SIZES:
+        raise _invalid("model", model, tuple(MODEL_SIZES))
+    if seconds not in SECONDS:
+        raise _invalid("seconds", seconds, SECONDS)
+    if size not in MODEL_SIZES[model]:
+        raise _invalid("size", size, MODEL_SIZES[model])
+    if reference is None:
+        return
+    if _image_mime(reference) is None:
+        raise ApiError(
+            400,
+            "Invalid input_reference: supported formats are image/jpeg, image/png and image/webp.",
+            param="input_reference",
+            code="invalid_image_format",
+        )
+    try:
+        with Image.open(io.BytesIO(reference)) as image:
+            actual = f"{image.width}x{image.height}"
+            image.load()
+    except Exception as error:  # any decode failure is the caller's bad image
+        raise ApiError(
+            400, f"Invalid input_reference: {error}", param="input_reference", code="invalid_image"
+        ) from error
+    if actual != size:
+        raise ApiError(
+            400,
+            f"Inpaint image must match the requested width and height (got {actual}, expected {size}).",
+            param="input_reference",
+            code="invalid_image_size",
+        )
+
+
+def build_app(state: EmulatorState) -> FastAPI:
+    app = FastAPI(title="Sora-compatible Videos API emulator", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    def existing(video_id: str) -> Job:
+        job = state.get(video_id)
+        if job is None:
+            raise ApiError(404, f"Video with id '{video_id}' not found.", param="video_id", code="not_found")
+        return job
+
+    @app.post("/v1/videos")
+    async def create_video(request: Request) -> Response:
+        fields, reference = await _read_create_body(request)
+        prompt = str(fields.get("prompt", ""))
+        model = str(fields.get("model") or "sora-2")
+        seconds = str(fields.get("seconds") or "4")
+        size = str(fields.get("size") or "720x1280")
+        validate_create(prompt, model, seconds, size, reference)
+        job = state.create_job(model=model, prompt=prompt, seconds=seconds, size=size, reference=reference)
+        if state.faults.wants("create_then_500", "create"):
+            # The ambiguous failure: the job exists and is billed, the answer is lost.
+            raise ApiError(500, "The server had an error processing your request.", type="server_error")
+        return JSONResponse(state.describe(job))
+
+    @app.get("/v1/videos")
+    async def list_videos(after: str | None = None, limit: int = 20, order: str = "desc") -> Response:
+        jobs = sorted(state.listing(), key=lambda job: job.created_at, reverse=(order != "asc"))
+        if after:
+            ids = [job.id for job in jobs]
+            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+        page = jobs[: max(1, min(limit, 100))]
+        data = [state.describe(job) for job in page]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": len(jobs) > len(page),
+            }
+        )
+
+    @app.get("/v1/videos/{video_id}")
+    async def retrieve_video(video_id: str) -> Response:
+        job = existing(video_id)
+        described = state.describe(job)
+        headers = {}
+        if described["status"] in ("queued", "in_progress"):
+            headers["openai-poll-after-ms"] = str(state.config.poll_after_ms)
+        return JSONResponse(described, headers=headers)
+
+    @app.delete("/v1/videos/{video_id}")
+    async def delete_video(video_id: str) -> Response:
+        existing(video_id)
+        state.delete(video_id)
+        return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+    @app.post("/v1/videos/{video_id}/remix")
+    async def remix_video(video_id: str, request: Request) -> Response:
+        source = existing(video_id)
+        body = await request.json()
+        prompt = str(body.get("prompt", ""))
+        validate_create(prompt, source.model, source.seconds, source.size, None)
+        job = state.create_job(
+            model=source.model,
+            prompt=prompt,
+            seconds=source.seconds,
+            size=source.size,
+            reference=source.reference,
+            remixed_from=source.id,
+        )
+        return JSONResponse(state.describe(job))
+
+    @app.get("/v1/videos/{video_id}/content")
+    async def download_content(video_id: str, variant: str = "video") -> Response:
+        job = existing(video_id)
+        if variant not in VARIANTS:
+            raise _invalid("variant", variant, tuple(VARIANTS))
+        described = state.describe(job)
+        if described["status"] != "completed":
+            raise ApiError(
+                400,
+                f"Video '{video_id}' is not ready: status is {described['status']}.",
+                param="video_id",
+                code="video_not_ready",
+            )
+        if time.time() > described["expires_at"]:
+            raise ApiError(404, f"The assets of video '{video_id}' have expired.", code="video_expired")
+        assets = job.render.result()
+        path = {"video": assets.video, "thumbnail": assets.thumbnail, "spritesheet": assets.spritesheet}[
+            variant
+        ]
+        if state.faults.wants("cut", "content"):
+            return _cut_off_response(path.read_bytes(), VARIANTS[variant])
+        return FileResponse(path, media_type=VARIANTS[variant])
+
+    return app
+
+
+async def _read_create_body(request: Request) -> tuple[dict[str, object], bytes | None]:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return dict(await request.json()), None
+    form = await request.form()
+    fields: dict[str, object] = {}
+    reference: bytes | None = None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key == "input_reference":
+                reference = await value.read()
+        else:
+            fields[key] = value
+    return fields, reference
+
+
+def _cut_off_response(data: bytes, media_type: str) -> Response:
+    """Promise the whole body, send half, then drop the connection."""
+
+    async def half_then_drop() -> AsyncIterator[bytes]:
+        yield data[: len(data) // 2]
+        await asyncio.sleep(0)
+        raise ConnectionResetError("emulated cut-off download")
+
+    return StreamingResponse(
+        half_then_drop(), media_type=media_type, headers={"content-length": str(len(data))}
+    )
+
+
+def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
+    """Auth, request-level faults and the request log, in front of the API."""
+
+    async def gateway(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.time()
+        method, path = scope["method"], scope["path"]
+        endpoint = endpoint_of(method, path)
+        outcome = {"status": 500, "bytes": 0}
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                outcome["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            rejection = _gate(scope, state, endpoint)
+            if rejection is None and state.faults.wants("slow", endpoint):
+                await asyncio.sleep(state.faults.slow_seconds or 1.0)
+            if rejection is not None:
+                await rejection.response()(scope, receive, counting_send)
+            else:
+                await app(scope, receive, counting_send)
+        finally:
+            query = scope.get("query_string", b"").decode()
+            state.record(
+                RequestRecord(
+                    method=method,
+                    path=path + (f"?{query}" if query else ""),
+                    endpoint=endpoint,
+                    status=outcome["status"],
+                    bytes=outcome["bytes"],
+                    seconds=time.time() - started,
+                    at=started,
+                )
+            )
+
+    return gateway
+
+
+def _gate(scope: Scope, state: EmulatorState, endpoint: str) -> ApiError | None:
+    headers = {key.decode().lower(): value.decode() for key, value in scope["headers"]}
+    token = headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not token:
+        return ApiError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header "
+            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    if state.config.api_key is not None and token != state.config.api_key:
+        # Never echo the key back: logs of clients print error messages.
+        return ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    fault = state.faults.request_fault(endpoint)
+    if fault == "429":
+        retry_after = state.faults.retry_after_seconds
+        return ApiError(
+            429,
+            "Rate limit reached for requests. Please try again later.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": f"{retry_after:g}", "retry-after-ms": str(int(retry_after * 1000))},
+        )
+    if fault in ("500", "503"):
+        return ApiError(
+            int(fault), "The server had an error while processing your request.", type="server_error"
+        )
+    return None

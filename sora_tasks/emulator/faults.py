@@ -1,0 +1,93 @@
+"""Fault injection for the emulator: what a flaky, busy or strict Videos API does.
+
+Two ways to ask for a fault, usable together:
+- fractions (``rate_limit=0.1``): each request is faulted with that probability,
+  drawn from a seeded generator so runs are repeatable;
+- one-shot injections (``inject("429", endpoint="create")``): the next matching
+  request gets exactly that fault, for tests that need certainty.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+
+FAULT_KINDS = ("429", "500", "503", "cut", "create_then_500", "slow")
+
+
+@dataclass
+class Injection:
+    kind: str
+    endpoint: str | None
+    remaining: int
+
+
+@dataclass
+class FaultPlan:
+    rate_limit: float = 0.0
+    retry_after_seconds: float = 1.0
+    server_error: float = 0.0
+    cut_download: float = 0.0
+    create_then_500: float = 0.0
+    moderation_words: tuple[str, ...] = ()
+    slow_seconds: float = 0.0
+    seed: int = 0
+    _injections: list[Injection] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _random: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def inject(self, kind: str, *, endpoint: str | None = None, count: int = 1) -> None:
+        """Fault the next ``count`` requests to ``endpoint`` (any endpoint when None)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {kind!r}")
+        with self._lock:
+            self._injections.append(Injection(kind, endpoint, count))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._injections.clear()
+            self.rate_limit = self.server_error = self.cut_download = self.create_then_500 = 0.0
+            self.slow_seconds = 0.0
+            self.moderation_words = ()
+
+    def _take_injection(self, endpoint: str, kinds: tuple[str, ...]) -> str | None:
+        for injection in self._injections:
+            if injection.kind in kinds and injection.endpoint in (None, endpoint):
+                injection.remaining -= 1
+                if injection.remaining <= 0:
+                    self._injections.remove(injection)
+                return injection.kind
+        return None
+
+    def _roll(self, probability: float) -> bool:
+        return probability > 0 and self._random.random() < probability
+
+    def request_fault(self, endpoint: str) -> str | None:
+        """A fault answered instead of handling the request: '429', '500' or '503'."""
+        with self._lock:
+            injected = self._take_injection(endpoint, ("429", "500", "503"))
+            if injected:
+                return injected
+            if self._roll(self.rate_limit):
+                return "429"
+            if self._roll(self.server_error):
+                return self._random.choice(("500", "503"))
+            return None
+
+    def wants(self, kind: str, endpoint: str) -> bool:
+        """Whether this request should get a handler-level fault (cut, create_then_500, slow)."""
+        probability = {
+            "cut": self.cut_download,
+            "create_then_500": self.create_then_500,
+            "slow": 1.0 if self.slow_seconds > 0 else 0.0,
+        }[kind]
+        with self._lock:
+            return self._take_injection(endpoint, (kind,)) is not None or self._roll(probability)
+
+    def is_moderated(self, prompt: str) -> bool:
+        lowered = prompt.lower()
+        return any(word.lower() in lowered for word in self.moderation_words)

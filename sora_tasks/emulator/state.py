@@ -1,0 +1,226 @@
+"""Jobs, their lifecycle clock, and the request log of one emulator instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .faults import FaultPlan
+from .render import RenderedAssets, render_job
+
+# Share of the render time a job spends "queued" before it starts "in_progress".
+QUEUED_SHARE = 0.1
+
+
+@dataclass
+class EmulatorConfig:
+    render_seconds: float = 2.0
+    poll_after_ms: int = 500
+    asset_ttl_seconds: float = 3600.0
+    pad_bytes: int = 0
+    api_key: str | None = None
+    request_log: Path | None = None
+    render_workers: int = max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class Job:
+    id: str
+    model: str
+    prompt: str
+    seconds: str
+    size: str
+    created_at: float
+    render: Future[RenderedAssets]
+    reference: bytes | None = None
+    remixed_from: str | None = None
+    moderated: bool = False
+    rendered_at: float | None = None
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    endpoint: str
+    status: int
+    bytes: int
+    seconds: float
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 6),
+            "at": self.at,
+        }
+
+
+@dataclass
+class EmulatorState:
+    config: EmulatorConfig = field(default_factory=EmulatorConfig)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    requests: list[RequestRecord] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sora-emulator-")))
+    _pool: ThreadPoolExecutor | None = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.render_workers, thread_name_prefix="sora-render")
+        return self._pool
+
+    @property
+    def jobs_created(self) -> int:
+        return self.counters["jobs_created"]
+
+    def create_job(
+        self,
+        *,
+        model: str,
+        prompt: str,
+        seconds: str,
+        size: str,
+        reference: bytes | None = None,
+        remixed_from: str | None = None,
+    ) -> Job:
+        video_id = "video_" + secrets.token_hex(16)
+        render = self.pool.submit(
+            render_job,
+            self._workdir / video_id,
+            prompt=prompt,
+            size=size,
+            seconds=int(seconds),
+            reference=reference,
+            pad_bytes=self.config.pad_bytes,
+        )
+        job = Job(
+            id=video_id,
+            model=model,
+            prompt=prompt,
+            seconds=seconds,
+            size=size,
+            created_at=time.time(),
+            render=render,
+            reference=reference,
+            remixed_from=remixed_from,
+            moderated=self.faults.is_moderated(prompt),
+        )
+        render.add_done_callback(lambda _: setattr(job, "rendered_at", time.time()))
+        with self._lock:
+            self.jobs[video_id] = job
+            self.counters["jobs_created"] += 1
+        return job
+
+    def get(self, video_id: str) -> Job | None:
+        with self._lock:
+            return self.jobs.get(video_id)
+
+    def delete(self, video_id: str) -> bool:
+        with self._lock:
+            job = self.jobs.pop(video_id, None)
+            if job is None:
+                return False
+            self.deleted.add(video_id)
+        shutil.rmtree(self._workdir / video_id, ignore_errors=True)
+        return True
+
+    def listing(self) -> list[Job]:
+        with self._lock:
+            return list(self.jobs.values())
+
+    def describe(self, job: Job, now: float | None = None) -> dict[str, Any]:
+        """The job as the Videos API returns it, its status derived from the clock."""
+        now = time.time() if now is None else now
+        render_seconds = self.config.render_seconds
+        elapsed = now - job.created_at
+        status, progress = "in_progress", 0
+        error: dict[str, str] | None = None
+        completed_at: float | None = None
+        if job.render.done() and elapsed >= render_seconds:
+            completed_at = max(job.created_at + render_seconds, job.rendered_at or now)
+            if job.moderated:
+                status = "failed"
+                error = {
+                    "code": "moderation_blocked",
+                    "message": "Your request was blocked by our moderation system.",
+                }
+            elif job.render.exception() is not None:
+                status = "failed"
+                error = {"code": "internal_error", "message": f"Rendering failed: {job.render.exception()}"}
+            else:
+                status, progress = "completed", 100
+        elif elapsed < render_seconds * QUEUED_SHARE:
+            status = "queued"
+        else:
+            progress = min(99, int(100 * elapsed / max(render_seconds, 1e-9)))
+        return {
+            "id": job.id,
+            "object": "video",
+            "model": job.model,
+            "status": status,
+            "progress": progress,
+            "created_at": int(job.created_at),
+            "completed_at": int(completed_at) if completed_at and status == "completed" else None,
+            "expires_at": (
+                int(completed_at + self.config.asset_ttl_seconds)
+                if completed_at and status == "completed"
+                else None
+            ),
+            "error": error,
+            "prompt": job.prompt,
+            "seconds": job.seconds,
+            "size": job.size,
+            "remixed_from_video_id": job.remixed_from,
+        }
+
+    def record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.requests.append(record)
+            self.counters[f"{record.method} {record.endpoint}"] += 1
+            if self.config.request_log is not None:
+                with self.config.request_log.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record.as_dict()) + "\n")
+
+    def count(self, endpoint: str, *, method: str | None = None, status: int | None = None) -> int:
+        """Requests seen for an endpoint kind ('create', 'retrieve', 'content', ...)."""
+        with self._lock:
+            return sum(
+                1
+                for r in self.requests
+                if r.endpoint == endpoint
+                and (method is None or r.method == method)
+                and (status is None or r.status == status)
+            )
+
+    def reset(self) -> None:
+        """Forget jobs, requests and faults (between tests sharing one server)."""
+        with self._lock:
+            self.jobs.clear()
+            self.deleted.clear()
+            self.requests.clear()
+            self.counters.clear()
+        self.faults.clear()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self._workdir, ignore_errors=True)
