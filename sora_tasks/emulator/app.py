@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -245,13 +246,28 @@ async def _read_create_body(request: Request) -> tuple[dict[str, object], bytes 
     return fields, reference
 
 
+class EmulatedCutOff(ConnectionResetError):
+    """Raised mid-body so the server drops the connection; filtered from its error log."""
+
+
+class QuietCutOffs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, EmulatedCutOff) and not isinstance(
+            getattr(error, "__cause__", None), EmulatedCutOff
+        )
+
+
+logging.getLogger("uvicorn.error").addFilter(QuietCutOffs())
+
+
 def _cut_off_response(data: bytes, media_type: str) -> Response:
     """Promise the whole body, send half, then drop the connection."""
 
     async def half_then_drop() -> AsyncIterator[bytes]:
         yield data[: len(data) // 2]
         await asyncio.sleep(0)
-        raise ConnectionResetError("emulated cut-off download")
+        raise EmulatedCutOff("emulated cut-off download")
 
     return StreamingResponse(
         half_then_drop(), media_type=media_type, headers={"content-length": str(len(data))}

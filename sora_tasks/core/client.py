@@ -1,0 +1,327 @@
+"""The Videos API client: one create, patient polling, streamed downloads.
+
+Built on the official SDK. Two rules shape it:
+- reads (retrieve, list, content) use the SDK's retries, which honour
+  ``Retry-After``; a create is sent once (``max_retries=0``), because a re-sent
+  create is a second paid job. An ambiguous create failure (5xx, dropped
+  connection) is reconciled against the server's job list before anyone retries.
+- whatever happens after a create carries the video id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import httpx2
+import openai
+from openai import OpenAI
+from openai.types import Video
+
+from .errors import (
+    ConfigurationError,
+    DownloadError,
+    ModerationBlockedError,
+    ServerRejectedError,
+    TransientError,
+    VideoExpiredError,
+    VideoJobError,
+    VideoNotReadyError,
+    VideoTimeoutError,
+)
+from .images import PreparedImage
+from .request import VideoRequest
+
+logger = logging.getLogger("sora_tasks")
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MAX_WAIT = 20 * 60.0  # sora-2-pro at 12 s can take well over ten minutes
+DEFAULT_POLL_INTERVAL = 5.0
+DOWNLOAD_CHUNK = 1024 * 1024
+# How far back a job may have been created and still count as "the one we just sent".
+RECONCILE_WINDOW = 120.0
+Variant = Literal["video", "thumbnail", "spritesheet"]
+ProgressCallback = Callable[[Video], None]
+
+# The SDK warns on every videos call; one notice per process (below) is enough.
+warnings.filterwarnings("ignore", message="The Sora API is scheduled", category=DeprecationWarning)
+_deprecation_noted = False
+
+_SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "video": ((4, b"ftyp"),),
+    "thumbnail": ((0, b"\xff\xd8\xff"), (8, b"WEBP"), (0, b"\x89PNG")),
+    "spritesheet": ((0, b"\xff\xd8\xff"), (8, b"WEBP"), (0, b"\x89PNG")),
+}
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    video_id: str
+    variant: str
+    path: Path
+    bytes: int
+    sha256: str
+    content_type: str
+
+
+def _note_hosted_deprecation(base_url: str) -> None:
+    global _deprecation_noted
+    if not _deprecation_noted and urlparse(base_url).hostname == "api.openai.com":
+        _deprecation_noted = True
+        logger.warning(
+            "OpenAI scheduled the hosted Sora API to shut down on 2026-09-24; set base_url to a "
+            "compatible /v1/videos server (LiteLLM, vLLM-Omni, SGLang) if api.openai.com refuses."
+        )
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigurationError(f"base_url must be an http(s) URL such as https://host/v1, got {url!r}")
+    return url
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key or not key.strip():
+        raise ConfigurationError(
+            "no API key: set OPENAI_API_KEY, pass api_key, or name a Prefect Secret block "
+            "(api_key_secret=...) holding it"
+        )
+    return key.strip()
+
+
+def is_openai_hosted(base_url: str) -> bool:
+    return urlparse(base_url).hostname == "api.openai.com"
+
+
+def _status_error(error: openai.APIStatusError, video_id: str | None = None) -> Exception:
+    """Map an SDK status error to ours: transient ones are retryable, the rest are not."""
+    status = error.status_code
+    if status == 429 or status >= 500:
+        retry_after = error.response.headers.get("retry-after")
+        return TransientError(
+            f"HTTP {status} from the Videos API: {error.message}",
+            video_id=video_id,
+            retry_after=float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
+        )
+    param = getattr(error, "param", None)
+    return ServerRejectedError(f"HTTP {status} from the Videos API: {error.message}", status_code=status, param=param)
+
+
+class VideosClient:
+    """A thin, typed wrapper over ``OpenAI().videos`` with our reliability rules.
+
+    The API key is held privately and never appears in ``repr``, logs or errors.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 3,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base_url = resolve_base_url(base_url)
+        key = resolve_api_key(api_key)
+        _note_hosted_deprecation(self.base_url)
+        self._reads = OpenAI(api_key=key, base_url=self.base_url, max_retries=max_retries, timeout=timeout)
+        self._writes = self._reads.with_options(max_retries=0)
+        self._adopted: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"VideosClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._reads.close()
+
+    # -- create -----------------------------------------------------------------
+
+    def create(self, request: VideoRequest, image: PreparedImage | None = None, **extra_body: Any) -> Video:
+        """Send one create. Raises :class:`TransientError` only when no job was made."""
+        started = time.time()
+        params: dict[str, Any] = {
+            "prompt": request.prompt,
+            "model": request.model,
+            "seconds": request.seconds,
+            "size": request.size,
+        }
+        if image is not None:
+            params["input_reference"] = image.as_upload()
+        try:
+            video = self._writes.videos.create(**params, extra_body=extra_body or None)
+        except openai.APIStatusError as error:
+            if error.status_code == 429 or error.status_code < 500:
+                raise _status_error(error) from error
+            found = self.find_created(request, since=started)
+            if found is not None:
+                return found
+            raise _status_error(error) from error
+        except openai.APIConnectionError as error:
+            found = self.find_created(request, since=started)
+            if found is not None:
+                return found
+            raise TransientError(f"connection to {self.base_url} failed during create: {error}") from error
+        logger.info("created video %s (%s, %s s, %s)", video.id, request.model, request.seconds, request.size)
+        return video
+
+    def find_created(self, request: VideoRequest, *, since: float) -> Video | None:
+        """After an ambiguous create, look for the job the server may have made anyway."""
+        try:
+            recent = self._reads.videos.list(limit=50, order="desc")
+        except openai.APIError as error:
+            logger.warning("cannot list videos to reconcile an ambiguous create (%s); a retry may duplicate", error)
+            return None
+        for video in recent.data:
+            if (
+                video.id not in self._adopted
+                and video.created_at >= since - RECONCILE_WINDOW
+                and video.prompt == request.prompt
+                and video.model == request.model
+                and str(video.seconds) == request.seconds
+                and video.size == request.size
+            ):
+                self._adopted.add(video.id)
+                logger.warning("create failed ambiguously, but the server made %s; using it", video.id)
+                return video
+        return None
+
+    # -- status -----------------------------------------------------------------
+
+    def retrieve(self, video_id: str) -> tuple[Video, float | None]:
+        """The job and the server's poll-after hint in seconds (None when absent)."""
+        try:
+            raw = self._reads.videos.with_raw_response.retrieve(video_id)
+        except openai.NotFoundError as error:
+            raise VideoNotReadyError(video_id, "not_found", f"video {video_id} does not exist on the server") from error
+        except openai.APIStatusError as error:
+            raise _status_error(error, video_id) from error
+        except openai.APIConnectionError as error:
+            raise TransientError(f"cannot reach {self.base_url}: {error}", video_id=video_id) from error
+        hint = raw.headers.get("openai-poll-after-ms")
+        return raw.parse(), (int(hint) / 1000 if hint and hint.isdigit() else None)
+
+    def wait(
+        self,
+        video_id: str,
+        *,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_progress: ProgressCallback | None = None,
+    ) -> Video:
+        """Poll until completed; the server's ``openai-poll-after-ms`` wins over ``poll_interval``."""
+        started = time.monotonic()
+        while True:
+            video, hint = self.retrieve(video_id)
+            if on_progress is not None:
+                on_progress(video)
+            if video.status == "completed":
+                return video
+            if video.status == "failed":
+                raise job_error(video)
+            waited = time.monotonic() - started
+            delay = hint if hint is not None else poll_interval
+            if waited + delay > max_wait:
+                raise VideoTimeoutError(video_id, waited, video.status, video.progress)
+            time.sleep(delay)
+
+    # -- content ----------------------------------------------------------------
+
+    def download(
+        self,
+        video_id: str,
+        *,
+        variant: Variant = "video",
+        directory: Path | None = None,
+        attempts: int = 3,
+    ) -> DownloadedFile:
+        """Stream one asset to a temporary file, in chunks, checking size and type.
+
+        A cut-off body is fetched again (up to ``attempts`` times); the SDK itself
+        retries 429/5xx answers before the body starts.
+        """
+        last_error: Exception | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._download_once(video_id, variant, directory)
+            except TransientError as error:
+                last_error = error
+                logger.warning("download of %s (%s) attempt %d failed: %s", video_id, variant, attempt, error)
+        raise DownloadError(video_id, f"{variant} download failed after {attempts} attempts: {last_error}")
+
+    def _download_once(self, video_id: str, variant: Variant, directory: Path | None) -> DownloadedFile:
+        suffix = {"video": ".mp4", "thumbnail": ".img", "spritesheet": ".jpg"}[variant]
+        handle = tempfile.NamedTemporaryFile(
+            prefix=f"{video_id}-", suffix=suffix, dir=directory, delete=False
+        )
+        path = Path(handle.name)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with handle, self._content(video_id, variant) as response:
+                expected = response.headers.get("content-length")
+                content_type = response.headers.get("content-type", "")
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except httpx2.TransportError as error:
+            path.unlink(missing_ok=True)
+            raise TransientError(f"connection dropped after {size} bytes: {error}", video_id=video_id) from error
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        if expected is not None and int(expected) != size:
+            path.unlink(missing_ok=True)
+            raise TransientError(f"got {size} of {expected} bytes", video_id=video_id)
+        if not _has_signature(path, variant):
+            path.unlink(missing_ok=True)
+            raise DownloadError(video_id, f"the {variant} content ({content_type or 'no type'}) is not a valid {variant}")
+        return DownloadedFile(video_id, variant, path, size, digest.hexdigest(), content_type)
+
+    @contextmanager
+    def _content(self, video_id: str, variant: Variant) -> Iterator[Any]:
+        try:
+            with self._reads.videos.with_streaming_response.download_content(video_id, variant=variant) as response:
+                yield response
+        except openai.NotFoundError as error:
+            raise VideoExpiredError(
+                video_id, "expired", f"video {video_id} has no downloadable {variant}: {error.message}"
+            ) from error
+        except openai.BadRequestError as error:
+            raise VideoNotReadyError(video_id, "not_ready", f"video {video_id} is not downloadable yet: {error.message}") from error
+        except openai.APIStatusError as error:
+            raise _status_error(error, video_id) from error
+        except openai.APIConnectionError as error:
+            raise TransientError(f"cannot reach {self.base_url}: {error}", video_id=video_id) from error
+
+    def delete(self, video_id: str) -> bool:
+        try:
+            return bool(self._reads.videos.delete(video_id).deleted)
+        except openai.APIStatusError as error:
+            logger.warning("could not delete %s: HTTP %s", video_id, error.status_code)
+            return False
+
+
+def job_error(video: Video) -> VideoJobError:
+    code = video.error.code if video.error else "unknown"
+    message = video.error.message if video.error else "the job failed without an error message"
+    cls = ModerationBlockedError if code == "moderation_blocked" else VideoJobError
+    return cls(video.id, code, message)
+
+
+def _has_signature(path: Path, variant: str) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in _SIGNATURES[variant])

@@ -1,0 +1,214 @@
+"""Where finished videos go: a local path or ``s3://bucket/key``.
+
+S3 goes through boto3's managed transfer (multipart above a threshold, parallel
+parts, a failed multipart upload aborted by boto3), and honours boto3's credential
+chain and ``AWS_ENDPOINT_URL``, so MinIO, LocalStack or moto work unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import string
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequestError, StorageError
+
+# boto3 clients are built at run time; without stubs they are typed as Any.
+S3Client = Any
+
+TEMPLATE_FIELDS = ("video_id", "date", "model")
+_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A parsed destination: ``bucket``/``key`` for S3, ``path`` for local files."""
+
+    uri: str
+    bucket: str | None = None
+    key: str | None = None
+    path: Path | None = None
+
+    @property
+    def is_s3(self) -> bool:
+        return self.bucket is not None
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    uri: str
+    bytes: int
+    sha256: str
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key); raises naming what is wrong."""
+    if not uri.startswith("s3://"):
+        raise InvalidRequestError(f"S3 URI must start with s3://, got {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not _BUCKET_PATTERN.match(bucket) or ".." in bucket:
+        raise InvalidRequestError(
+            f"S3 bucket name {bucket!r} in {uri!r} is not valid (3-63 characters: a-z, 0-9, '.', '-')"
+        )
+    return bucket, key
+
+
+def render_template(template: str, *, video_id: str, model: str, when: dt.datetime | None = None) -> str:
+    """Fill ``{video_id}``, ``{date}`` and ``{model}``; any other field is an error."""
+    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    unknown = sorted(set(fields) - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise InvalidRequestError(
+            f"output template field(s) {unknown} are not known; allowed: {', '.join(TEMPLATE_FIELDS)}"
+        )
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return template.format(video_id=video_id, model=model, date=when.strftime("%Y-%m-%d"))
+
+
+def check_key(key: str, uri: str) -> str:
+    if not key:
+        raise InvalidRequestError(f"S3 destination {uri!r} has no key (use s3://bucket/path/name.mp4)")
+    if key.startswith("/"):
+        raise InvalidRequestError(f"S3 key must be relative, got absolute key {key!r}")
+    if any(part in ("..", ".") for part in key.split("/")):
+        raise InvalidRequestError(f"S3 key must not contain '.' or '..' segments, got {key!r}")
+    if any(ord(char) < 32 for char in key):
+        raise InvalidRequestError(f"S3 key must not contain control characters, got {key!r}")
+    return key
+
+
+def resolve_destination(output: str | Path, *, video_id: str, model: str) -> Destination:
+    """Expand templates and decide the final object key or file path.
+
+    A destination ending in ``/`` (or an existing directory) gets ``{video_id}.mp4``.
+    """
+    text = str(output)
+    if text.endswith("/") or (not text.startswith("s3://") and Path(text).expanduser().is_dir()):
+        text = text.rstrip("/") + "/{video_id}.mp4"
+    rendered = render_template(text, video_id=video_id, model=model)
+    if rendered.startswith("s3://"):
+        bucket, key = split_s3_uri(rendered)
+        return Destination(uri=f"s3://{bucket}/{check_key(key, rendered)}", bucket=bucket, key=key)
+    if "://" in rendered:
+        raise InvalidRequestError(f"output must be a local path or s3://bucket/key, got {rendered!r}")
+    path = Path(rendered).expanduser().absolute()
+    return Destination(uri=str(path), path=path)
+
+
+def validate_output(output: str | Path) -> None:
+    """Check an output template before any paid call (with a placeholder id)."""
+    resolve_destination(output, video_id="video_placeholder", model="sora-2")
+
+
+def s3_client() -> S3Client:
+    """A boto3 S3 client from the default chain; ``AWS_ENDPOINT_URL`` is honoured by boto3 itself."""
+    import boto3
+
+    return boto3.session.Session().client("s3")
+
+
+def check_bucket(bucket: str, client: S3Client | None = None) -> None:
+    """Fail before generation when the bucket does not exist (a 403 is let through)."""
+    from botocore.exceptions import ClientError
+
+    client = client or s3_client()
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404:
+            raise InvalidRequestError(f"S3 bucket {bucket!r} does not exist") from error
+        # 403: the role may write objects without being allowed HeadBucket; try the upload.
+
+
+def read_s3_object(uri: str, client: S3Client | None = None) -> bytes:
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3_uri(uri)
+    check_key(key, uri)
+    client = client or s3_client()
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        raise InvalidRequestError(f"cannot read {uri}: {code or error}") from error
+
+
+def object_metadata(video_id: str, model: str, seconds: str, size: str, prompt_sha256: str, sha256: str) -> dict[str, str]:
+    return {
+        "video-id": video_id,
+        "model": model,
+        "seconds": seconds,
+        "size": size,
+        "prompt-sha256": prompt_sha256,
+        "sha256": sha256,
+    }
+
+
+def store_file(
+    source: Path,
+    destination: Destination,
+    *,
+    sha256: str,
+    content_type: str = "video/mp4",
+    metadata: dict[str, str] | None = None,
+    client: S3Client | None = None,
+) -> StoredVideo:
+    """Copy ``source`` to ``destination`` and verify what landed."""
+    size = source.stat().st_size
+    if destination.path is not None:
+        destination.path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target then rename: readers never see half a file.
+        with tempfile.NamedTemporaryFile(dir=destination.path.parent, delete=False, suffix=".part") as handle:
+            partial = Path(handle.name)
+        try:
+            shutil.copyfile(source, partial)
+            os.replace(partial, destination.path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return StoredVideo(destination.uri, size, sha256)
+    return _upload_s3(source, destination, size, sha256, content_type, metadata or {}, client)
+
+
+def _upload_s3(
+    source: Path,
+    destination: Destination,
+    size: int,
+    sha256: str,
+    content_type: str,
+    metadata: dict[str, str],
+    client: S3Client | None,
+) -> StoredVideo:
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    assert destination.bucket is not None and destination.key is not None
+    client = client or s3_client()
+    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
+    extra = {
+        "ContentType": content_type,
+        "Metadata": {**metadata, "sha256": sha256},
+        "ChecksumAlgorithm": "SHA256",
+    }
+    try:
+        client.upload_file(str(source), destination.bucket, destination.key, ExtraArgs=extra, Config=config)
+        head = client.head_object(Bucket=destination.bucket, Key=destination.key)
+    except (ClientError, BotoCoreError) as error:
+        raise StorageError(
+            f"upload to {destination.uri} failed: {error}", video_id=metadata.get("video-id"), local_path=str(source)
+        ) from error
+    if head["ContentLength"] != size or head.get("Metadata", {}).get("sha256") != sha256:
+        raise StorageError(
+            f"upload to {destination.uri} did not verify (size {head['ContentLength']} != {size} or checksum differs)",
+            video_id=metadata.get("video-id"),
+            local_path=str(source),
+        )
+    return StoredVideo(destination.uri, size, sha256)
