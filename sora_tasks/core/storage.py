@@ -12,12 +12,12 @@ import os
 import re
 import shutil
 import string
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequestError, StorageError
+from .errors import InvalidRequestError, StorageError, TransientError
 
 # boto3 clients are built at run time; without stubs they are typed as Any.
 S3Client = Any
@@ -167,8 +167,7 @@ def store_file(
     if destination.path is not None:
         destination.path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target then rename: readers never see half a file.
-        with tempfile.NamedTemporaryFile(dir=destination.path.parent, delete=False, suffix=".part") as handle:
-            partial = Path(handle.name)
+        partial = destination.path.with_name(f".{destination.path.name}.{uuid.uuid4().hex}.part")
         try:
             shutil.copyfile(source, partial)
             os.replace(partial, destination.path)
@@ -176,6 +175,18 @@ def store_file(
             partial.unlink(missing_ok=True)
         return StoredVideo(destination.uri, size, sha256)
     return _upload_s3(source, destination, size, sha256, content_type, metadata or {}, client)
+
+
+def _is_transient_s3(error: Exception) -> bool:
+    from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+
+    if isinstance(error, (ConnectionError, ReadTimeoutError)):
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        return status >= 500 or code in ("SlowDown", "RequestTimeout", "Throttling")
+    return False
 
 
 def _upload_s3(
@@ -202,6 +213,8 @@ def _upload_s3(
         client.upload_file(str(source), destination.bucket, destination.key, ExtraArgs=extra, Config=config)
         head = client.head_object(Bucket=destination.bucket, Key=destination.key)
     except (ClientError, BotoCoreError) as error:
+        if _is_transient_s3(error):
+            raise TransientError(f"upload to {destination.uri} failed: {error}", video_id=metadata.get("video-id")) from error
         raise StorageError(
             f"upload to {destination.uri} failed: {error}", video_id=metadata.get("video-id"), local_path=str(source)
         ) from error

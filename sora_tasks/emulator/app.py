@@ -284,24 +284,14 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
         started = time.time()
         method, path = scope["method"], scope["path"]
         endpoint = endpoint_of(method, path)
-        outcome = {"status": 500, "bytes": 0}
+        outcome = {"status": 500, "bytes": 0, "recorded": False}
 
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                outcome["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                outcome["bytes"] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            rejection = _gate(scope, state, endpoint)
-            if rejection is None and state.faults.wants("slow", endpoint):
-                await asyncio.sleep(state.faults.slow_seconds or 1.0)
-            if rejection is not None:
-                await rejection.response()(scope, receive, counting_send)
-            else:
-                await app(scope, receive, counting_send)
-        finally:
+        def record() -> None:
+            # Logged before the last body chunk leaves, so a client that has its
+            # answer can already see the request in the log and counters.
+            if outcome["recorded"]:
+                return
+            outcome["recorded"] = True
             query = scope.get("query_string", b"").decode()
             state.record(
                 RequestRecord(
@@ -314,6 +304,26 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
                     at=started,
                 )
             )
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                outcome["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    record()
+            await send(message)
+
+        try:
+            rejection = _gate(scope, state, endpoint)
+            if rejection is None and state.faults.wants("slow", endpoint):
+                await asyncio.sleep(state.faults.slow_seconds or 1.0)
+            if rejection is not None:
+                await rejection.response()(scope, receive, counting_send)
+            else:
+                await app(scope, receive, counting_send)
+        finally:
+            record()
 
     return gateway
 

@@ -1,0 +1,130 @@
+"""The sync flow: one flow run owns a video from create to delivery."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from sora_tasks.connection import ApiSettings
+from sora_tasks.core.client import DEFAULT_MAX_WAIT, DownloadedFile, resolve_api_key
+from sora_tasks.core.images import Fit
+from sora_tasks.core.request import VideoRequest
+from sora_tasks.core.storage import check_bucket, resolve_destination, validate_output
+from sora_tasks.tasks import create_video, download_video, preprocess_image, upload_video, wait_for_video
+
+from .results import VideoResult
+
+DEFAULT_OUTPUT = "videos/{video_id}.mp4"
+
+
+def build_request(
+    prompt: str, model: str, duration: int | str, resolution: str, settings: ApiSettings
+) -> VideoRequest:
+    return VideoRequest.build(
+        prompt,
+        model=model,
+        duration=duration,
+        resolution=resolution,
+        allow_unknown_models=settings.allows_unknown_models,
+    )
+
+
+def preflight(settings: ApiSettings, output: str | None) -> None:
+    """Everything that can be checked for free is checked before the paid create."""
+    settings.resolved_base_url  # noqa: B018 - raises on a malformed base URL
+    resolve_api_key(settings.api_key())
+    if output is not None:
+        validate_output(output)
+        if output.startswith("s3://"):
+            check_bucket(resolve_destination(output, video_id="v", model="m").bucket or "")
+
+
+def deliver(
+    video_id: str,
+    request: VideoRequest,
+    settings: ApiSettings,
+    output: str,
+    video: dict[str, Any],
+    timings: dict[str, float],
+) -> VideoResult:
+    """Download and store a completed video; the local copy is removed only once stored."""
+    started = time.monotonic()
+    downloaded: DownloadedFile = download_video(video_id, settings)
+    timings["download"] = time.monotonic() - started
+    started = time.monotonic()
+    stored = upload_video(downloaded, output, request)
+    timings["upload"] = time.monotonic() - started
+    Path(downloaded.path).unlink(missing_ok=True)
+    result = VideoResult(
+        video_id=video_id,
+        status=str(video.get("status", "completed")),
+        uri=stored.uri,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        model=request.model,
+        seconds=request.seconds,
+        size=request.size,
+        expires_at=video.get("expires_at"),
+        timings={name: round(value, 3) for name, value in timings.items()},
+    )
+    report(result)
+    return result
+
+
+def report(result: VideoResult) -> None:
+    rows = "\n".join(f"| {name} | {value} |" for name, value in result.model_dump(exclude={"timings"}).items())
+    timing_rows = "\n".join(f"| {name} | {seconds:.2f} s |" for name, seconds in result.timings.items())
+    create_markdown_artifact(
+        markdown=f"## Sora video {result.video_id}\n\n| field | value |\n|---|---|\n{rows}\n\n"
+        f"| step | time |\n|---|---|\n{timing_rows}\n",
+        description=f"Video {result.video_id}",
+    )
+    link = result.uri if result.uri.startswith("s3://") else Path(result.uri).as_uri()
+    create_link_artifact(link=link, link_text=result.uri, description=f"Video {result.video_id}")
+
+
+@flow(name="generate-video", log_prints=True)
+def generate_video(
+    prompt: str,
+    image: str | None = None,
+    model: str = "sora-2",
+    duration: int = 4,
+    resolution: str = "1280x720",
+    output: str = DEFAULT_OUTPUT,
+    fit: Fit = "cover",
+    base_url: str | None = None,
+    api_key_secret: str | None = None,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    poll_interval: float = 5.0,
+    request_id: str | None = None,
+) -> VideoResult:
+    """Prompt (and optional reference image) -> MP4 at ``output`` (path or s3://bucket/key).
+
+    ``output`` may use ``{video_id}``, ``{date}`` and ``{model}``. The API key comes
+    from ``OPENAI_API_KEY`` or the Prefect Secret block named by ``api_key_secret``.
+    ``request_id`` distinguishes deliberate repeats of an identical request, which
+    are otherwise served by the first job (never paid twice).
+    """
+    settings = ApiSettings(
+        base_url=base_url, api_key_secret=api_key_secret, max_wait=max_wait, poll_interval=poll_interval
+    )
+    request = build_request(prompt, model, duration, resolution, settings)
+    preflight(settings, output)
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    prepared = preprocess_image(image, request.size, fit) if image else None
+    timings["preprocess"] = time.monotonic() - started
+
+    started = time.monotonic()
+    video_id = create_video(request, settings, prepared, request_id)
+    timings["create"] = time.monotonic() - started
+    get_run_logger().info("video id %s (keep it: `sora-video collect %s` recovers it)", video_id, video_id)
+
+    started = time.monotonic()
+    video = wait_for_video.with_options(timeout_seconds=max_wait + 120)(video_id, settings)
+    timings["wait"] = time.monotonic() - started
+    return deliver(video_id, request, settings, output, video, timings)

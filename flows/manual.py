@@ -1,0 +1,109 @@
+"""Manual mode: submit now, look at the status any time, collect when done.
+
+Each step is its own flow run, so nothing sits waiting while a video renders.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from sora_tasks.connection import ApiSettings
+from sora_tasks.core.client import job_error
+from sora_tasks.core.errors import VideoExpiredError, VideoNotReadyError
+from sora_tasks.core.images import Fit
+from sora_tasks.core.request import VideoRequest
+from sora_tasks.tasks import create_video, preprocess_image
+
+from .generate import DEFAULT_OUTPUT, build_request, deliver, preflight
+from .results import SubmittedVideo, VideoResult
+
+
+@flow(name="submit-video")
+def submit_video(
+    prompt: str,
+    image: str | None = None,
+    model: str = "sora-2",
+    duration: int = 4,
+    resolution: str = "1280x720",
+    output: str | None = None,
+    fit: Fit = "cover",
+    base_url: str | None = None,
+    api_key_secret: str | None = None,
+    request_id: str | None = None,
+) -> SubmittedVideo:
+    """Create the job and return its id at once (the seed's ``wait=False``)."""
+    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
+    request = build_request(prompt, model, duration, resolution, settings)
+    preflight(settings, output)
+    prepared = preprocess_image(image, request.size, fit) if image else None
+    video_id = create_video(request, settings, prepared, request_id)
+    get_run_logger().info("submitted %s; collect it with `sora-video collect %s --output ...`", video_id, video_id)
+    return SubmittedVideo(
+        video_id=video_id,
+        status="queued",
+        model=request.model,
+        seconds=request.seconds,
+        size=request.size,
+        output=output,
+    )
+
+
+def status_record(video: Any) -> dict[str, Any]:
+    """The seed's status dict: status, id, progress, error (plus expiry and shape)."""
+    return {
+        "id": video.id,
+        "status": video.status,
+        "progress": video.progress,
+        "error": video.error.model_dump() if video.error else None,
+        "model": video.model,
+        "seconds": str(video.seconds),
+        "size": video.size,
+        "created_at": video.created_at,
+        "completed_at": video.completed_at,
+        "expires_at": video.expires_at,
+    }
+
+
+@flow(name="video-status")
+def video_status(video_id: str, base_url: str | None = None, api_key_secret: str | None = None) -> dict[str, Any]:
+    """One status look-up; never waits."""
+    client = ApiSettings(base_url=base_url, api_key_secret=api_key_secret).client()
+    try:
+        video, _ = client.retrieve(video_id)
+    finally:
+        client.close()
+    return status_record(video)
+
+
+@flow(name="collect-video")
+def collect_video(
+    video_id: str,
+    output: str = DEFAULT_OUTPUT,
+    base_url: str | None = None,
+    api_key_secret: str | None = None,
+) -> VideoResult:
+    """Deliver a finished video; fails clearly when it is not finished, failed or expired."""
+    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
+    preflight(settings, output)
+    client = settings.client()
+    try:
+        video, _ = client.retrieve(video_id)
+    finally:
+        client.close()
+    if video.status == "failed":
+        raise job_error(video)
+    if video.status != "completed":
+        raise VideoNotReadyError(
+            video_id, video.status, f"video {video_id} is {video.status} ({video.progress}%); collect it later"
+        )
+    if video.expires_at is not None and video.expires_at < time.time():
+        raise VideoExpiredError(
+            video_id, "expired", f"video {video_id} expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(video.expires_at))}"
+        )
+    request = VideoRequest(
+        prompt=video.prompt or "", model=str(video.model), seconds=str(video.seconds), size=str(video.size)
+    )
+    return deliver(video_id, request, settings, output, video.model_dump(mode="json"), {})

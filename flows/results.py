@@ -1,0 +1,32 @@
+"""What the flows return: plain, typed records that serialise cleanly into Prefect results."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class VideoResult(BaseModel):
+    """One delivered video."""
+
+    video_id: str
+    status: str
+    uri: str
+    bytes: int
+    sha256: str
+    model: str
+    seconds: str
+    size: str
+    expires_at: int | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    thumbnail_uri: str | None = None
+
+
+class SubmittedVideo(BaseModel):
+    """A job that was created and not waited for (manual and async modes)."""
+
+    video_id: str
+    status: str
+    model: str
+    seconds: str
+    size: str
+    output: str | None = None

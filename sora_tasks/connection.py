@@ -1,0 +1,51 @@
+"""How the Prefect layer reaches the Videos API, without putting a key in a parameter.
+
+Flow and task parameters are stored by Prefect and shown in its UI, so they carry
+only the *name* of a Prefect ``Secret`` block; the key itself is read inside the
+task, from that block or from ``OPENAI_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict
+
+from .core.client import DEFAULT_MAX_WAIT, VideosClient, is_openai_hosted, resolve_base_url
+
+
+class ApiSettings(BaseModel):
+    """Where and how to call the Videos API. Safe to log: it holds no secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str | None = None
+    api_key_secret: str | None = None
+    max_wait: float = DEFAULT_MAX_WAIT
+    poll_interval: float = 5.0
+    max_retries: int = 3
+    request_timeout: float = 60.0
+
+    @property
+    def resolved_base_url(self) -> str:
+        return resolve_base_url(self.base_url)
+
+    @property
+    def allows_unknown_models(self) -> bool:
+        """Self-hosted /v1/videos servers serve models outside OpenAI's table."""
+        return not is_openai_hosted(self.resolved_base_url)
+
+    def api_key(self) -> str | None:
+        if self.api_key_secret:
+            from prefect.blocks.system import Secret
+
+            return str(Secret.load(self.api_key_secret).get())
+        return os.environ.get("OPENAI_API_KEY")
+
+    def client(self) -> VideosClient:
+        return VideosClient(
+            api_key=self.api_key(),
+            base_url=self.base_url,
+            max_retries=self.max_retries,
+            timeout=self.request_timeout,
+        )

@@ -1,0 +1,173 @@
+"""Prefect tasks: thin wrappers over :mod:`sora_tasks.core`.
+
+Each task adds what Prefect is good at and nothing else: retries with jittered
+exponential backoff for transient failures only, run-logger logging, artifacts,
+events and, for create, a cache key so one request is paid for once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.context import TaskRunContext
+from prefect.events import emit_event
+from prefect.tasks import exponential_backoff
+
+from .connection import ApiSettings
+from .core import progress
+from .core.client import DownloadedFile, Variant
+from .core.errors import TransientError
+from .core.images import Fit, ImageSource, PreparedImage, prepare_image
+from .core.request import VideoRequest
+from .core.storage import StoredVideo, object_metadata, resolve_destination, store_file
+
+# Completed assets expire about an hour after completion; a cached create older
+# than that would point at a video that can no longer be downloaded.
+CREATE_CACHE_EXPIRATION = timedelta(minutes=50)
+
+
+def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry rate limits, 5xx, dropped connections; never bad input or failed jobs."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+_transient_retries: dict[str, Any] = {
+    "retries": 4,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_on_transient,
+}
+
+
+def _emit(event: str, video_id: str, **payload: Any) -> None:
+    emit_event(
+        event=f"sora.video.{event}",
+        resource={"prefect.resource.id": f"sora.video.{video_id}", "prefect.resource.name": video_id},
+        payload=payload,
+    )
+
+
+@task(name="preprocess-image", **_transient_retries)
+def preprocess_image(image: ImageSource, size: str, fit: Fit = "cover") -> PreparedImage:
+    prepared = prepare_image(image, size, fit=fit)
+    get_run_logger().info(
+        "reference image %s: %s %s, %d bytes",
+        "sent unchanged" if prepared.unchanged else f"fitted ({fit})",
+        prepared.mime_type,
+        size,
+        len(prepared.data),
+    )
+    return prepared
+
+
+def create_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Same request + same server + same request_id -> same job, across retries and reruns."""
+    request: VideoRequest = parameters["request"]
+    image: PreparedImage | None = parameters.get("image")
+    settings: ApiSettings = parameters["settings"]
+    fingerprint = request.fingerprint(
+        image_sha256=image.sha256 if image else None, request_id=parameters.get("request_id")
+    )
+    return f"sora-create-{settings.resolved_base_url}-{fingerprint}"
+
+
+@task(
+    name="create-video",
+    cache_key_fn=create_cache_key,
+    cache_expiration=CREATE_CACHE_EXPIRATION,
+    **_transient_retries,
+)
+def create_video(
+    request: VideoRequest,
+    settings: ApiSettings,
+    image: PreparedImage | None = None,
+    request_id: str | None = None,
+) -> str:
+    """Start one paid job and return its id. The SDK never re-sends it by itself."""
+    client = settings.client()
+    try:
+        video = client.create(request, image)
+    finally:
+        client.close()
+    get_run_logger().info("created %s: %s, %s s, %s", video.id, request.model, request.seconds, request.size)
+    _emit("created", video.id, model=request.model, seconds=request.seconds, size=request.size)
+    return video.id
+
+
+@task(name="wait-for-video", **_transient_retries)
+def wait_for_video(video_id: str, settings: ApiSettings) -> dict[str, Any]:
+    """Poll until completed (honouring the server's poll-after hint) and report progress."""
+    logger = get_run_logger()
+    artifact_id = create_progress_artifact(progress=0.0, description=f"Rendering {video_id}")
+    last = {"progress": -1, "status": ""}
+
+    def report(video: Any) -> None:
+        progress.publish(video)
+        if video.progress != last["progress"] or video.status != last["status"]:
+            last.update(progress=video.progress, status=video.status)
+            update_progress_artifact(artifact_id, float(video.progress))
+            logger.info("%s: %s %s%%", video_id, video.status, video.progress)
+
+    client = settings.client()
+    try:
+        video = client.wait(
+            video_id, max_wait=settings.max_wait, poll_interval=settings.poll_interval, on_progress=report
+        )
+    except Exception as error:
+        code = getattr(error, "code", type(error).__name__)
+        _emit("failed", video_id, code=code, message=str(error))
+        raise
+    finally:
+        client.close()
+    _emit("completed", video_id)
+    return video.model_dump(mode="json")
+
+
+@task(name="download-video", **_transient_retries)
+def download_video(
+    video_id: str, settings: ApiSettings, variant: Variant = "video", directory: Path | None = None
+) -> DownloadedFile:
+    """Stream the asset to a local temporary file; size and type are checked."""
+    client = settings.client()
+    started = time.monotonic()
+    try:
+        downloaded = client.download(video_id, variant=variant, directory=directory)
+    finally:
+        client.close()
+    get_run_logger().info(
+        "downloaded %s %s: %d bytes in %.2fs", video_id, variant, downloaded.bytes, time.monotonic() - started
+    )
+    return downloaded
+
+
+@task(name="upload-video", **_transient_retries)
+def upload_video(
+    downloaded: DownloadedFile, output: str, request: VideoRequest
+) -> StoredVideo:
+    """Deliver the file to a local path or S3 and verify what landed."""
+    destination = resolve_destination(output, video_id=downloaded.video_id, model=request.model)
+    metadata = object_metadata(
+        downloaded.video_id, request.model, request.seconds, request.size, request.prompt_sha256, downloaded.sha256
+    )
+    stored = store_file(
+        downloaded.path,
+        destination,
+        sha256=downloaded.sha256,
+        content_type=downloaded.content_type or "video/mp4",
+        metadata=metadata,
+    )
+    get_run_logger().info("stored %s at %s (%d bytes, sha256 %s)", downloaded.video_id, stored.uri, stored.bytes, stored.sha256)
+    _emit("uploaded", downloaded.video_id, uri=stored.uri, bytes=stored.bytes, sha256=stored.sha256)
+    return stored
