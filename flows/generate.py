@@ -21,9 +21,7 @@ from .results import VideoResult
 DEFAULT_OUTPUT = "videos/{video_id}.mp4"
 
 
-def build_request(
-    prompt: str, model: str, duration: int | str, resolution: str, settings: ApiSettings
-) -> VideoRequest:
+def build_request(prompt: str, model: str, duration: int | str, resolution: str, settings: ApiSettings) -> VideoRequest:
     return VideoRequest.build(
         prompt,
         model=model,

@@ -101,7 +101,9 @@ def collect_video(
         )
     if video.expires_at is not None and video.expires_at < time.time():
         raise VideoExpiredError(
-            video_id, "expired", f"video {video_id} expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(video.expires_at))}"
+            video_id,
+            "expired",
+            f"video {video_id} expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(video.expires_at))}",
         )
     request = VideoRequest(
         prompt=video.prompt or "", model=str(video.model), seconds=str(video.seconds), size=str(video.size)

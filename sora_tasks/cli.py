@@ -121,8 +121,12 @@ def progress_bar(enabled: bool) -> Iterator[None]:
     from .core import progress as feed
 
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(), transient=True, console=_stderr_console(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        transient=True,
+        console=_stderr_console(),
     ) as bar:
         bar_task = bar.add_task("waiting", total=100)
 
@@ -227,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SoraError, RuntimeError, TimeoutError) as error:
         video_id = getattr(error, "video_id", None)
         code = getattr(error, "code", None)
-        details = ", ".join(part for part in (f"video {video_id}" if video_id else "", f"code {code}" if code else "") if part)
+        details = ", ".join(
+            part for part in (f"video {video_id}" if video_id else "", f"code {code}" if code else "") if part
+        )
         print(f"sora-video: failed{f' ({details})' if details else ''}: {error}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -8,6 +8,7 @@ task, from that block or from ``OPENAI_API_KEY``.
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,7 +40,9 @@ class ApiSettings(BaseModel):
         if self.api_key_secret:
             from prefect.blocks.system import Secret
 
-            return str(Secret.load(self.api_key_secret).get())
+            # Called from sync tasks, where Prefect's load() returns the block itself.
+            secret = cast("Secret[str]", Secret.load(self.api_key_secret))
+            return str(secret.get())
         return os.environ.get("OPENAI_API_KEY")
 
     def client(self) -> VideosClient:

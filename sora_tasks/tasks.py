@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -110,7 +111,7 @@ def create_video(
 def wait_for_video(video_id: str, settings: ApiSettings) -> dict[str, Any]:
     """Poll until completed (honouring the server's poll-after hint) and report progress."""
     logger = get_run_logger()
-    artifact_id = create_progress_artifact(progress=0.0, description=f"Rendering {video_id}")
+    artifact_id: UUID = create_progress_artifact(progress=0.0, description=f"Rendering {video_id}")  # type: ignore[assignment]
     last = {"progress": -1, "status": ""}
 
     def report(video: Any) -> None:
@@ -153,9 +154,7 @@ def download_video(
 
 
 @task(name="upload-video", **_transient_retries)
-def upload_video(
-    downloaded: DownloadedFile, output: str, request: VideoRequest
-) -> StoredVideo:
+def upload_video(downloaded: DownloadedFile, output: str, request: VideoRequest) -> StoredVideo:
     """Deliver the file to a local path or S3 and verify what landed."""
     destination = resolve_destination(output, video_id=downloaded.video_id, model=request.model)
     metadata = object_metadata(
@@ -168,6 +167,8 @@ def upload_video(
         content_type=downloaded.content_type or "video/mp4",
         metadata=metadata,
     )
-    get_run_logger().info("stored %s at %s (%d bytes, sha256 %s)", downloaded.video_id, stored.uri, stored.bytes, stored.sha256)
+    get_run_logger().info(
+        "stored %s at %s (%d bytes, sha256 %s)", downloaded.video_id, stored.uri, stored.bytes, stored.sha256
+    )
     _emit("uploaded", downloaded.video_id, uri=stored.uri, bytes=stored.bytes, sha256=stored.sha256)
     return stored

@@ -40,9 +40,7 @@ def test_text_to_video_create_and_poll_gives_a_real_h264_mp4(client: OpenAI) -> 
     assert (probe.codec, probe.width, probe.height, probe.fps, probe.frames) == ("h264", 1280, 720, 24.0, 96)
 
 
-@pytest.mark.parametrize(
-    ("model", "size", "seconds"), [("sora-2", "720x1280", "8"), ("sora-2-pro", "1792x1024", "4")]
-)
+@pytest.mark.parametrize(("model", "size", "seconds"), [("sora-2", "720x1280", "8"), ("sora-2-pro", "1792x1024", "4")])
 def test_image_to_video_animates_the_reference(client: OpenAI, model: str, size: str, seconds: str) -> None:
     width, height = (int(v) for v in size.split("x"))
     video = client.videos.create_and_poll(
@@ -141,7 +139,9 @@ def test_input_reference_format_and_size_are_checked(client: OpenAI, emulator) -
     with pytest.raises(openai.BadRequestError, match="image/jpeg, image/png and image/webp"):
         client.videos.create(prompt="gif", size="1280x720", input_reference=("a.gif", gif.getvalue(), "image/gif"))
     with pytest.raises(openai.BadRequestError, match="must match the requested width and height"):
-        client.videos.create(prompt="wrong size", size="1280x720", input_reference=("a.png", png((640, 360)), "image/png"))
+        client.videos.create(
+            prompt="wrong size", size="1280x720", input_reference=("a.png", png((640, 360)), "image/png")
+        )
     webp = client.videos.create(
         prompt="webp ok", size="1280x720", input_reference=("a.webp", png((1280, 720), fmt="WEBP"), "image/webp")
     )
@@ -263,6 +263,16 @@ def test_console_script_documents_the_flags() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "sora_tasks.emulator", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for flag in ("--render-seconds", "--api-key", "--pad-bytes", "--rate-limit", "--server-error",
-                 "--cut-download", "--create-then-500", "--moderate", "--slow", "--request-log"):
+    for flag in (
+        "--render-seconds",
+        "--api-key",
+        "--pad-bytes",
+        "--rate-limit",
+        "--server-error",
+        "--cut-download",
+        "--create-then-500",
+        "--moderate",
+        "--slow",
+        "--request-log",
+    ):
         assert flag in out

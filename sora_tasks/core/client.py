@@ -114,6 +114,7 @@ def _status_error(error: openai.APIStatusError, video_id: str | None = None) -> 
         return TransientError(
             f"HTTP {status} from the Videos API: {error.message}",
             video_id=video_id,
+            status_code=status,
             retry_after=float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
         )
     param = getattr(error, "param", None)
@@ -149,9 +150,19 @@ class VideosClient:
 
     # -- create -----------------------------------------------------------------
 
-    def create(self, request: VideoRequest, image: PreparedImage | None = None, **extra_body: Any) -> Video:
-        """Send one create. Raises :class:`TransientError` only when no job was made."""
-        started = time.time()
+    def create(
+        self,
+        request: VideoRequest,
+        image: PreparedImage | None = None,
+        *,
+        rate_limit_attempts: int = 3,
+        **extra_body: Any,
+    ) -> Video:
+        """Send one create. Raises :class:`TransientError` only when no job was made.
+
+        A 429 means the server made nothing, so it is waited out (``Retry-After``)
+        and re-sent here, up to ``rate_limit_attempts`` times.
+        """
         params: dict[str, Any] = {
             "prompt": request.prompt,
             "model": request.model,
@@ -160,6 +171,19 @@ class VideosClient:
         }
         if image is not None:
             params["input_reference"] = image.as_upload()
+        for attempt in range(1, rate_limit_attempts + 1):
+            try:
+                return self._create_once(request, params, extra_body)
+            except TransientError as error:
+                if error.status_code != 429 or attempt == rate_limit_attempts:
+                    raise
+                delay = error.retry_after if error.retry_after is not None else float(attempt)
+                logger.warning("create rate-limited; retrying in %.1fs (attempt %d)", delay, attempt)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _create_once(self, request: VideoRequest, params: dict[str, Any], extra_body: dict[str, Any]) -> Video:
+        started = time.time()
         try:
             video = self._writes.videos.create(**params, extra_body=extra_body or None)
         except openai.APIStatusError as error:
@@ -263,7 +287,8 @@ class VideosClient:
 
     def _download_once(self, video_id: str, variant: Variant, directory: Path | None) -> DownloadedFile:
         suffix = {"video": ".mp4", "thumbnail": ".img", "spritesheet": ".jpg"}[variant]
-        handle = tempfile.NamedTemporaryFile(
+        # delete=False: the file outlives this call (it is handed to the upload step).
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the `with` below
             prefix=f"{video_id}-", suffix=suffix, dir=directory, delete=False
         )
         path = Path(handle.name)
@@ -287,7 +312,9 @@ class VideosClient:
             raise TransientError(f"got {size} of {expected} bytes", video_id=video_id)
         if not _has_signature(path, variant):
             path.unlink(missing_ok=True)
-            raise DownloadError(video_id, f"the {variant} content ({content_type or 'no type'}) is not a valid {variant}")
+            raise DownloadError(
+                video_id, f"the {variant} content ({content_type or 'no type'}) is not a valid {variant}"
+            )
         return DownloadedFile(video_id, variant, path, size, digest.hexdigest(), content_type)
 
     @contextmanager
@@ -300,7 +327,9 @@ class VideosClient:
                 video_id, "expired", f"video {video_id} has no downloadable {variant}: {error.message}"
             ) from error
         except openai.BadRequestError as error:
-            raise VideoNotReadyError(video_id, "not_ready", f"video {video_id} is not downloadable yet: {error.message}") from error
+            raise VideoNotReadyError(
+                video_id, "not_ready", f"video {video_id} is not downloadable yet: {error.message}"
+            ) from error
         except openai.APIStatusError as error:
             raise _status_error(error, video_id) from error
         except openai.APIConnectionError as error:

@@ -34,10 +34,18 @@ class ServerRejectedError(SoraError, ValueError):
 class TransientError(SoraError):
     """A failure worth retrying: rate limit, 5xx, dropped connection, cut-off download."""
 
-    def __init__(self, message: str, *, video_id: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        video_id: str | None = None,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.video_id = video_id
         self.retry_after = retry_after
+        self.status_code = status_code
 
 
 class VideoJobError(SoraError, RuntimeError):

@@ -12,7 +12,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, Union
+from typing import IO, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -20,12 +20,17 @@ from .errors import InvalidRequestError
 
 Fit = Literal["cover", "contain", "stretch"]
 OutputFormat = Literal["PNG", "JPEG", "WEBP"]
-ImageSource = Union[str, Path, bytes, bytearray, IO[bytes], Image.Image]
+ImageSource = str | Path | bytes | bytearray | IO[bytes] | Image.Image
 
 FITS: tuple[Fit, ...] = ("cover", "contain", "stretch")
-FORMATS: dict[str, tuple[str, str]] = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
+FORMATS: dict[str, tuple[str, str]] = {
+    "PNG": ("image/png", "png"),
+    "JPEG": ("image/jpeg", "jpg"),
+    "WEBP": ("image/webp", "webp"),
+}
 # Above this many pixels an input is refused: a 200 MP reference is a mistake or an attack.
 MAX_PIXELS = 200_000_000
+MAX_SIDE = 30_000
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
@@ -86,16 +91,20 @@ def _open(data: bytes) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InvalidRequestError(f"image is too large to decode safely (decompression bomb?): {error}") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InvalidRequestError(f"image is not a readable JPEG/PNG/WebP/...: {error}") from error
     _check_dimensions(image)
     return image
 
 
 def _check_dimensions(image: Image.Image) -> None:
-    if image.width < 1 or image.height < 1 or image.width * image.height > MAX_PIXELS:
+    width, height = image.size
+    if min(width, height) < 1 or max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
         raise InvalidRequestError(
-            f"image dimensions {image.width}x{image.height} are out of range (at most {MAX_PIXELS:,} pixels)"
+            f"image dimensions {width}x{height} are out of range "
+            f"(at most {MAX_SIDE:,} pixels a side and {MAX_PIXELS:,} in all)"
         )
 
 
@@ -112,7 +121,8 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
         # 16-bit greyscale: scale 0..65535 to 0..255 instead of clipping to white.
         image = image.convert("I").point(lambda value: value / 257).convert("L")
     elif image.mode == "I":
-        divisor = 257 if image.getextrema()[1] > 255 else 1
+        _, highest = image.getextrema()
+        divisor = 257 if isinstance(highest, (int, float)) and highest > 255 else 1
         image = image.point(lambda value: value / divisor).convert("L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -181,6 +191,7 @@ def prepare_image(
         upright_target = (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else target
         image.draft("RGB", upright_target)
     try:
+        image.load()
         image = ImageOps.exif_transpose(image) or image
         image = _to_rgb(image, background)
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt pixel data

@@ -93,7 +93,9 @@ class VideoRequest:
                 "(other models are accepted with a non-OpenAI base_url)"
             )
         seconds = normalize_seconds(duration, strict=known)
-        return cls(prompt=prompt, model=model, seconds=seconds, size=normalize_size(resolution, model, known_model=known))
+        return cls(
+            prompt=prompt, model=model, seconds=seconds, size=normalize_size(resolution, model, known_model=known)
+        )
 
     @property
     def width(self) -> int:

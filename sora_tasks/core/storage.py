@@ -142,7 +142,9 @@ def read_s3_object(uri: str, client: S3Client | None = None) -> bytes:
         raise InvalidRequestError(f"cannot read {uri}: {code or error}") from error
 
 
-def object_metadata(video_id: str, model: str, seconds: str, size: str, prompt_sha256: str, sha256: str) -> dict[str, str]:
+def object_metadata(
+    video_id: str, model: str, seconds: str, size: str, prompt_sha256: str, sha256: str
+) -> dict[str, str]:
     return {
         "video-id": video_id,
         "model": model,
@@ -214,7 +216,9 @@ def _upload_s3(
         head = client.head_object(Bucket=destination.bucket, Key=destination.key)
     except (ClientError, BotoCoreError) as error:
         if _is_transient_s3(error):
-            raise TransientError(f"upload to {destination.uri} failed: {error}", video_id=metadata.get("video-id")) from error
+            raise TransientError(
+                f"upload to {destination.uri} failed: {error}", video_id=metadata.get("video-id")
+            ) from error
         raise StorageError(
             f"upload to {destination.uri} failed: {error}", video_id=metadata.get("video-id"), local_path=str(source)
         ) from error

@@ -88,15 +88,11 @@ def _invalid(param: str, value: object, allowed: tuple[str, ...]) -> ApiError:
     )
 
 
-def validate_create(
-    prompt: str, model: str, seconds: str, size: str, reference: bytes | None
-) -> None:
+def validate_create(prompt: str, model: str, seconds: str, size: str, reference: bytes | None) -> None:
     if not prompt.strip():
         raise ApiError(400, "Prompt must not be empty.", param="prompt", code="empty_prompt")
     if len(prompt) > PROMPT_LIMIT:
-        raise ApiError(
-            400, f"Prompt is too long: {len(prompt)} characters, limit {PROMPT_LIMIT}.", param="prompt"
-        )
+        raise ApiError(400, f"Prompt is too long: {len(prompt)} characters, limit {PROMPT_LIMIT}.", param="prompt")
     if model not in MODEL_SIZES:
         raise _invalid("model", model, tuple(MODEL_SIZES))
     if seconds not in SECONDS:
@@ -221,9 +217,7 @@ def build_app(state: EmulatorState) -> FastAPI:
         if time.time() > described["expires_at"]:
             raise ApiError(404, f"The assets of video '{video_id}' have expired.", code="video_expired")
         assets = job.render.result()
-        path = {"video": assets.video, "thumbnail": assets.thumbnail, "spritesheet": assets.spritesheet}[
-            variant
-        ]
+        path = {"video": assets.video, "thumbnail": assets.thumbnail, "spritesheet": assets.spritesheet}[variant]
         if state.faults.wants("cut", "content"):
             return _cut_off_response(path.read_bytes(), VARIANTS[variant])
         return FileResponse(path, media_type=VARIANTS[variant])
@@ -269,9 +263,7 @@ def _cut_off_response(data: bytes, media_type: str) -> Response:
         await asyncio.sleep(0)
         raise EmulatedCutOff("emulated cut-off download")
 
-    return StreamingResponse(
-        half_then_drop(), media_type=media_type, headers={"content-length": str(len(data))}
-    )
+    return StreamingResponse(half_then_drop(), media_type=media_type, headers={"content-length": str(len(data))})
 
 
 def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
@@ -351,7 +343,5 @@ def _gate(scope: Scope, state: EmulatorState, endpoint: str) -> ApiError | None:
             headers={"retry-after": f"{retry_after:g}", "retry-after-ms": str(int(retry_after * 1000))},
         )
     if fault in ("500", "503"):
-        return ApiError(
-            int(fault), "The server had an error while processing your request.", type="server_error"
-        )
+        return ApiError(int(fault), "The server had an error while processing your request.", type="server_error")
     return None

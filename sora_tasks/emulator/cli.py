@@ -26,12 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--render-seconds", type=float, default=2.0, help="time from create to completed (default: %(default)s)"
     )
-    parser.add_argument(
-        "--poll-after-ms", type=int, default=500, help="openai-poll-after-ms sent while a job runs"
-    )
-    parser.add_argument(
-        "--asset-ttl", type=float, default=3600.0, help="seconds a completed video stays downloadable"
-    )
+    parser.add_argument("--poll-after-ms", type=int, default=500, help="openai-poll-after-ms sent while a job runs")
+    parser.add_argument("--asset-ttl", type=float, default=3600.0, help="seconds a completed video stays downloadable")
     parser.add_argument("--api-key", help="accept only this bearer key (default: any non-empty key)")
     parser.add_argument(
         "--pad-bytes", type=int, default=0, help="grow each MP4 by a valid `free` box of this many bytes"
@@ -46,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--create-then-500", type=float, default=0.0, help="fraction of creates that commit the job, then 500"
     )
     faults.add_argument(
-        "--moderate", action="append", default=[], metavar="WORD",
+        "--moderate",
+        action="append",
+        default=[],
+        metavar="WORD",
         help="fail jobs whose prompt contains WORD with moderation_blocked (repeatable)",
     )
     faults.add_argument("--slow", type=float, default=0.0, help="delay every response by this many seconds")

@@ -181,9 +181,7 @@ class EmulatorState:
             "created_at": int(job.created_at),
             "completed_at": int(completed_at) if completed_at and status == "completed" else None,
             "expires_at": (
-                int(completed_at + self.config.asset_ttl_seconds)
-                if completed_at and status == "completed"
-                else None
+                int(completed_at + self.config.asset_ttl_seconds) if completed_at and status == "completed" else None
             ),
             "error": error,
             "prompt": job.prompt,

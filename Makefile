@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  `make demo` (set up + run the main job on the
+# embedded emulator, no API key) and `make test` (set up + lint + type-check + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/sora-video --emulator \
+		--prompt "A paper boat drifting down a rainy street at dusk" \
+		--output out/demo.mp4
+	@$(BIN)/python -c "import av; s = av.open('out/demo.mp4').streams.video[0]; \
+		print(f'out/demo.mp4: {s.codec_context.name} {s.width}x{s.height}, {s.frames} frames at {s.average_rate} fps')"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) out videos .pytest_cache .mypy_cache .ruff_cache

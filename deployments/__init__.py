@@ -1,0 +1,1 @@
+"""Ready-made Prefect deployments of the flows (see also prefect.yaml)."""

@@ -1,0 +1,110 @@
+"""`sora-video` as a user runs it: a separate process, its own embedded emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .media import probe_mp4
+
+
+def sora_video(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "sora_tasks.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_no_key_uses_the_embedded_emulator_and_writes_a_real_mp4(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "sora_tasks.cli", "--prompt", "A kite over the sea", "--output", "clip.mp4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "using the built-in Sora emulator" in result.stderr
+    assert Path(result.stdout.strip()) == tmp_path / "clip.mp4"
+    probe = probe_mp4(tmp_path / "clip.mp4")
+    assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 1280, 720, 96)
+
+
+def test_image_to_video_to_s3_with_seed_flags(tmp_path: Path, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    Image.new("RGB", (900, 1600), (200, 100, 0)).save(tmp_path / "portrait.png")
+    result = sora_video(
+        "--emulator",
+        "--image",
+        str(tmp_path / "portrait.png"),
+        "--prompt",
+        "The model waves",
+        "--model",
+        "sora-2-pro",
+        "--duration",
+        "8",
+        "--resolution",
+        "1024x1792",
+        "--output",
+        f"s3://{bucket}/cli/{{video_id}}.mp4",
+    )
+    assert result.returncode == 0, result.stderr
+    uri = result.stdout.strip()
+    body = s3.get_object(Bucket=bucket, Key=uri.removeprefix(f"s3://{bucket}/"))["Body"].read()
+    probe = probe_mp4(body)
+    assert (probe.width, probe.height, probe.seconds) == (1024, 1792, 8.0)
+
+
+def test_invalid_input_exits_2_with_the_allowed_values() -> None:
+    result = sora_video("--emulator", "--prompt", "x", "--resolution", "1920x1080")
+    assert result.returncode == 2
+    assert "invalid input" in result.stderr and "720x1280, 1280x720" in result.stderr
+    assert sora_video("--emulator", "--prompt", "x", "--duration", "6").returncode == 2
+
+
+def test_generation_failure_exits_1_naming_the_video_and_code() -> None:
+    # The emulator is the server here, so an unknown model reaches it and is refused by it;
+    # the timeout is the failure that keeps a video id.
+    result = sora_video("--emulator", "--prompt", "slow one", "--max-wait", "0.5")
+    assert result.returncode == 1
+    assert "failed (video video_" in result.stderr and "collect it later" in result.stderr
+
+
+def test_async_prints_an_id_and_status_and_collect_work_against_a_server(tmp_path: Path, emulator) -> None:  # type: ignore[no-untyped-def]
+    env = {"OPENAI_BASE_URL": emulator.base_url}
+    submitted = sora_video("--prompt", "Fabric in slow motion", "--duration", "8", "--async", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    video_id = submitted.stdout.strip()
+    assert video_id.startswith("video_") and emulator.state.jobs_created == 1
+
+    status = sora_video("status", video_id, env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["id"] == video_id
+
+    emulator.state.config.render_seconds = 60  # hold the job in progress
+    early = sora_video("collect", video_id, "--output", str(tmp_path / "x.mp4"), env=env)
+    assert early.returncode == 1 and "collect it later" in early.stderr and not (tmp_path / "x.mp4").exists()
+    emulator.state.config.render_seconds = 0.0  # the clock now says done
+    emulator.state.get(video_id).render.result()
+    collected = sora_video("collect", video_id, "--output", str(tmp_path / "{video_id}.mp4"), env=env)
+    assert collected.returncode == 0, collected.stderr
+    assert probe_mp4(tmp_path / f"{video_id}.mp4").frames == 8 * 24
+
+
+def test_providers_are_listed() -> None:
+    result = sora_video("providers")
+    assert result.returncode == 0
+    for name in ("openai", "litellm", "vllm-omni", "sglang", "generic"):
+        assert name in result.stdout

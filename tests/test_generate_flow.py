@@ -1,0 +1,195 @@
+"""The sync flow end to end: emulator -> Prefect flow run -> S3 (moto) or disk."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from prefect.settings import PREFECT_API_URL
+
+from flows.generate import generate_video
+from sora_tasks.core import ModerationBlockedError, ServerRejectedError, VideoJobError, VideoTimeoutError
+
+from .media import probe_mp4, sha256
+
+
+def emulator_bytes(emulator: Any, video_id: str) -> bytes:
+    return emulator.state.get(video_id).render.result().video.read_bytes()  # type: ignore[no-any-return]
+
+
+def run_artifacts(flow_run_id: Any) -> list[dict[str, Any]]:
+    """Artifacts of one flow run, read from the test Prefect server's REST API."""
+    # Prefect 3.8's client sends nulls that its own server refuses here; the API is simple enough.
+    response = httpx.post(
+        f"{PREFECT_API_URL.value()}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 50},
+    )
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    state = generate_video(
+        prompt=unique_prompt,
+        duration=8,
+        resolution="720x1280",
+        output=f"s3://{bucket}/runs/{{date}}/{{model}}/{{video_id}}.mp4",
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+        return_state=True,
+    )
+    result = state.result()
+    key = result.uri.removeprefix(f"s3://{bucket}/")
+    assert key.startswith("runs/") and key.endswith(f"/sora-2/{result.video_id}.mp4")
+    obj = s3.get_object(Bucket=bucket, Key=key)
+    body = obj["Body"].read()
+    probe = probe_mp4(body)
+    assert (probe.codec, probe.width, probe.height, probe.seconds) == ("h264", 720, 1280, 8.0)
+    assert sha256(body) == sha256(emulator_bytes(emulator, result.video_id)) == result.sha256
+    assert obj["ContentType"] == "video/mp4"
+    assert obj["Metadata"] == {
+        "video-id": result.video_id,
+        "model": "sora-2",
+        "seconds": "8",
+        "size": "720x1280",
+        "prompt-sha256": sha256(unique_prompt.encode()),
+        "sha256": result.sha256,
+    }
+    assert result.bytes == len(body) and result.status == "completed" and result.expires_at
+    assert set(result.timings) == {"preprocess", "create", "wait", "download", "upload"}
+    artifacts = run_artifacts(state.state_details.flow_run_id)
+    assert sorted(artifact["type"] for artifact in artifacts) == ["markdown", "markdown", "progress"]
+    assert any(f"]({result.uri})" in str(artifact["data"]) for artifact in artifacts)  # the link
+    assert any(f"| video_id | {result.video_id} |" in str(artifact["data"]) for artifact in artifacts)
+    assert emulator.state.jobs_created == 1 and emulator.state.count("content") == 1
+
+
+def test_image_to_video_to_s3_and_disk(emulator, s3, bucket: str, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (3000, 2000), (20, 160, 60)).save(photo, quality=90)
+    s3_result = generate_video(
+        prompt=unique_prompt,
+        image=str(photo),
+        output=f"s3://{bucket}/i2v/{{video_id}}.mp4",
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+    )
+    body = s3.get_object(Bucket=bucket, Key=f"i2v/{s3_result.video_id}.mp4")["Body"].read()
+    assert probe_mp4(body).width == 1280 and sha256(body) == s3_result.sha256
+    job = emulator.state.get(s3_result.video_id)
+    assert job.reference is not None and Image.open(io.BytesIO(job.reference)).size == (1280, 720)
+
+    local = generate_video(
+        prompt=unique_prompt + " again",
+        image=str(photo),
+        output=str(tmp_path / "out" / "{video_id}.mp4"),
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+        fit="contain",
+    )
+    written = Path(local.uri)
+    assert written.parent == tmp_path / "out" and written.read_bytes() == emulator_bytes(emulator, local.video_id)
+    probe = probe_mp4(written)
+    assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 1280, 720, 96)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"prompt": "  "}, "prompt"),
+        ({"duration": 5}, "duration must be one of 4, 8, 12"),
+        ({"resolution": "1920x1080"}, "no 1080p size"),
+        ({"resolution": "1080x1920"}, "allowed: 720x1280, 1280x720"),
+        ({"resolution": "1792x1024"}, "needs sora-2-pro"),
+        ({"image": "/missing/photo.png"}, "no such file"),
+        ({"output": "s3://bucket-x/../etc/passwd"}, r"'\.\.' segments"),
+        ({"output": "s3:///no-bucket.mp4"}, "bucket name"),
+        ({"output": "s3://no-such-bucket-here/v.mp4"}, "does not exist"),
+        ({"output": "ftp://host/v.mp4"}, "local path or s3://"),
+        ({"output": "videos/{user}.mp4"}, "allowed: video_id, date, model"),
+        ({"base_url": "not a url"}, "base_url must be an http"),
+    ],
+)
+def test_bad_input_fails_before_any_request(
+    emulator, s3_endpoint: str, overrides: dict[str, Any], message: str
+) -> None:  # type: ignore[no-untyped-def]
+    arguments: dict[str, Any] = {
+        "prompt": "valid prompt",
+        "base_url": emulator.base_url,
+        "output": "out/{video_id}.mp4",
+    }
+    arguments.update(overrides)
+    with pytest.raises(ValueError, match=message):
+        generate_video(**arguments)
+    assert emulator.state.requests == [] and emulator.state.jobs_created == 0
+
+
+def test_unknown_model_is_refused_for_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="model must be one of sora-2"):
+        generate_video(prompt="p", model="sora-3", base_url="https://api.openai.com/v1")
+
+
+def test_missing_api_key_names_the_options(emulator, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ValueError, match=r"OPENAI_API_KEY.*Secret block"):
+        generate_video(prompt="p", base_url=emulator.base_url)
+    assert emulator.state.requests == []
+
+
+def test_transient_faults_are_retried(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    emulator.faults.inject("429", endpoint="create")
+    emulator.faults.inject("500", endpoint="create")  # plain 500: nothing created, reconciled, retried
+    emulator.faults.inject("503", endpoint="retrieve", count=2)
+    emulator.faults.inject("cut", endpoint="content")
+    result = generate_video(
+        prompt=unique_prompt, output=str(tmp_path / "v.mp4"), base_url=emulator.base_url, poll_interval=0.1
+    )
+    assert Path(result.uri).read_bytes() == emulator_bytes(emulator, result.video_id)
+    state = emulator.state
+    assert state.jobs_created == 1
+    assert state.count("create", status=429) == 1 and state.count("create", status=500) == 1
+    assert state.count("create", status=200) == 1
+    assert state.count("list") == 1  # the 500 was reconciled against the job list before retrying
+    assert state.count("retrieve", status=503) == 2
+    assert state.count("content") == 2  # the cut download was fetched again
+
+
+def test_create_then_500_is_reconciled_not_duplicated(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    emulator.faults.inject("create_then_500", endpoint="create")
+    result = generate_video(
+        prompt=unique_prompt, output=str(tmp_path / "v.mp4"), base_url=emulator.base_url, poll_interval=0.1
+    )
+    assert emulator.state.jobs_created == 1 and emulator.state.count("create") == 1
+    assert Path(result.uri).stat().st_size == result.bytes
+
+
+def test_server_validation_errors_are_not_retried(emulator, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    # A self-hosted URL admits unknown models; the emulator (like OpenAI) refuses this one.
+    with pytest.raises(ServerRejectedError, match="Invalid value: 'open-video-1'") as caught:
+        generate_video(prompt=unique_prompt, model="open-video-1", base_url=emulator.base_url, output="out/v.mp4")
+    assert isinstance(caught.value, ValueError) and caught.value.param == "model"
+    assert emulator.state.count("create") == 1 and emulator.state.jobs_created == 0
+
+
+def test_moderation_failure_fails_the_run_with_id_and_code(emulator, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    emulator.faults.moderation_words = ("boat",)
+    with pytest.raises(ModerationBlockedError) as caught:
+        generate_video(prompt=unique_prompt, base_url=emulator.base_url, poll_interval=0.1, output="out/v.mp4")
+    error = caught.value
+    assert isinstance(error, VideoJobError) and isinstance(error, RuntimeError)
+    assert error.code == "moderation_blocked" and error.video_id in str(error)
+    assert emulator.state.jobs_created == 1 and emulator.state.count("create") == 1
+
+
+def test_deadline_raises_timeout_with_the_video_id(emulator, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    emulator.state.config.render_seconds = 30
+    with pytest.raises(VideoTimeoutError) as caught:
+        generate_video(
+            prompt=unique_prompt, base_url=emulator.base_url, max_wait=0.5, poll_interval=0.1, output="out/v.mp4"
+        )
+    assert isinstance(caught.value, TimeoutError)
+    assert caught.value.video_id.startswith("video_") and caught.value.video_id in str(caught.value)
