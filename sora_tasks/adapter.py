@@ -1,0 +1,262 @@
+"""`SoraVideoAdapter`: the seed's Python API, on the same core as the Prefect tasks.
+
+Sync, async-with-callbacks and manual modes, with the seed's signatures, return
+types and exceptions (``ValueError``, ``TimeoutError``, ``RuntimeError``). What it
+does differently from the seed's original, on purpose:
+
+- status and download use the API's real fields (there is no ``url``);
+- an exception raised by ``on_complete`` is logged as a callback error, not
+  reported to ``on_error`` as a generation failure;
+- with no ``on_error``, a failure is logged and kept on the returned job, and
+  :meth:`SoraVideoAdapter.wait_all` raises it: nothing is swallowed;
+- async methods return a :class:`VideoJob` — a ``str`` (the video id, as the seed
+  promises) that can also be waited on; the worker threads are not daemons, so
+  the interpreter runs pending callbacks before it exits;
+- timeouts and failures name the video id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+from PIL import Image
+
+from .core.client import VideosClient, is_openai_hosted, job_error
+from .core.errors import TransientError, VideoNotReadyError
+from .core.images import Fit, prepare_image
+from .core.request import VideoRequest
+
+logger = logging.getLogger("sora_tasks.adapter")
+
+ImageInput = str | Path | bytes | IO[bytes] | Image.Image
+CompleteCallback = Callable[[bytes], None]
+ErrorCallback = Callable[[str], None]
+ProgressCallback = Callable[[dict[str, Any]], None]
+CREATE_ATTEMPTS = 3
+
+
+class VideoJob(str):
+    """The video id (a ``str``, as the seed returns) plus a handle on the background work."""
+
+    _future: Future[bytes]
+    _handled: bool
+
+    def __new__(cls, video_id: str, future: Future[bytes], handled: bool) -> VideoJob:
+        job = super().__new__(cls, video_id)
+        job._future, job._handled = future, handled
+        return job
+
+    @property
+    def video_id(self) -> str:
+        return str(self)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> bytes:
+        """The video bytes; raises the generation error if it failed."""
+        return self._future.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._future.exception(timeout)
+
+
+class SoraVideoAdapter:
+    """Generate Sora videos from Python: text-to-video and image-to-video."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model_version: str = "sora-2",
+        polling_interval: int | float = 5,
+        max_polling_time: int | float = 300,
+        base_url: str | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        self._client = VideosClient(api_key=api_key, base_url=base_url)
+        self._custom_server = not is_openai_hosted(self._client.base_url)
+        # Validate the model now, as the seed does, with a size every model accepts.
+        VideoRequest.build("check", model=model_version, allow_unknown_models=self._custom_server)
+        self.model_version = model_version
+        self.polling_interval = float(polling_interval)
+        self.max_polling_time = float(max_polling_time)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sora-adapter")
+        self._jobs: list[VideoJob] = []
+        self._lock = threading.Lock()
+
+    # -- the seed's methods -------------------------------------------------------
+
+    def generate_text_to_video(
+        self, prompt: str, duration: int = 4, resolution: str = "1280x720", wait: bool = True
+    ) -> bytes | str:
+        video_id = self._create(self._request(prompt, duration, resolution), None)
+        return self._wait_and_download(video_id) if wait else video_id
+
+    def generate_image_to_video(
+        self,
+        image: ImageInput,
+        prompt: str,
+        duration: int = 4,
+        resolution: str = "1280x720",
+        wait: bool = True,
+        fit: Fit = "cover",
+    ) -> bytes | str:
+        request = self._request(prompt, duration, resolution)
+        video_id = self._create(request, prepare_image(image, request.size, fit=fit))
+        return self._wait_and_download(video_id) if wait else video_id
+
+    def generate_text_to_video_async(
+        self,
+        prompt: str,
+        duration: int = 4,
+        resolution: str = "1280x720",
+        on_complete: CompleteCallback | None = None,
+        on_error: ErrorCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> VideoJob:
+        video_id = self._create(self._request(prompt, duration, resolution), None)
+        return self._follow(video_id, on_complete, on_error, on_progress)
+
+    def generate_image_to_video_async(
+        self,
+        image: ImageInput,
+        prompt: str,
+        duration: int = 4,
+        resolution: str = "1280x720",
+        on_complete: CompleteCallback | None = None,
+        on_error: ErrorCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+        fit: Fit = "cover",
+    ) -> VideoJob:
+        request = self._request(prompt, duration, resolution)
+        video_id = self._create(request, prepare_image(image, request.size, fit=fit))
+        return self._follow(video_id, on_complete, on_error, on_progress)
+
+    def get_video_status(self, video_id: str) -> dict[str, Any]:
+        """``{"status", "id", "progress", "error", ...}``; ``error`` is the message or None."""
+        video, _ = self._client.retrieve(video_id)
+        return status_dict(video)
+
+    def download_video(self, video_id: str) -> bytes:
+        """The MP4 of a completed video; ``RuntimeError`` when it is not completed."""
+        video, _ = self._client.retrieve(video_id)
+        if video.status == "failed":
+            raise job_error(video)
+        if video.status != "completed":
+            raise VideoNotReadyError(video_id, video.status)
+        return self._download_bytes(video_id)
+
+    # -- waiting for async work ---------------------------------------------------
+
+    def wait_all(self, timeout: float | None = None) -> list[VideoJob]:
+        """Wait for every async job; raises the first failure that had no ``on_error``."""
+        with self._lock:
+            jobs = list(self._jobs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in jobs:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            job.exception(remaining)
+        for job in jobs:
+            error = job.exception()
+            if error is not None and not job._handled:
+                raise error
+        return jobs
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+    def __enter__(self) -> SoraVideoAdapter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _request(self, prompt: str, duration: int | str, resolution: str) -> VideoRequest:
+        return VideoRequest.build(
+            prompt,
+            model=self.model_version,
+            duration=duration,
+            resolution=resolution,
+            allow_unknown_models=self._custom_server,
+        )
+
+    def _create(self, request: VideoRequest, image: Any) -> str:
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                return self._client.create(request, image).id
+            except TransientError:
+                # create() already ruled out a job made despite the error; re-sending is safe.
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                time.sleep(2**attempt)
+        raise AssertionError("unreachable")
+
+    def _wait_and_download(self, video_id: str, on_progress: ProgressCallback | None = None) -> bytes:
+        self._client.wait(
+            video_id,
+            max_wait=self.max_polling_time,
+            poll_interval=self.polling_interval,
+            on_progress=(lambda video: on_progress(status_dict(video))) if on_progress else None,
+        )
+        return self._download_bytes(video_id)
+
+    def _download_bytes(self, video_id: str) -> bytes:
+        downloaded = self._client.download(video_id)
+        try:
+            return downloaded.path.read_bytes()
+        finally:
+            downloaded.path.unlink(missing_ok=True)
+
+    def _follow(
+        self,
+        video_id: str,
+        on_complete: CompleteCallback | None,
+        on_error: ErrorCallback | None,
+        on_progress: ProgressCallback | None,
+    ) -> VideoJob:
+        def run() -> bytes:
+            try:
+                video = self._wait_and_download(video_id, on_progress)
+            except Exception as error:
+                if on_error is not None:
+                    on_error(str(error))
+                else:
+                    logger.error("video %s failed and no on_error was given: %s", video_id, error)
+                raise
+            if on_complete is not None:
+                try:
+                    on_complete(video)
+                except Exception:
+                    # The video is fine; the caller's code is not. Say so, precisely.
+                    logger.exception("on_complete callback for video %s raised", video_id)
+            return video
+
+        job = VideoJob(video_id, self._pool.submit(run), handled=on_error is not None)
+        with self._lock:
+            self._jobs.append(job)
+        return job
+
+
+def status_dict(video: Any) -> dict[str, Any]:
+    return {
+        "status": video.status,
+        "id": video.id,
+        "progress": video.progress,
+        "error": video.error.message if video.error else None,
+        "error_code": video.error.code if video.error else None,
+        "model": video.model,
+        "seconds": str(video.seconds),
+        "size": video.size,
+        "created_at": video.created_at,
+        "completed_at": video.completed_at,
+        "expires_at": video.expires_at,
+    }
