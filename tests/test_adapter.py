@@ -36,7 +36,7 @@ def test_text_to_video_sync_returns_mp4_bytes(seed_env, tmp_path: Path) -> None:
 def test_seed_full_hd_examples_get_a_clear_value_error(seed_env) -> None:  # type: ignore[no-untyped-def]
     adapter = SoraVideoAdapter()
     for resolution in ("1920x1080", "1080x1920"):
-        with pytest.raises(ValueError, match="no 1080p size.*allowed: 720x1280, 1280x720"):
+        with pytest.raises(ValueError, match=r"no 1080p size.*allowed: 720x1280, 1280x720"):
             adapter.generate_text_to_video(prompt="Fabric flowing", duration=8, resolution=resolution)
     with pytest.raises(ValueError, match="duration"):
         adapter.generate_text_to_video(prompt="x", duration=5)
@@ -138,12 +138,12 @@ def test_manual_status_tracking_loop_from_the_seed(seed_env, tmp_path: Path) -> 
 def test_timeout_and_failure_errors_carry_the_video_id(seed_env) -> None:  # type: ignore[no-untyped-def]
     seed_env.state.config.render_seconds = 30
     adapter = SoraVideoAdapter(polling_interval=0.1, max_polling_time=0.5)
-    with pytest.raises(TimeoutError, match="video_[0-9a-f]+ not finished"):
+    with pytest.raises(TimeoutError, match=r"video_[0-9a-f]+ not finished"):
         adapter.generate_text_to_video(prompt="slow")
     seed_env.state.config.render_seconds = 0.2
     seed_env.faults.moderation_words = ("blocked",)
     adapter = SoraVideoAdapter(polling_interval=0.1)
-    with pytest.raises(RuntimeError, match="video_[0-9a-f]+ failed: moderation_blocked"):
+    with pytest.raises(RuntimeError, match=r"video_[0-9a-f]+ failed: moderation_blocked"):
         adapter.generate_text_to_video(prompt="blocked prompt")
     status = adapter.get_video_status(seed_env.state.listing()[-1].id)
     assert status["status"] == "failed" and status["error_code"] == "moderation_blocked" and status["error"]
