@@ -16,6 +16,7 @@ from sora_tasks.core.request import VideoRequest
 from sora_tasks.core.storage import check_bucket, resolve_destination, validate_output
 from sora_tasks.tasks import create_video, download_video, preprocess_image, upload_video, wait_for_video
 
+from .hooks import record_for_collection
 from .results import VideoResult
 
 DEFAULT_OUTPUT = "videos/{video_id}.mp4"
@@ -85,7 +86,7 @@ def report(result: VideoResult) -> None:
     create_link_artifact(link=link, link_text=result.uri, description=f"Video {result.video_id}")
 
 
-@flow(name="generate-video", log_prints=True)
+@flow(name="generate-video", log_prints=True, on_failure=[record_for_collection])
 def generate_video(
     prompt: str,
     image: str | None = None,
@@ -99,13 +100,16 @@ def generate_video(
     max_wait: float = DEFAULT_MAX_WAIT,
     poll_interval: float = 5.0,
     request_id: str | None = None,
+    ledger: str | None = None,
 ) -> VideoResult:
     """Prompt (and optional reference image) -> MP4 at ``output`` (path or s3://bucket/key).
 
     ``output`` may use ``{video_id}``, ``{date}`` and ``{model}``. The API key comes
     from ``OPENAI_API_KEY`` or the Prefect Secret block named by ``api_key_secret``.
     ``request_id`` distinguishes deliberate repeats of an identical request, which
-    are otherwise served by the first job (never paid twice).
+    are otherwise served by the first job (never paid twice). If the run fails after
+    the video was paid for, the video is recorded in ``ledger`` (default
+    ``$SORA_LEDGER`` or ``~/.prefect-sora/pending``) for the ``collect-pending`` flow.
     """
     settings = ApiSettings(
         base_url=base_url, api_key_secret=api_key_secret, max_wait=max_wait, poll_interval=poll_interval

@@ -12,8 +12,9 @@ from prefect import flow, get_run_logger
 
 from sora_tasks.connection import ApiSettings
 from sora_tasks.core.client import job_error
-from sora_tasks.core.errors import VideoExpiredError, VideoNotReadyError
+from sora_tasks.core.errors import InvalidRequestError, VideoExpiredError, VideoNotReadyError
 from sora_tasks.core.images import Fit
+from sora_tasks.core.ledger import Ledger, PendingVideo
 from sora_tasks.core.request import VideoRequest
 from sora_tasks.tasks import create_video, preprocess_image
 
@@ -33,14 +34,36 @@ def submit_video(
     base_url: str | None = None,
     api_key_secret: str | None = None,
     request_id: str | None = None,
+    ledger: str | None = None,
 ) -> SubmittedVideo:
-    """Create the job and return its id at once (the seed's ``wait=False``)."""
+    """Create the job and return its id at once (the seed's ``wait=False``).
+
+    With ``ledger`` (a folder or ``s3://bucket/prefix``) the job is recorded there and
+    the ``collect-pending`` flow delivers it to ``output`` once done: the async mode,
+    in which no flow run waits while the video renders.
+    """
     settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
     request = build_request(prompt, model, duration, resolution, settings)
+    if ledger is not None and output is None:
+        raise InvalidRequestError("output is required with ledger: collect-pending needs to know where to deliver")
     preflight(settings, output)
     prepared = preprocess_image(image, request.size, fit) if image else None
     video_id = create_video(request, settings, prepared, request_id)
-    get_run_logger().info("submitted %s; collect it with `sora-video collect %s --output ...`", video_id, video_id)
+    if ledger is not None and output is not None:
+        Ledger(ledger).add(
+            PendingVideo(
+                video_id=video_id,
+                output=output,
+                model=request.model,
+                seconds=request.seconds,
+                size=request.size,
+                base_url=base_url,
+                api_key_secret=api_key_secret,
+            )
+        )
+        get_run_logger().info("submitted %s; recorded in %s for collect-pending", video_id, ledger)
+    else:
+        get_run_logger().info("submitted %s; collect it with `sora-video collect %s --output ...`", video_id, video_id)
     return SubmittedVideo(
         video_id=video_id,
         status="queued",
@@ -78,16 +101,8 @@ def video_status(video_id: str, base_url: str | None = None, api_key_secret: str
     return status_record(video)
 
 
-@flow(name="collect-video")
-def collect_video(
-    video_id: str,
-    output: str = DEFAULT_OUTPUT,
-    base_url: str | None = None,
-    api_key_secret: str | None = None,
-) -> VideoResult:
-    """Deliver a finished video; fails clearly when it is not finished, failed or expired."""
-    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
-    preflight(settings, output)
+def collect(video_id: str, output: str, settings: ApiSettings) -> VideoResult:
+    """Deliver a finished video; raises clearly when it is not finished, failed or expired."""
     client = settings.client()
     try:
         video, _ = client.retrieve(video_id)
@@ -100,12 +115,22 @@ def collect_video(
             video_id, video.status, f"video {video_id} is {video.status} ({video.progress}%); collect it later"
         )
     if video.expires_at is not None and video.expires_at < time.time():
-        raise VideoExpiredError(
-            video_id,
-            "expired",
-            f"video {video_id} expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(video.expires_at))}",
-        )
+        expired = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(video.expires_at))
+        raise VideoExpiredError(video_id, "expired", f"video {video_id} expired at {expired}")
     request = VideoRequest(
         prompt=video.prompt or "", model=str(video.model), seconds=str(video.seconds), size=str(video.size)
     )
     return deliver(video_id, request, settings, output, video.model_dump(mode="json"), {})
+
+
+@flow(name="collect-video")
+def collect_video(
+    video_id: str,
+    output: str = DEFAULT_OUTPUT,
+    base_url: str | None = None,
+    api_key_secret: str | None = None,
+) -> VideoResult:
+    """Deliver a finished video; fails clearly when it is not finished, failed or expired."""
+    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
+    preflight(settings, output)
+    return collect(video_id, output, settings)

@@ -179,15 +179,22 @@ def store_file(
     return _upload_s3(source, destination, size, sha256, content_type, metadata or {}, client)
 
 
+_TRANSIENT_S3_CODES = ("SlowDown", "RequestTimeout", "Throttling", "InternalError", "ServiceUnavailable")
+
+
 def _is_transient_s3(error: Exception) -> bool:
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 
     if isinstance(error, (ConnectionError, ReadTimeoutError)):
         return True
+    if isinstance(error, S3UploadFailedError):
+        # boto3's transfer manager flattens the cause into the message.
+        return any(code in str(error) for code in _TRANSIENT_S3_CODES)
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.response.get("Error", {}).get("Code", "")
-        return status >= 500 or code in ("SlowDown", "RequestTimeout", "Throttling")
+        return status >= 500 or code in _TRANSIENT_S3_CODES
     return False
 
 
@@ -200,6 +207,7 @@ def _upload_s3(
     metadata: dict[str, str],
     client: S3Client | None,
 ) -> StoredVideo:
+    from boto3.exceptions import S3UploadFailedError
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -214,7 +222,7 @@ def _upload_s3(
     try:
         client.upload_file(str(source), destination.bucket, destination.key, ExtraArgs=extra, Config=config)
         head = client.head_object(Bucket=destination.bucket, Key=destination.key)
-    except (ClientError, BotoCoreError) as error:
+    except (ClientError, BotoCoreError, S3UploadFailedError) as error:
         if _is_transient_s3(error):
             raise TransientError(
                 f"upload to {destination.uri} failed: {error}", video_id=metadata.get("video-id")
