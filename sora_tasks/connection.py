@@ -26,6 +26,9 @@ class ApiSettings(BaseModel):
     poll_interval: float = 5.0
     max_retries: int = 3
     request_timeout: float = 60.0
+    # A Prefect global concurrency limit with slot decay, shared by every worker
+    # that calls the same API account (e.g. "sora-api"); absent limits are skipped.
+    rate_limit_name: str | None = None
 
     @property
     def resolved_base_url(self) -> str:

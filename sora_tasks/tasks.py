@@ -16,6 +16,7 @@ from uuid import UUID
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.concurrency.sync import rate_limit
 from prefect.context import TaskRunContext
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
@@ -97,6 +98,8 @@ def create_video(
     request_id: str | None = None,
 ) -> str:
     """Start one paid job and return its id. The SDK never re-sends it by itself."""
+    if settings.rate_limit_name:
+        rate_limit(settings.rate_limit_name, strict=False)
     client = settings.client()
     try:
         video = client.create(request, image)

@@ -1,0 +1,148 @@
+"""Batch generation for data teams: a manifest in, one delivered video per row out.
+
+Rows fan out on a thread pool capped at ``max_in_flight`` jobs; creates pass a
+Prefect global rate limit (``rate_limit_name``) so many workers share one API
+quota. A bad or failed row is reported, never allowed to sink the others. The
+cost is estimated and shown before anything is paid for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import wait
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from sora_tasks.connection import ApiSettings
+from sora_tasks.core.client import DEFAULT_MAX_WAIT
+from sora_tasks.core.errors import InvalidRequestError
+from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
+from sora_tasks.core.pricing import estimate_cost, price_per_second
+from sora_tasks.tasks import create_video, preprocess_image, wait_for_video
+
+from .generate import deliver, preflight
+
+DEFAULT_OUTPUT_PREFIX = "videos/batch"
+
+
+@task(name="generate-row", task_run_name="row-{row.number}")
+def generate_row(row: ManifestRow, settings: ApiSettings) -> dict[str, Any]:
+    """One row's pipeline; its steps are the same retried tasks as the sync flow's."""
+    prepared = preprocess_image(row.image, row.request.size, row.fit) if row.image else None
+    video_id = create_video(row.request, settings, prepared, row.request_id)
+    video = wait_for_video.with_options(timeout_seconds=settings.max_wait + 120)(video_id, settings)
+    return deliver(video_id, row.request, settings, row.output, video, {}).model_dump()
+
+
+def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
+    return {
+        "row": row.number,
+        "prompt": row.request.prompt[:60],
+        "model": row.request.model,
+        "seconds": row.request.seconds,
+        "size": row.request.size,
+        **fields,
+    }
+
+
+@flow(name="generate-videos")
+def generate_videos(
+    manifest: str,
+    output_prefix: str = DEFAULT_OUTPUT_PREFIX,
+    max_in_flight: int = 10,
+    rate_limit_name: str | None = "sora-api",
+    max_cost_usd: float | None = None,
+    prices: dict[str, float] | None = None,
+    base_url: str | None = None,
+    api_key_secret: str | None = None,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    poll_interval: float = 5.0,
+) -> State[list[dict[str, Any]]]:
+    """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
+
+    The run ends Completed when every row was delivered and Failed (with the same
+    per-row table as its result) when any row was invalid or failed.
+    """
+    if max_in_flight < 1:
+        raise InvalidRequestError(f"max_in_flight must be at least 1, got {max_in_flight}")
+    logger = get_run_logger()
+    settings = ApiSettings(
+        base_url=base_url,
+        api_key_secret=api_key_secret,
+        max_wait=max_wait,
+        poll_interval=poll_interval,
+        rate_limit_name=rate_limit_name,
+    )
+    rows, invalid = load_manifest(
+        manifest, output_prefix=output_prefix, allow_unknown_models=settings.allows_unknown_models
+    )
+    preflight(settings, rows[0].output if rows else None)
+    estimate, unpriced = estimate_cost((row.request for row in rows), prices)
+    report_estimate(manifest, rows, invalid, estimate, unpriced, max_cost_usd)
+    if max_cost_usd is not None and estimate > max_cost_usd:
+        raise InvalidRequestError(
+            f"estimated cost ${estimate:.2f} for {len(rows)} videos exceeds max_cost_usd ${max_cost_usd:.2f}; "
+            "nothing was submitted"
+        )
+
+    outcomes: list[dict[str, Any]] = [
+        {"row": bad.number, "prompt": str(bad.fields.get("prompt", ""))[:60], "status": "invalid", "error": bad.error}
+        for bad in invalid
+    ]
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_in_flight)
+    with runner:
+        futures = [(row, runner.submit(generate_row, parameters={"row": row, "settings": settings})) for row in rows]
+        wait([future for _, future in futures])
+    for row, future in futures:
+        cost = (price_per_second(row.request, prices) or 0.0) * int(row.request.seconds)
+        if future.state.is_completed():
+            result = future.result()
+            outcomes.append(
+                _row_record(row, status="delivered", video_id=result["video_id"], uri=result["uri"], cost_usd=cost)
+            )
+        else:
+            error = future.state.result(raise_on_failure=False)
+            outcomes.append(
+                _row_record(
+                    row,
+                    status="failed",
+                    video_id=getattr(error, "video_id", None),
+                    error=f"{type(error).__name__}: {error}",
+                    cost_usd=cost if getattr(error, "video_id", None) else 0.0,
+                )
+            )
+    outcomes.sort(key=lambda outcome: outcome["row"])
+    create_table_artifact(table=outcomes, description=f"generate-videos: {manifest}")
+    delivered = sum(1 for outcome in outcomes if outcome["status"] == "delivered")
+    message = f"{delivered} of {len(outcomes)} rows delivered"
+    logger.info(message)
+    if delivered == len(outcomes):
+        return Completed(message=message, data=outcomes)
+    return Failed(message=message, data=outcomes)
+
+
+def report_estimate(
+    manifest: str,
+    rows: list[ManifestRow],
+    invalid: list[InvalidRow],
+    estimate: float,
+    unpriced: list[str],
+    max_cost_usd: float | None,
+) -> None:
+    seconds = sum(int(row.request.seconds) for row in rows)
+    lines = [
+        f"## Batch estimate for `{manifest}`",
+        "",
+        f"- videos to submit: {len(rows)} ({seconds} s of video)",
+        f"- invalid rows (not submitted): {len(invalid)}",
+        f"- estimated cost: **${estimate:.2f}**"
+        + (f" (limit ${max_cost_usd:.2f})" if max_cost_usd is not None else ""),
+    ]
+    if unpriced:
+        lines.append(f"- no price known for: {', '.join(unpriced)} (counted as $0)")
+    get_run_logger().info("batch estimate: %d videos, %d s, $%.2f", len(rows), seconds, estimate)
+    create_markdown_artifact(markdown="\n".join(lines), description="cost estimate before submitting")

@@ -1,0 +1,182 @@
+"""The batch flow over a manifest: fan-out with a cap, per-row outcomes, cost guard, shared rate limit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+from flows.batch import generate_videos
+from sora_tasks.core.manifest import join_output
+from sora_tasks.core.pricing import estimate_cost
+from sora_tasks.core.request import VideoRequest
+
+from .media import probe_mp4, sha256
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return str(path)
+
+
+def peak_jobs_in_flight(emulator: Any) -> int:
+    """Most jobs alive at once: from each job's create to the last request about it."""
+    last_seen: dict[str, float] = {}
+    for record in emulator.state.requests:
+        parts = record.path.split("?")[0].split("/")
+        if len(parts) > 3 and parts[3].startswith("video_"):
+            last_seen[parts[3]] = max(last_seen.get(parts[3], 0.0), record.at)
+    events = []
+    for job in emulator.state.listing():
+        events += [(job.created_at, 1), (last_seen.get(job.id, float("inf")), -1)]
+    peak = alive = 0
+    for _, change in sorted(events):
+        alive += change
+        peak = max(peak, alive)
+    return peak
+
+
+def test_batch_reports_every_row_and_caps_jobs_in_flight(emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    emulator.faults.moderation_words = ("forbidden",)
+    emulator.state.config.render_seconds = 1.0
+    tag = uuid.uuid4().hex[:6]
+    photo = tmp_path / "product.png"
+    Image.new("RGB", (800, 800), (240, 10, 10)).save(photo)
+    manifest = write_jsonl(
+        tmp_path / "batch.jsonl",
+        [
+            {"prompt": f"row one {tag}"},
+            {"prompt": f"row two {tag}", "duration": 8, "resolution": "720x1280"},
+            {"prompt": f"row three {tag}", "resolution": "1920x1080"},  # invalid: never submitted
+            {"prompt": f"a forbidden row {tag}"},  # fails on the server
+            {"prompt": f"row five {tag}", "image": str(photo), "output": "products/{video_id}.mp4"},
+            {"prompt": f"row six {tag}", "model": "sora-2-pro", "resolution": "1792x1024", "seconds": "4"},
+            {"prompt": f"row seven {tag}"},
+        ],
+    )
+    state = generate_videos(
+        manifest=manifest,
+        output_prefix=f"s3://{bucket}/batch",
+        max_in_flight=2,
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+        return_state=True,
+    )
+    assert state.is_failed() and state.message == "5 of 7 rows delivered"
+    outcomes = state.result(raise_on_failure=False)
+    assert [o["row"] for o in outcomes] == [1, 2, 3, 4, 5, 6, 7]
+    assert [o["status"] for o in outcomes] == [
+        "delivered",
+        "delivered",
+        "invalid",
+        "failed",
+        "delivered",
+        "delivered",
+        "delivered",
+    ]
+    assert "1920x1080" in outcomes[2]["error"] and "moderation_blocked" in outcomes[3]["error"]
+    assert outcomes[3]["video_id"].startswith("video_")  # a failed row keeps its id
+    assert outcomes[4]["uri"] == f"s3://{bucket}/batch/products/{outcomes[4]['video_id']}.mp4"
+    for outcome in outcomes:
+        if outcome["status"] == "delivered":
+            key = outcome["uri"].removeprefix(f"s3://{bucket}/")
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            assert sha256(body) == sha256(emulator.state.get(outcome["video_id"]).render.result().video.read_bytes())
+    assert (
+        probe_mp4(s3.get_object(Bucket=bucket, Key=f"batch/{outcomes[5]['video_id']}.mp4")["Body"].read()).width == 1792
+    )
+    assert emulator.state.jobs_created == 6 and emulator.state.count("create") == 6
+    assert peak_jobs_in_flight(emulator) <= 2
+    assert outcomes[1]["cost_usd"] == pytest.approx(0.8) and outcomes[5]["cost_usd"] == pytest.approx(2.0)
+
+
+def test_csv_manifest_on_s3_all_delivered(emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["prompt", "duration", "resolution", "output"])
+    writer.writeheader()
+    tag = uuid.uuid4().hex[:6]
+    for n in range(4):
+        writer.writerow(
+            {"prompt": f"csv row {n} {tag}", "duration": 4, "resolution": "1280x720", "output": f"clip-{n}.mp4"}
+        )
+    s3.put_object(Bucket=bucket, Key="manifests/today.csv", Body=buffer.getvalue().encode())
+    outcomes = generate_videos(
+        manifest=f"s3://{bucket}/manifests/today.csv",
+        output_prefix=str(tmp_path / "out"),
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+    )
+    assert [o["status"] for o in outcomes] == ["delivered"] * 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"clip-{n}.mp4" for n in range(4)]
+
+
+def test_cost_guard_refuses_before_any_request(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    manifest = write_jsonl(
+        tmp_path / "big.jsonl", [{"prompt": f"pro {n}", "model": "sora-2-pro", "seconds": 12} for n in range(10)]
+    )
+    with pytest.raises(ValueError, match=r"estimated cost \$36.00 for 10 videos exceeds max_cost_usd \$5.00"):
+        generate_videos(manifest=manifest, max_cost_usd=5.0, base_url=emulator.base_url)
+    assert emulator.state.requests == []
+
+
+def test_bad_manifests(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="no such file"):
+        generate_videos(manifest=str(tmp_path / "missing.jsonl"), base_url=emulator.base_url)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="has no rows"):
+        generate_videos(manifest=str(tmp_path / "empty.jsonl"), base_url=emulator.base_url)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"prompt": "ok"}\nnot json\n[1, 2]\n{"prompt": "x", "colour": "red"}\n{"prompt": ""}\n')
+    state = generate_videos(
+        manifest=str(mixed),
+        output_prefix=str(tmp_path / "o"),
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+        return_state=True,
+    )
+    outcomes = state.result(raise_on_failure=False)
+    assert [o["status"] for o in outcomes] == ["delivered", "invalid", "invalid", "invalid", "invalid"]
+    assert "not JSON" in outcomes[1]["error"] and "unknown column" in outcomes[3]["error"]
+
+
+def test_shared_rate_limit_spaces_out_creates(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    name = f"sora-api-{uuid.uuid4().hex[:6]}"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=1, slot_decay_per_second=2.0)
+        )
+    tag = uuid.uuid4().hex[:6]
+    manifest = write_jsonl(tmp_path / "rl.jsonl", [{"prompt": f"limited {n} {tag}"} for n in range(5)])
+    generate_videos(
+        manifest=manifest,
+        output_prefix=str(tmp_path / "o"),
+        max_in_flight=5,
+        rate_limit_name=name,
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+    )
+    creates = sorted(r.at for r in emulator.state.requests if r.endpoint == "create")
+    assert len(creates) == 5
+    # One slot decaying at 2/s: five creates need about two seconds, never a burst.
+    assert creates[-1] - creates[0] >= 1.5, creates
+
+
+def test_pricing_and_output_joining() -> None:
+    requests = [
+        VideoRequest.build("a", model="sora-2", duration=8),
+        VideoRequest.build("b", model="sora-2-pro", duration=4, resolution="1024x1792"),
+        VideoRequest.build("c", model="open-video", duration=4, allow_unknown_models=True),
+    ]
+    assert estimate_cost(requests) == (2.8, ["open-video"])
+    assert estimate_cost(requests, {"open-video": 0.01, "sora-2": 0.2}) == (1.64, ["sora-2-pro"])
+    assert join_output("s3://b/p/", "x/{video_id}.mp4") == "s3://b/p/x/{video_id}.mp4"
+    assert join_output("s3://b/p", None) == "s3://b/p/{video_id}.mp4"
+    assert join_output("s3://b/p", "s3://other/k.mp4") == "s3://other/k.mp4"
