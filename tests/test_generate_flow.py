@@ -193,3 +193,16 @@ def test_deadline_raises_timeout_with_the_video_id(emulator, unique_prompt: str)
         )
     assert isinstance(caught.value, TimeoutError)
     assert caught.value.video_id.startswith("video_") and caught.value.video_id in str(caught.value)
+
+
+def test_missing_aws_credentials_fail_before_any_request(
+    emulator, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ValueError, match="no AWS credentials"):
+        generate_video(prompt="p", base_url=emulator.base_url, output="s3://some-bucket/v.mp4")
+    assert emulator.state.requests == []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequestError, StorageError, TransientError
+from .errors import ConfigurationError, InvalidRequestError, StorageError, TransientError
 
 # boto3 clients are built at run time; without stubs they are typed as Any.
 S3Client = Any
@@ -117,11 +117,16 @@ def s3_client() -> S3Client:
 
 def check_bucket(bucket: str, client: S3Client | None = None) -> None:
     """Fail before generation when the bucket does not exist (a 403 is let through)."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, NoCredentialsError
 
     client = client or s3_client()
     try:
         client.head_bucket(Bucket=bucket)
+    except NoCredentialsError as error:
+        raise ConfigurationError(
+            f"no AWS credentials to write to s3://{bucket}: configure boto3's chain "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or a role)"
+        ) from error
     except ClientError as error:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status == 404:
@@ -130,13 +135,15 @@ def check_bucket(bucket: str, client: S3Client | None = None) -> None:
 
 
 def read_s3_object(uri: str, client: S3Client | None = None) -> bytes:
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, NoCredentialsError
 
     bucket, key = split_s3_uri(uri)
     check_key(key, uri)
     client = client or s3_client()
     try:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+    except NoCredentialsError as error:
+        raise ConfigurationError(f"no AWS credentials to read {uri}: configure boto3's credential chain") from error
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         raise InvalidRequestError(f"cannot read {uri}: {code or error}") from error

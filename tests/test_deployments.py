@@ -1,0 +1,164 @@
+"""prefect.yaml's deployments on a real Prefect server, run by a real process worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.serve import build_deployments
+
+from .media import probe_mp4
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_server(s3_endpoint: str) -> Iterator[dict[str, str]]:
+    # Depends on the S3 server so the worker inherits its endpoint and credentials.
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": tempfile.mkdtemp(prefix="prefect-server-"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SORA_PROJECT_DIR": str(PROJECT),
+    }
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "Prefect server did not start"
+            time.sleep(0.5)
+        prefect(env, "work-pool", "create", "sora", "--type", "process")
+        prefect(env, "--no-prompt", "deploy", "--all")
+        yield env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def prefect(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "prefect"), *args], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def api(env: dict[str, str], path: str, body: dict | None = None) -> object:
+    response = httpx.post(f"{env['PREFECT_API_URL']}{path}", json=body or {}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def run_deployment(env: dict[str, str], name: str, **parameters: object) -> str:
+    deployment = httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/{name}", timeout=10).json()
+    created = api(env, f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
+    assert isinstance(created, dict)
+    return str(created["id"])
+
+
+def work_once(env: dict[str, str]) -> str:
+    """Start a process worker that runs what is scheduled now, then exits; returns its log."""
+    done = subprocess.run(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "sora", "--run-once"],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return done.stdout + done.stderr
+
+
+def flow_run_state(env: dict[str, str], flow_run_id: str) -> str:
+    run = httpx.get(f"{env['PREFECT_API_URL']}/flow_runs/{flow_run_id}", timeout=10).json()
+    return str(run["state"]["type"])
+
+
+def test_all_deployments_are_registered_with_their_schedules(prefect_server: dict[str, str]) -> None:
+    deployments = api(prefect_server, "/deployments/filter", {"limit": 50})
+    assert isinstance(deployments, list)
+    names = {(d["name"], d["entrypoint"]) for d in deployments}
+    assert names == {
+        ("adhoc", "flows/generate.py:generate_video"),
+        ("submit", "flows/manual.py:submit_video"),
+        ("collect", "flows/manual.py:collect_video"),
+        ("collect-pending", "flows/deferred.py:collect_pending"),
+        ("nightly-batch", "flows/batch.py:generate_videos"),
+    }
+    schedules = {d["name"]: d["schedules"] for d in deployments}
+    assert schedules["collect-pending"][0]["schedule"]["interval"] == 60
+    assert schedules["nightly-batch"][0]["schedule"]["cron"] == "0 2 * * *"
+    assert not schedules["nightly-batch"][0]["active"]  # waits for a real manifest
+    assert {d.name for d in build_deployments()} == {name for name, _ in names}  # serve.py matches
+
+
+def test_adhoc_deployment_runs_on_a_worker(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    flow_run_id = run_deployment(
+        prefect_server,
+        "generate-video/adhoc",
+        prompt="A deployed fox",
+        base_url=emulator.base_url,
+        output=f"s3://{bucket}/{{video_id}}.mp4",
+        poll_interval=0.2,
+    )
+    log = work_once(prefect_server)
+    assert flow_run_state(prefect_server, flow_run_id) == "COMPLETED", log
+    [job] = emulator.state.listing()
+    body = s3.get_object(Bucket=bucket, Key=f"{job.id}.mp4")["Body"].read()
+    assert probe_mp4(body).frames == 96
+
+
+def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    emulator.state.config.render_seconds = 5.0
+    ledger = str(tmp_path / "ledger")
+    submit_id = run_deployment(
+        prefect_server,
+        "submit-video/submit",
+        prompt="Submitted through a deployment",
+        base_url=emulator.base_url,
+        output=str(tmp_path / "{video_id}.mp4"),
+        ledger=ledger,
+    )
+    log = work_once(prefect_server)
+    assert flow_run_state(prefect_server, submit_id) == "COMPLETED", log
+    [job] = emulator.state.listing()
+    assert emulator.state.describe(job)["status"] in ("queued", "in_progress")
+    running = api(prefect_server, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}})
+    assert running == []  # the render goes on with no flow run (and no worker) waiting for it
+    emulator.state.config.render_seconds = 0.0
+    job.render.result(timeout=60)
+    sweep_id = run_deployment(prefect_server, "collect-pending/collect-pending", ledger=ledger)
+    log = work_once(prefect_server)
+    assert flow_run_state(prefect_server, sweep_id) == "COMPLETED", log
+    assert (tmp_path / f"{job.id}.mp4").exists() and list((tmp_path / "ledger").glob("*.json")) == []
