@@ -1,9 +1,10 @@
 """`sora-video`: generate, submit, check and collect Sora videos from a shell.
 
     sora-video --prompt "A fox in the snow" --output fox.mp4
-    sora-video --prompt "..." --async                 # prints the video id
+    sora-video --prompt "..." --async --output x.mp4  # prints the video id, records it
     sora-video status VIDEO_ID
     sora-video collect VIDEO_ID --output s3://bucket/videos/{video_id}.mp4
+    sora-video pending                                # deliver every recorded video that is done
 
 Exit status: 0 delivered, 2 invalid input (nothing was paid for), 1 generation or
 delivery failed (the message carries the video id so the job can be recovered).
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-SUBCOMMANDS = ("status", "collect", "providers")
+SUBCOMMANDS = ("status", "collect", "pending", "providers")
 EMULATOR_KEY = "sk-emulator"
 
 
@@ -63,6 +64,11 @@ def generate_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-wait", type=float, default=1200.0, help="seconds to wait for the video (default: 1200)")
     parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
+    parser.add_argument(
+        "--ledger",
+        help="with --async: where the job is recorded for `sora-video pending` / the collect-pending "
+        "deployment (default: $SORA_LEDGER or ~/.prefect-sora/pending)",
+    )
     _common(parser)
     return parser
 
@@ -79,6 +85,15 @@ def collect_parser() -> argparse.ArgumentParser:
     parser.add_argument("video_id")
     parser.add_argument("--output", default="videos/{video_id}.mp4", help="local path or s3://bucket/key")
     _common(parser)
+    return parser
+
+
+def pending_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video pending", description="Deliver every recorded (--async) video that has finished."
+    )
+    parser.add_argument("--ledger", help="ledger folder or s3://bucket/prefix (default: $SORA_LEDGER)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show Prefect's run logs")
     return parser
 
 
@@ -146,6 +161,12 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
+def default_ledger() -> str:
+    from .core.ledger import default_location
+
+    return default_location()
+
+
 def check_request(args: argparse.Namespace) -> None:
     """Reject bad input before starting Prefect or the emulator (and before any paid call)."""
     from .core.client import is_openai_hosted, resolve_base_url
@@ -181,9 +202,16 @@ def run_generate(args: argparse.Namespace) -> int:
             "request_id": args.request_id,
         }
         if args.submit_only:
-            submitted = submit_video(output=args.output, **common)
+            # An embedded emulator's jobs end with this process: nothing to record.
+            ledger = None if embedded else (args.ledger or default_ledger())
+            submitted = submit_video(output=args.output, ledger=ledger, **common)
             if embedded:
                 print("note: the embedded emulator stops with this command; its jobs go with it", file=sys.stderr)
+            else:
+                print(
+                    f"submitted; `sora-video pending` (or the collect-pending deployment) delivers it to {args.output}",
+                    file=sys.stderr,
+                )
             print(submitted.video_id)
             return EXIT_OK
         with progress_bar(sys.stderr.isatty()):
@@ -209,6 +237,15 @@ def run_collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_pending(args: argparse.Namespace) -> int:
+    from flows.deferred import collect_pending
+
+    rows = collect_pending(ledger=args.ledger)
+    for row in rows:
+        print(f"{row['video_id']}\t{row['outcome']}\t{row['detail']}")
+    return EXIT_FAILED if any(row["outcome"] in ("failed", "expired", "missing") for row in rows) else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "generate"
@@ -217,12 +254,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print_providers()
         return EXIT_OK
-    parser = {"generate": generate_parser, "status": status_parser, "collect": collect_parser}[command]()
+    parser = {
+        "generate": generate_parser,
+        "status": status_parser,
+        "collect": collect_parser,
+        "pending": pending_parser,
+    }[command]()
     args = parser.parse_args(argv[1:] if command != "generate" else argv)
     _quiet_prefect(args.verbose)
     from .core.errors import SoraError
 
-    runner = {"generate": run_generate, "status": run_status, "collect": run_collect}[command]
+    runner = {"generate": run_generate, "status": run_status, "collect": run_collect, "pending": run_pending}[command]
     try:
         return runner(args)
     except ValueError as error:

@@ -84,8 +84,17 @@ def test_generation_failure_exits_1_naming_the_video_and_code() -> None:
 
 
 def test_async_prints_an_id_and_status_and_collect_work_against_a_server(tmp_path: Path, emulator) -> None:  # type: ignore[no-untyped-def]
-    env = {"OPENAI_BASE_URL": emulator.base_url}
-    submitted = sora_video("--prompt", "Fabric in slow motion", "--duration", "8", "--async", env=env)
+    env = {"OPENAI_BASE_URL": emulator.base_url, "SORA_LEDGER": str(tmp_path / "ledger")}
+    submitted = sora_video(
+        "--prompt",
+        "Fabric in slow motion",
+        "--duration",
+        "8",
+        "--async",
+        "--output",
+        str(tmp_path / "fabric.mp4"),
+        env=env,
+    )
     assert submitted.returncode == 0, submitted.stderr
     video_id = submitted.stdout.strip()
     assert video_id.startswith("video_") and emulator.state.jobs_created == 1
@@ -101,6 +110,12 @@ def test_async_prints_an_id_and_status_and_collect_work_against_a_server(tmp_pat
     collected = sora_video("collect", video_id, "--output", str(tmp_path / "{video_id}.mp4"), env=env)
     assert collected.returncode == 0, collected.stderr
     assert probe_mp4(tmp_path / f"{video_id}.mp4").frames == 8 * 24
+
+    # The seed's `--async --output fabric.mp4`: the recorded job is delivered there by a sweep.
+    swept = sora_video("pending", env=env)
+    assert swept.returncode == 0 and f"{video_id}\tdelivered" in swept.stdout, swept.stderr
+    assert probe_mp4(tmp_path / "fabric.mp4").frames == 8 * 24
+    assert list((tmp_path / "ledger").glob("*.json")) == []
 
 
 def test_providers_are_listed() -> None:

@@ -195,3 +195,31 @@ def test_seed_callbacks_as_state_hooks(emulator, tmp_path: Path, unique_prompt: 
     with pytest.raises(VideoJobError):
         flow(prompt=unique_prompt + " 2", base_url=emulator.base_url, output=str(tmp_path / "b.mp4"), poll_interval=0.1)
     assert len(errors) == 1 and "moderation_blocked" in errors[0]
+
+
+def sora_events(video_id: str, expected: set[str]) -> set[str]:
+    """The sora.video.* events Prefect recorded for one video (waits for them to be persisted)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not expected <= seen:
+        response = httpx.post(
+            f"{PREFECT_API_URL.value()}/events/filter",
+            json={"filter": {"resource": {"id": [f"sora.video.{video_id}"]}}, "limit": 50},
+        )
+        response.raise_for_status()
+        seen = {event["event"] for event in response.json()["events"]}
+        time.sleep(0.3)
+    return seen
+
+
+def test_lifecycle_events_for_automations(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    result = generate_video(
+        prompt=unique_prompt, base_url=emulator.base_url, output=str(tmp_path / "e.mp4"), poll_interval=0.1
+    )
+    wanted = {"sora.video.created", "sora.video.completed", "sora.video.uploaded"}
+    assert sora_events(result.video_id, wanted) == wanted
+    emulator.faults.moderation_words = ("boat",)
+    with pytest.raises(VideoJobError) as caught:
+        generate_video(prompt=unique_prompt + "!", base_url=emulator.base_url, output="out/x.mp4", poll_interval=0.1)
+    failed = {"sora.video.created", "sora.video.failed"}
+    assert sora_events(caught.value.video_id, failed) == failed
