@@ -1,6 +1,6 @@
 """Serve every flow as a deployment from this process: no work pool or worker needed.
 
-    python -m deployments.serve            # the same deployments as prefect.yaml
+python -m deployments.serve            # the same deployments as prefect.yaml
 """
 
 from __future__ import annotations

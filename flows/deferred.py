@@ -30,7 +30,7 @@ def collect_pending(ledger: str | None = None, limit: int = 100) -> list[dict[st
         settings = ApiSettings(base_url=record.base_url, api_key_secret=record.api_key_secret)
         row: dict[str, Any] = {"video_id": record.video_id, "output": record.output, "reason": record.reason}
         try:
-            result = collect(record.video_id, record.output, settings)
+            result = collect(record.video_id, record.output, settings, record.s3_bucket_block)
         except VideoExpiredError as error:
             book.remove(record.video_id)
             row.update(outcome="expired", detail=str(error))

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from sora_tasks.blocks import load_bucket_block
 from sora_tasks.connection import ApiSettings
 from sora_tasks.core.client import DEFAULT_MAX_WAIT, DownloadedFile, resolve_api_key
 from sora_tasks.core.images import Fit
@@ -32,14 +33,19 @@ def build_request(prompt: str, model: str, duration: int | str, resolution: str,
     )
 
 
-def preflight(settings: ApiSettings, output: str | None) -> None:
+def preflight(settings: ApiSettings, output: str | None, s3_bucket_block: str | None = None) -> None:
     """Everything that can be checked for free is checked before the paid create."""
     settings.resolved_base_url  # noqa: B018 - raises on a malformed base URL
     resolve_api_key(settings.api_key())
-    if output is not None:
-        validate_output(output)
-        if output.startswith("s3://"):
-            check_bucket(resolve_destination(output, video_id="v", model="m").bucket or "")
+    if output is None:
+        return
+    client = None
+    if s3_bucket_block:
+        target = load_bucket_block(s3_bucket_block)
+        output, client = target.uri(output), target.client
+    validate_output(output)
+    if output.startswith("s3://"):
+        check_bucket(resolve_destination(output, video_id="v", model="m").bucket or "", client)
 
 
 def deliver(
@@ -49,13 +55,14 @@ def deliver(
     output: str,
     video: dict[str, Any],
     timings: dict[str, float],
+    s3_bucket_block: str | None = None,
 ) -> VideoResult:
     """Download and store a completed video; the local copy is removed only once stored."""
     started = time.monotonic()
     downloaded: DownloadedFile = download_video(video_id, settings)
     timings["download"] = time.monotonic() - started
     started = time.monotonic()
-    stored = upload_video(downloaded, output, request)
+    stored = upload_video(downloaded, output, request, s3_bucket_block)
     timings["upload"] = time.monotonic() - started
     Path(downloaded.path).unlink(missing_ok=True)
     result = VideoResult(
@@ -101,6 +108,7 @@ def generate_video(
     poll_interval: float = 5.0,
     request_id: str | None = None,
     ledger: str | None = None,
+    s3_bucket_block: str | None = None,
 ) -> VideoResult:
     """Prompt (and optional reference image) -> MP4 at ``output`` (path or s3://bucket/key).
 
@@ -110,12 +118,14 @@ def generate_video(
     are otherwise served by the first job (never paid twice). If the run fails after
     the video was paid for, the video is recorded in ``ledger`` (default
     ``$SORA_LEDGER`` or ``~/.prefect-sora/pending``) for the ``collect-pending`` flow.
+    With ``s3_bucket_block`` (a prefect-aws ``S3Bucket`` block name), ``output`` is a key
+    inside that block's bucket and folder, written with the block's credentials.
     """
     settings = ApiSettings(
         base_url=base_url, api_key_secret=api_key_secret, max_wait=max_wait, poll_interval=poll_interval
     )
     request = build_request(prompt, model, duration, resolution, settings)
-    preflight(settings, output)
+    preflight(settings, output, s3_bucket_block)
     timings: dict[str, float] = {}
     started = time.monotonic()
     prepared = preprocess_image(image, request.size, fit) if image else None
@@ -129,4 +139,4 @@ def generate_video(
     started = time.monotonic()
     video = wait_for_video.with_options(timeout_seconds=max_wait + 120)(video_id, settings)
     timings["wait"] = time.monotonic() - started
-    return deliver(video_id, request, settings, output, video, timings)
+    return deliver(video_id, request, settings, output, video, timings, s3_bucket_block)

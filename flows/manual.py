@@ -101,7 +101,7 @@ def video_status(video_id: str, base_url: str | None = None, api_key_secret: str
     return status_record(video)
 
 
-def collect(video_id: str, output: str, settings: ApiSettings) -> VideoResult:
+def collect(video_id: str, output: str, settings: ApiSettings, s3_bucket_block: str | None = None) -> VideoResult:
     """Deliver a finished video; raises clearly when it is not finished, failed or expired."""
     client = settings.client()
     try:
@@ -120,7 +120,7 @@ def collect(video_id: str, output: str, settings: ApiSettings) -> VideoResult:
     request = VideoRequest(
         prompt=video.prompt or "", model=str(video.model), seconds=str(video.seconds), size=str(video.size)
     )
-    return deliver(video_id, request, settings, output, video.model_dump(mode="json"), {})
+    return deliver(video_id, request, settings, output, video.model_dump(mode="json"), {}, s3_bucket_block)
 
 
 @flow(name="collect-video")
@@ -129,8 +129,9 @@ def collect_video(
     output: str = DEFAULT_OUTPUT,
     base_url: str | None = None,
     api_key_secret: str | None = None,
+    s3_bucket_block: str | None = None,
 ) -> VideoResult:
     """Deliver a finished video; fails clearly when it is not finished, failed or expired."""
     settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
-    preflight(settings, output)
-    return collect(video_id, output, settings)
+    preflight(settings, output, s3_bucket_block)
+    return collect(video_id, output, settings, s3_bucket_block)

@@ -21,6 +21,7 @@ from prefect.context import TaskRunContext
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
+from .blocks import load_bucket_block
 from .connection import ApiSettings
 from .core import progress
 from .core.client import DownloadedFile, Variant
@@ -61,7 +62,7 @@ def _emit(event: str, video_id: str, **payload: Any) -> None:
     )
 
 
-@task(name="preprocess-image", **_transient_retries)
+@task(name="preprocess-image", timeout_seconds=120, **_transient_retries)
 def preprocess_image(image: ImageSource, size: str, fit: Fit = "cover") -> PreparedImage:
     prepared = prepare_image(image, size, fit=fit)
     get_run_logger().info(
@@ -87,6 +88,7 @@ def create_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
 
 @task(
     name="create-video",
+    timeout_seconds=300,
     cache_key_fn=create_cache_key,
     cache_expiration=CREATE_CACHE_EXPIRATION,
     **_transient_retries,
@@ -110,6 +112,7 @@ def create_video(
     return video.id
 
 
+# Its timeout is the flow's max_wait plus a margin, set per call with .with_options().
 @task(name="wait-for-video", **_transient_retries)
 def wait_for_video(video_id: str, settings: ApiSettings) -> dict[str, Any]:
     """Poll until completed (honouring the server's poll-after hint) and report progress."""
@@ -139,7 +142,7 @@ def wait_for_video(video_id: str, settings: ApiSettings) -> dict[str, Any]:
     return video.model_dump(mode="json")
 
 
-@task(name="download-video", **_transient_retries)
+@task(name="download-video", timeout_seconds=1800, **_transient_retries)
 def download_video(
     video_id: str, settings: ApiSettings, variant: Variant = "video", directory: Path | None = None
 ) -> DownloadedFile:
@@ -156,9 +159,15 @@ def download_video(
     return downloaded
 
 
-@task(name="upload-video", **_transient_retries)
-def upload_video(downloaded: DownloadedFile, output: str, request: VideoRequest) -> StoredVideo:
-    """Deliver the file to a local path or S3 and verify what landed."""
+@task(name="upload-video", timeout_seconds=3600, **_transient_retries)
+def upload_video(
+    downloaded: DownloadedFile, output: str, request: VideoRequest, s3_bucket_block: str | None = None
+) -> StoredVideo:
+    """Deliver the file to a local path, S3, or an S3Bucket block's bucket, and verify what landed."""
+    client = None
+    if s3_bucket_block:
+        target = load_bucket_block(s3_bucket_block)
+        output, client = target.uri(output), target.client
     destination = resolve_destination(output, video_id=downloaded.video_id, model=request.model)
     metadata = object_metadata(
         downloaded.video_id, request.model, request.seconds, request.size, request.prompt_sha256, downloaded.sha256
@@ -169,6 +178,7 @@ def upload_video(downloaded: DownloadedFile, output: str, request: VideoRequest)
         sha256=downloaded.sha256,
         content_type=downloaded.content_type or "video/mp4",
         metadata=metadata,
+        client=client,
     )
     get_run_logger().info(
         "stored %s at %s (%d bytes, sha256 %s)", downloaded.video_id, stored.uri, stored.bytes, stored.sha256

@@ -206,3 +206,48 @@ def test_missing_aws_credentials_fail_before_any_request(
     with pytest.raises(ValueError, match="no AWS credentials"):
         generate_video(prompt="p", base_url=emulator.base_url, output="s3://some-bucket/v.mp4")
     assert emulator.state.requests == []
+
+
+def test_secret_block_key_and_s3_bucket_block_destination(
+    emulator, s3, bucket: str, monkeypatch, unique_prompt: str
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import uuid
+
+    from prefect.blocks.system import Secret
+    from prefect_aws import AwsCredentials, S3Bucket
+    from prefect_aws.client_parameters import AwsClientParameters
+
+    from .conftest import SENTINEL_API_KEY
+
+    suffix = uuid.uuid4().hex[:8]
+    Secret(value=SENTINEL_API_KEY).save(f"sora-key-{suffix}")
+    S3Bucket(
+        bucket_name=bucket,
+        bucket_folder="from-block",
+        credentials=AwsCredentials(
+            aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+            aws_client_parameters=AwsClientParameters(endpoint_url=os.environ["AWS_ENDPOINT_URL"]),
+        ),
+    ).save(f"videos-{suffix}")
+    emulator.state.config.api_key = SENTINEL_API_KEY  # the server now checks the exact key
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # only the block's credentials can write
+    result = generate_video(
+        prompt=unique_prompt,
+        base_url=emulator.base_url,
+        api_key_secret=f"sora-key-{suffix}",
+        s3_bucket_block=f"videos-{suffix}",
+        output="{model}/{video_id}.mp4",
+        poll_interval=0.1,
+    )
+    assert result.uri == f"s3://{bucket}/from-block/sora-2/{result.video_id}.mp4"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTSENTINEL")
+    body = s3.get_object(Bucket=bucket, Key=f"from-block/sora-2/{result.video_id}.mp4")["Body"].read()
+    assert sha256(body) == result.sha256
+    with pytest.raises(ValueError, match="no S3Bucket block named"):
+        generate_video(
+            prompt="p", base_url=emulator.base_url, api_key_secret=f"sora-key-{suffix}", s3_bucket_block="nope"
+        )

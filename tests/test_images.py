@@ -167,3 +167,27 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_bad_fit_is_rejected() -> None:
     with pytest.raises(ValueError, match="fit must be one of cover, contain, stretch"):
         prepare_image(b"x", "1280x720", fit="zoom")  # type: ignore[arg-type]
+
+
+def _awkward_inputs() -> dict[str, bytes]:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    rotated = encode(Image.new("RGB", (900, 1600), (10, 200, 10)), "JPEG", exif=exif)
+    cmyk = encode(Image.new("CMYK", (1500, 1000), (200, 0, 0, 0)), "JPEG")
+    rgba = encode(Image.new("RGBA", (640, 640), (0, 0, 255, 128)), "PNG")
+    huge = encode(halves(6000, 4000, (255, 0, 0), (0, 0, 255)), "JPEG", quality=85)
+    return {"exif-rotated": rotated, "cmyk": cmyk, "rgba": rgba, "huge": huge}
+
+
+AWKWARD = _awkward_inputs()
+
+
+@pytest.mark.parametrize("fit", ["cover", "contain", "stretch"])
+@pytest.mark.parametrize("kind", sorted(AWKWARD))
+@pytest.mark.parametrize("size", ["1280x720", "720x1280", "1792x1024"])
+def test_every_fit_gives_the_exact_size_on_awkward_inputs(fit: str, kind: str, size: str) -> None:
+    prepared = prepare_image(AWKWARD[kind], size, fit=fit)  # type: ignore[arg-type]
+    image = decoded(prepared.data)
+    assert f"{image.width}x{image.height}" == size and image.mode == "RGB"
+    assert prepared.mime_type == {"PNG": "image/png", "JPEG": "image/jpeg"}[image.format]
+    assert (prepared.width, prepared.height) == image.size

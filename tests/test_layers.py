@@ -56,6 +56,7 @@ def test_only_the_cli_reaches_the_emulator() -> None:
         str(path.relative_to(ROOT))
         for folder in ("sora_tasks", "flows", "deployments")
         for path, names in modules_under(folder).items()
-        if "emulator" not in path.parts and any(n.startswith("sora_tasks.emulator") or n == "sora_tasks.emulator" for n in names)
+        if "emulator" not in path.parts
+        and any(n.startswith("sora_tasks.emulator") or n == "sora_tasks.emulator" for n in names)
     )
     assert users == ["sora_tasks/cli.py"]

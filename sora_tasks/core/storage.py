@@ -170,8 +170,13 @@ def store_file(
     content_type: str = "video/mp4",
     metadata: dict[str, str] | None = None,
     client: S3Client | None = None,
+    multipart_threshold: int = MULTIPART_THRESHOLD,
 ) -> StoredVideo:
-    """Copy ``source`` to ``destination`` and verify what landed."""
+    """Copy ``source`` to ``destination`` and verify what landed.
+
+    S3 uploads above ``multipart_threshold`` go in parallel parts; boto3 aborts a
+    failed multipart upload, so no partial object is left behind.
+    """
     size = source.stat().st_size
     if destination.path is not None:
         destination.path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +188,7 @@ def store_file(
         finally:
             partial.unlink(missing_ok=True)
         return StoredVideo(destination.uri, size, sha256)
-    return _upload_s3(source, destination, size, sha256, content_type, metadata or {}, client)
+    return _upload_s3(source, destination, size, sha256, content_type, metadata or {}, client, multipart_threshold)
 
 
 _TRANSIENT_S3_CODES = ("SlowDown", "RequestTimeout", "Throttling", "InternalError", "ServiceUnavailable")
@@ -213,6 +218,7 @@ def _upload_s3(
     content_type: str,
     metadata: dict[str, str],
     client: S3Client | None,
+    multipart_threshold: int,
 ) -> StoredVideo:
     from boto3.exceptions import S3UploadFailedError
     from boto3.s3.transfer import TransferConfig
@@ -220,7 +226,10 @@ def _upload_s3(
 
     assert destination.bucket is not None and destination.key is not None
     client = client or s3_client()
-    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
+    config = TransferConfig(
+        multipart_threshold=multipart_threshold,
+        multipart_chunksize=min(MULTIPART_CHUNK, max(multipart_threshold, 5 << 20)),
+    )
     extra = {
         "ContentType": content_type,
         "Metadata": {**metadata, "sha256": sha256},

@@ -9,6 +9,7 @@ import uvicorn
 
 from .app import build_app, wrap_with_gateway
 from .faults import FaultPlan
+from .server import bind_socket
 from .state import EmulatorConfig, EmulatorState
 
 
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     state = EmulatorState(config=config, faults=faults)
     print(f"Sora emulator on http://{args.host}:{args.port}/v1 (set OPENAI_BASE_URL to this)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(wrap_with_gateway(build_app(state), state), log_level="info"))
     try:
-        uvicorn.run(wrap_with_gateway(build_app(state), state), host=args.host, port=args.port, log_level="info")
+        server.run(sockets=[bind_socket(args.host, args.port)])
     finally:
         state.close()
 

@@ -34,6 +34,16 @@ class EmulatorServer:
         self.state.close()
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Answers go out in two writes (head, body); accepted sockets inherit this, and
+    # without it Nagle plus delayed ACK add 40 ms to every request (measured).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def start_emulator(
     config: EmulatorConfig | None = None,
     faults: FaultPlan | None = None,
@@ -43,9 +53,7 @@ def start_emulator(
 ) -> EmulatorServer:
     state = EmulatorState(config=config or EmulatorConfig(), faults=faults or FaultPlan())
     app = wrap_with_gateway(build_app(state), state)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="sora-emulator")

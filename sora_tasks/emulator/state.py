@@ -10,7 +10,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,16 @@ class EmulatorState:
     counters: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sora-emulator-")))
-    _pool: ThreadPoolExecutor | None = None
+    _pool: Executor | None = None
 
     @property
-    def pool(self) -> ThreadPoolExecutor:
+    def pool(self) -> Executor:
+        # Separate processes: encoding never competes with the API's event loop for
+        # the GIL. "spawn", because forking a process that runs threads is unsafe.
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.config.render_workers, thread_name_prefix="sora-render")
+            self._pool = ProcessPoolExecutor(
+                self.config.render_workers, mp_context=multiprocessing.get_context("spawn")
+            )
         return self._pool
 
     @property
@@ -212,6 +217,8 @@ class EmulatorState:
     def reset(self) -> None:
         """Forget jobs, requests and faults (between tests sharing one server)."""
         with self._lock:
+            for job in self.jobs.values():
+                job.render.cancel()  # renders nobody will ask for again
             self.jobs.clear()
             self.deleted.clear()
             self.requests.clear()
