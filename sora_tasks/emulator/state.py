@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -10,7 +11,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-import multiprocessing
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
