@@ -143,7 +143,7 @@ def progress_bar(enabled: bool) -> Iterator[None]:
         transient=True,
         console=_stderr_console(),
     ) as bar:
-        bar_task = bar.add_task("waiting", total=100)
+        bar_task = bar.add_task("starting", total=100)
 
         def update(video: Any) -> None:
             bar.update(bar_task, completed=video.progress, description=f"{video.id} {video.status}")

@@ -137,6 +137,58 @@ def test_adhoc_deployment_runs_on_a_worker(prefect_server: dict[str, str], emula
     [job] = emulator.state.listing()
     body = s3.get_object(Bucket=bucket, Key=f"{job.id}.mp4")["Body"].read()
     assert probe_mp4(body).frames == 96
+    artifacts = api(prefect_server, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    assert isinstance(artifacts, list) and len(artifacts) == 3 and any(job.id in str(a["data"]) for a in artifacts)
+    wanted = {"sora.video.created", "sora.video.completed", "sora.video.uploaded"}
+    assert recorded_events(prefect_server, job.id, wanted) == wanted
+
+
+def recorded_events(env: dict[str, str], video_id: str, wanted: set[str]) -> set[str]:
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while not wanted <= seen and time.monotonic() < deadline:
+        found = api(env, "/events/filter", {"filter": {"resource": {"id": [f"sora.video.{video_id}"]}}, "limit": 50})
+        assert isinstance(found, dict)
+        seen = {event["event"] for event in found["events"]}
+        time.sleep(0.5)
+    return seen
+
+
+def test_manual_mode_through_deployments(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    submit_id = run_deployment(
+        prefect_server, "submit-video/submit", prompt="Manual through deployments", base_url=emulator.base_url
+    )
+    log = work_once(prefect_server)
+    assert flow_run_state(prefect_server, submit_id) == "COMPLETED", log
+    [job] = emulator.state.listing()
+    job.render.result(timeout=60)
+    collect_id = run_deployment(
+        prefect_server,
+        "collect-video/collect",
+        video_id=job.id,
+        base_url=emulator.base_url,
+        output=f"s3://{bucket}/manual/{{video_id}}.mp4",
+    )
+    log = work_once(prefect_server)
+    assert flow_run_state(prefect_server, collect_id) == "COMPLETED", log
+    assert s3.head_object(Bucket=bucket, Key=f"manual/{job.id}.mp4")["ContentType"] == "video/mp4"
+
+
+def test_batch_deployment(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    rows = "\n".join('{"prompt": "batch row %d via deployment"}' % n for n in range(3))
+    s3.put_object(Bucket=bucket, Key="manifests/nightly.jsonl", Body=rows.encode())
+    flow_run_id = run_deployment(
+        prefect_server,
+        "generate-videos/nightly-batch",
+        manifest=f"s3://{bucket}/manifests/nightly.jsonl",
+        output_prefix=f"s3://{bucket}/nightly",
+        base_url=emulator.base_url,
+        poll_interval=0.2,
+    )
+    log = work_once(prefect_server)
+    assert flow_run_state(prefect_server, flow_run_id) == "COMPLETED", log
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="nightly/")["Contents"])
+    assert keys == sorted(f"nightly/{job.id}.mp4" for job in emulator.state.listing()) and len(keys) == 3
 
 
 def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
