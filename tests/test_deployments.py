@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -175,7 +176,7 @@ def test_manual_mode_through_deployments(prefect_server: dict[str, str], emulato
 
 
 def test_batch_deployment(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
-    rows = "\n".join('{"prompt": "batch row %d via deployment"}' % n for n in range(3))
+    rows = "\n".join(json.dumps({"prompt": f"batch row {n} via deployment"}) for n in range(3))
     s3.put_object(Bucket=bucket, Key="manifests/nightly.jsonl", Body=rows.encode())
     flow_run_id = run_deployment(
         prefect_server,
