@@ -12,6 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from sora_tasks.blocks import load_bucket_block
 from sora_tasks.connection import ApiSettings
 from sora_tasks.core.client import DEFAULT_MAX_WAIT, DownloadedFile, resolve_api_key
+from sora_tasks.core.errors import StorageError, VideoNotReadyError
 from sora_tasks.core.images import Fit
 from sora_tasks.core.request import VideoRequest
 from sora_tasks.core.storage import check_bucket, resolve_destination, validate_output
@@ -62,7 +63,14 @@ def deliver(
     downloaded: DownloadedFile = download_video(video_id, settings)
     timings["download"] = time.monotonic() - started
     started = time.monotonic()
-    stored = upload_video(downloaded, output, request, s3_bucket_block)
+    try:
+        stored = upload_video(downloaded, output, request, s3_bucket_block)
+    except StorageError as error:
+        expires = video.get("expires_at")
+        if expires:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+            error.args = (f"{error.args[0]}; `sora-video collect {video_id}` can deliver it until {when}",)
+        raise
     timings["upload"] = time.monotonic() - started
     Path(downloaded.path).unlink(missing_ok=True)
     result = VideoResult(
@@ -137,6 +145,16 @@ def generate_video(
     get_run_logger().info("video id %s (keep it: `sora-video collect %s` recovers it)", video_id, video_id)
 
     started = time.monotonic()
-    video = wait_for_video.with_options(timeout_seconds=max_wait + 120)(video_id, settings)
+    waiter = wait_for_video.with_options(timeout_seconds=max_wait + 120)
+    try:
+        video = waiter(video_id, settings)
+    except VideoNotReadyError as error:
+        if error.status != "not_found":
+            raise
+        # A cached create pointed at a job the server no longer knows (deleted,
+        # expired, server reset): pay for a fresh one rather than fail forever.
+        get_run_logger().warning("cached video %s is gone from the server; creating a new one", video_id)
+        video_id = create_video.with_options(refresh_cache=True)(request, settings, prepared, request_id)
+        video = waiter(video_id, settings)
     timings["wait"] = time.monotonic() - started
     return deliver(video_id, request, settings, output, video, timings, s3_bucket_block)

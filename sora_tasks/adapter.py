@@ -190,11 +190,12 @@ class SoraVideoAdapter:
         )
 
     def _create(self, request: VideoRequest, image: Any) -> str:
+        started = time.time()
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
-                return self._client.create(request, image).id
+                # From the second attempt on, a job an earlier attempt made is adopted, not re-paid.
+                return self._client.create(request, image, reconcile_since=started if attempt > 1 else None).id
             except TransientError:
-                # create() already ruled out a job made despite the error; re-sending is safe.
                 if attempt == CREATE_ATTEMPTS:
                     raise
                 time.sleep(2**attempt)

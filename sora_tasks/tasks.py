@@ -103,8 +103,12 @@ def create_video(
     if settings.rate_limit_name:
         rate_limit(settings.rate_limit_name, strict=False)
     client = settings.client()
+    context = TaskRunContext.get()
+    retrying = context is not None and context.task_run.run_count > 1
+    # On a retry, first adopt any job the failed attempt made after all.
+    since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
     try:
-        video = client.create(request, image)
+        video = client.create(request, image, reconcile_since=since)
     finally:
         client.close()
     get_run_logger().info("created %s: %s, %s s, %s", video.id, request.model, request.seconds, request.size)

@@ -213,7 +213,7 @@ def test_moderation_blocks_configured_words(emulator, client: OpenAI) -> None:  
 
 
 def test_slow_responses(emulator, client: OpenAI) -> None:  # type: ignore[no-untyped-def]
-    emulator.faults.slow_seconds = 0.4
+    emulator.faults.slow, emulator.faults.slow_seconds = 1.0, 0.4
     started = time.monotonic()
     client.videos.list()
     assert time.monotonic() - started >= 0.4
@@ -277,3 +277,11 @@ def test_console_script_documents_the_flags() -> None:
         "--request-log",
     ):
         assert flag in out
+
+
+def test_reset_drops_the_connection_without_an_answer(emulator) -> None:  # type: ignore[no-untyped-def]
+    emulator.faults.inject("reset", endpoint="list")
+    with pytest.raises(openai.APIConnectionError):
+        OpenAI(base_url=emulator.base_url, api_key="sk-any", max_retries=0).videos.list()
+    assert emulator.state.count("list", status=0) == 1
+    assert OpenAI(base_url=emulator.base_url, api_key="sk-any", max_retries=0).videos.list().data == []

@@ -153,7 +153,7 @@ def test_transient_faults_are_retried(emulator, tmp_path: Path, unique_prompt: s
     assert state.jobs_created == 1
     assert state.count("create", status=429) == 1 and state.count("create", status=500) == 1
     assert state.count("create", status=200) == 1
-    assert state.count("list") == 1  # the 500 was reconciled against the job list before retrying
+    assert state.count("list") >= 1  # the 500 was reconciled against the job list before retrying
     assert state.count("retrieve", status=503) == 2
     assert state.count("content") == 2  # the cut download was fetched again
 

@@ -176,6 +176,7 @@ def test_a_failed_upload_keeps_the_video_and_is_collected_later(
     dropper.join()
     error = caught.value
     assert error.video_id and error.local_path and Path(error.local_path).exists()
+    assert f"sora-video collect {error.video_id}` can deliver it until" in str(error)
     assert Path(error.local_path).read_bytes() == emulator.state.get(error.video_id).render.result().video.read_bytes()
     [record] = Ledger(str(tmp_path / "ledger")).pending()
     assert record.video_id == error.video_id

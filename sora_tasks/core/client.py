@@ -50,6 +50,9 @@ DEFAULT_POLL_INTERVAL = 5.0
 DOWNLOAD_CHUNK = 1024 * 1024
 # How far back a job may have been created and still count as "the one we just sent".
 RECONCILE_WINDOW = 120.0
+# After a timeout the server may still be committing the job: look this many times.
+RECONCILE_ATTEMPTS = 3
+RECONCILE_DELAY = 1.0
 Variant = Literal["video", "thumbnail", "spritesheet"]
 ProgressCallback = Callable[[Video], None]
 
@@ -156,13 +159,20 @@ class VideosClient:
         image: PreparedImage | None = None,
         *,
         rate_limit_attempts: int = 3,
+        reconcile_since: float | None = None,
         **extra_body: Any,
     ) -> Video:
         """Send one create. Raises :class:`TransientError` only when no job was made.
 
         A 429 means the server made nothing, so it is waited out (``Retry-After``)
-        and re-sent here, up to ``rate_limit_attempts`` times.
+        and re-sent here, up to ``rate_limit_attempts`` times. A caller retrying an
+        earlier, failed attempt passes its start time as ``reconcile_since``: a job
+        the server made for that attempt after all is then adopted, not paid again.
         """
+        if reconcile_since is not None:
+            found = self.find_created(request, since=reconcile_since)
+            if found is not None:
+                return found
         params: dict[str, Any] = {
             "prompt": request.prompt,
             "model": request.model,
@@ -189,26 +199,36 @@ class VideosClient:
         except openai.APIStatusError as error:
             if error.status_code == 429 or error.status_code < 500:
                 raise _status_error(error) from error
-            found = self.find_created(request, since=started)
+            found = self.find_created(request, since=started, attempts=RECONCILE_ATTEMPTS)
             if found is not None:
                 return found
             raise _status_error(error) from error
         except openai.APIConnectionError as error:
-            found = self.find_created(request, since=started)
+            # A timeout or reset: the server may still be creating the job; look a few times.
+            found = self.find_created(request, since=started, attempts=RECONCILE_ATTEMPTS)
             if found is not None:
                 return found
             raise TransientError(f"connection to {self.base_url} failed during create: {error}") from error
         logger.info("created video %s (%s, %s s, %s)", video.id, request.model, request.seconds, request.size)
         return video
 
-    def find_created(self, request: VideoRequest, *, since: float) -> Video | None:
+    def find_created(self, request: VideoRequest, *, since: float, attempts: int = 1) -> Video | None:
         """After an ambiguous create, look for the job the server may have made anyway."""
-        try:
-            recent = self._reads.videos.list(limit=50, order="desc")
-        except openai.APIError as error:
-            logger.warning("cannot list videos to reconcile an ambiguous create (%s); a retry may duplicate", error)
-            return None
-        for video in recent.data:
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(RECONCILE_DELAY)
+            try:
+                recent = self._reads.videos.list(limit=50, order="desc")
+            except openai.APIError as error:
+                logger.warning("cannot list videos to reconcile an ambiguous create (%s); a retry may duplicate", error)
+                return None
+            found = self._match(recent.data, request, since)
+            if found is not None:
+                return found
+        return None
+
+    def _match(self, candidates: list[Video], request: VideoRequest, since: float) -> Video | None:
+        for video in candidates:
             if (
                 video.id not in self._adopted
                 and video.created_at >= since - RECONCILE_WINDOW

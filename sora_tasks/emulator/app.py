@@ -60,6 +60,10 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
+# _gate's answer for "drop the connection".
+RESET = ApiError(0, "connection reset")
+
+
 def endpoint_of(method: str, path: str) -> str:
     if path == "/v1/videos":
         return "create" if method == "POST" else "list"
@@ -276,7 +280,7 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
         started = time.time()
         method, path = scope["method"], scope["path"]
         endpoint = endpoint_of(method, path)
-        outcome = {"status": 500, "bytes": 0, "recorded": False}
+        outcome = {"status": 0, "bytes": 0, "recorded": False}
 
         def record() -> None:
             # Logged before the last body chunk leaves, so a client that has its
@@ -297,9 +301,14 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
                 )
             )
 
+        slow = False
+
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome["status"] = message["status"]
+                if slow:
+                    # The work is done (a create is committed); only the answer is late.
+                    await asyncio.sleep(state.faults.slow_seconds)
             elif message["type"] == "http.response.body":
                 outcome["bytes"] += len(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -308,8 +317,13 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
 
         try:
             rejection = _gate(scope, state, endpoint)
-            if rejection is None and state.faults.wants("slow", endpoint):
-                await asyncio.sleep(state.faults.slow_seconds or 1.0)
+            slow = rejection is None and state.faults.wants("slow", endpoint)
+            if rejection is RESET:
+                # Promise an answer, then drop the connection (logged with status 0).
+                # uvicorn would turn an exception raised before any byte into a 500.
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                raise EmulatedCutOff("emulated connection reset")
             if rejection is not None:
                 await rejection.response()(scope, receive, counting_send)
             else:
@@ -333,6 +347,8 @@ def _gate(scope: Scope, state: EmulatorState, endpoint: str) -> ApiError | None:
         # Never echo the key back: logs of clients print error messages.
         return ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
     fault = state.faults.request_fault(endpoint)
+    if fault == "reset":
+        return RESET
     if fault == "429":
         retry_after = state.faults.retry_after_seconds
         return ApiError(

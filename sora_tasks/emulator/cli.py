@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--rate-limit", type=float, default=0.0, help="fraction of requests answered 429")
     faults.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429")
     faults.add_argument("--server-error", type=float, default=0.0, help="fraction answered 500 or 503")
+    faults.add_argument("--reset", type=float, default=0.0, help="fraction of requests dropped without an answer")
     faults.add_argument("--cut-download", type=float, default=0.0, help="fraction of downloads cut off mid-body")
     faults.add_argument(
         "--create-then-500", type=float, default=0.0, help="fraction of creates that commit the job, then 500"
@@ -68,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
         rate_limit=args.rate_limit,
         retry_after_seconds=args.retry_after,
         server_error=args.server_error,
+        reset=args.reset,
         cut_download=args.cut_download,
         create_then_500=args.create_then_500,
         moderation_words=tuple(args.moderate),
+        slow=1.0 if args.slow > 0 else 0.0,
         slow_seconds=args.slow,
         seed=args.seed,
     )

@@ -13,7 +13,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-FAULT_KINDS = ("429", "500", "503", "cut", "create_then_500", "slow")
+FAULT_KINDS = ("429", "500", "503", "reset", "cut", "create_then_500", "slow")
 
 
 @dataclass
@@ -28,10 +28,12 @@ class FaultPlan:
     rate_limit: float = 0.0
     retry_after_seconds: float = 1.0
     server_error: float = 0.0
+    reset: float = 0.0
     cut_download: float = 0.0
     create_then_500: float = 0.0
     moderation_words: tuple[str, ...] = ()
-    slow_seconds: float = 0.0
+    slow: float = 0.0  # fraction of answers delayed by slow_seconds
+    slow_seconds: float = 1.0
     seed: int = 0
     _injections: list[Injection] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,8 +52,8 @@ class FaultPlan:
     def clear(self) -> None:
         with self._lock:
             self._injections.clear()
-            self.rate_limit = self.server_error = self.cut_download = self.create_then_500 = 0.0
-            self.slow_seconds = 0.0
+            self.rate_limit = self.server_error = self.reset = self.cut_download = self.create_then_500 = 0.0
+            self.slow, self.slow_seconds = 0.0, 1.0
             self.moderation_words = ()
 
     def _take_injection(self, endpoint: str, kinds: tuple[str, ...]) -> str | None:
@@ -67,15 +69,17 @@ class FaultPlan:
         return probability > 0 and self._random.random() < probability
 
     def request_fault(self, endpoint: str) -> str | None:
-        """A fault answered instead of handling the request: '429', '500' or '503'."""
+        """A fault instead of handling the request: '429', '500', '503' or 'reset' (no answer)."""
         with self._lock:
-            injected = self._take_injection(endpoint, ("429", "500", "503"))
+            injected = self._take_injection(endpoint, ("429", "500", "503", "reset"))
             if injected:
                 return injected
             if self._roll(self.rate_limit):
                 return "429"
             if self._roll(self.server_error):
                 return self._random.choice(("500", "503"))
+            if self._roll(self.reset):
+                return "reset"
             return None
 
     def wants(self, kind: str, endpoint: str) -> bool:
@@ -83,7 +87,7 @@ class FaultPlan:
         probability = {
             "cut": self.cut_download,
             "create_then_500": self.create_then_500,
-            "slow": 1.0 if self.slow_seconds > 0 else 0.0,
+            "slow": self.slow,
         }[kind]
         with self._lock:
             return self._take_injection(endpoint, (kind,)) is not None or self._roll(probability)
