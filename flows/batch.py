@@ -75,7 +75,7 @@ def generate_videos(
         api_key_secret=api_key_secret,
         max_wait=max_wait,
         poll_interval=poll_interval,
-        rate_limit_name=rate_limit_name,
+        rate_limit_name=existing_rate_limit(rate_limit_name),
     )
     rows, invalid = load_manifest(
         manifest, output_prefix=output_prefix, allow_unknown_models=settings.allows_unknown_models
@@ -123,6 +123,33 @@ def generate_videos(
     if delivered == len(outcomes):
         return Completed(message=message, data=outcomes)
     return Failed(message=message, data=outcomes)
+
+
+def existing_rate_limit(name: str | None) -> str | None:
+    """The limit's name if it exists on the Prefect server, else None (with a warning).
+
+    Asking Prefect for slots of a missing limit still costs a serialized API call per
+    create; checking once here keeps a batch without a limit at full speed.
+    """
+    if not name:
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            limit = None
+    if limit is None or not limit.active:
+        get_run_logger().warning(
+            "rate limit %r does not exist or is inactive: creates are not rate-limited "
+            "(create it with `prefect gcl create %s --limit 2 --slot-decay-per-second 1`)",
+            name,
+            name,
+        )
+        return None
+    return name
 
 
 def report_estimate(

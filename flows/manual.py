@@ -94,20 +94,14 @@ def status_record(video: Any) -> dict[str, Any]:
 def video_status(video_id: str, base_url: str | None = None, api_key_secret: str | None = None) -> dict[str, Any]:
     """One status look-up; never waits."""
     client = ApiSettings(base_url=base_url, api_key_secret=api_key_secret).client()
-    try:
-        video, _ = client.retrieve(video_id)
-    finally:
-        client.close()
+    video, _ = client.retrieve(video_id)
     return status_record(video)
 
 
 def collect(video_id: str, output: str, settings: ApiSettings, s3_bucket_block: str | None = None) -> VideoResult:
     """Deliver a finished video; raises clearly when it is not finished, failed or expired."""
     client = settings.client()
-    try:
-        video, _ = client.retrieve(video_id)
-    finally:
-        client.close()
+    video, _ = client.retrieve(video_id)
     if video.status == "failed":
         raise job_error(video)
     if video.status != "completed":

@@ -8,6 +8,7 @@ task, from that block or from ``OPENAI_API_KEY``.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import cast
 
 from pydantic import BaseModel, ConfigDict
@@ -49,9 +50,13 @@ class ApiSettings(BaseModel):
         return os.environ.get("OPENAI_API_KEY")
 
     def client(self) -> VideosClient:
-        return VideosClient(
-            api_key=self.api_key(),
-            base_url=self.base_url,
-            max_retries=self.max_retries,
-            timeout=self.request_timeout,
-        )
+        """A client shared by every task in this process that uses the same settings and key.
+
+        Sharing keeps HTTP connections alive across tasks; the SDK client is thread-safe.
+        """
+        return _shared_client(self.api_key(), resolve_base_url(self.base_url), self.max_retries, self.request_timeout)
+
+
+@lru_cache(maxsize=32)
+def _shared_client(api_key: str | None, base_url: str, max_retries: int, timeout: float) -> VideosClient:
+    return VideosClient(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout)

@@ -107,10 +107,7 @@ def create_video(
     retrying = context is not None and context.task_run.run_count > 1
     # On a retry, first adopt any job the failed attempt made after all.
     since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
-    try:
-        video = client.create(request, image, reconcile_since=since)
-    finally:
-        client.close()
+    video = client.create(request, image, reconcile_since=since)
     get_run_logger().info("created %s: %s, %s s, %s", video.id, request.model, request.seconds, request.size)
     _emit("created", video.id, model=request.model, seconds=request.seconds, size=request.size)
     return video.id
@@ -140,8 +137,6 @@ def wait_for_video(video_id: str, settings: ApiSettings) -> dict[str, Any]:
         code = getattr(error, "code", type(error).__name__)
         _emit("failed", video_id, code=code, message=str(error))
         raise
-    finally:
-        client.close()
     _emit("completed", video_id)
     return video.model_dump(mode="json")
 
@@ -153,10 +148,7 @@ def download_video(
     """Stream the asset to a local temporary file; size and type are checked."""
     client = settings.client()
     started = time.monotonic()
-    try:
-        downloaded = client.download(video_id, variant=variant, directory=directory)
-    finally:
-        client.close()
+    downloaded = client.download(video_id, variant=variant, directory=directory)
     get_run_logger().info(
         "downloaded %s %s: %d bytes in %.2fs", video_id, variant, downloaded.bytes, time.monotonic() - started
     )

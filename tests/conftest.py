@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -24,7 +28,7 @@ SENTINEL_AWS_SECRET = "aws-SENTINEL-secret-9876543210"
 os.environ["OPENAI_API_KEY"] = SENTINEL_API_KEY
 os.environ.pop("OPENAI_BASE_URL", None)
 
-from moto.server import ThreadedMotoServer  # noqa: E402
+import httpx  # noqa: E402
 
 from sora_tasks.emulator import EmulatorConfig, EmulatorServer, start_emulator  # noqa: E402
 
@@ -59,10 +63,25 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    """moto's S3 server in its own process, as a real endpoint would be."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500:
+                break
+        except httpx.HTTPError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
+        time.sleep(0.2)
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="AKIATESTSENTINEL",
@@ -70,7 +89,8 @@ def s3_endpoint() -> Iterator[str]:
         AWS_DEFAULT_REGION="us-east-1",
     )
     yield endpoint
-    server.stop()
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from flows.generate import generate_video
 from sora_tasks.core import StorageError, TransientError, VideoRequest, VideosClient, resolve_destination, store_file
 
 
-def test_identical_request_is_created_once_and_request_id_makes_a_new_one(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+def test_identical_request_is_created_once_and_request_id_makes_a_new_one(
+    emulator, tmp_path: Path, unique_prompt: str
+) -> None:  # type: ignore[no-untyped-def]
     arguments = {"prompt": unique_prompt, "base_url": emulator.base_url, "poll_interval": 0.1}
     first = generate_video(output=str(tmp_path / "a.mp4"), **arguments)
     again = generate_video(output=str(tmp_path / "b.mp4"), **arguments)  # a rerun of the same invocation
@@ -30,7 +32,11 @@ def test_flow_run_retry_reuses_the_job(emulator, tmp_path: Path, unique_prompt: 
     flaky = generate_video.with_options(retries=1, retry_delay_seconds=2)
     # The first attempt gives up waiting after 0.5 s; the retry finds the same job done.
     result = flaky(
-        prompt=unique_prompt, base_url=emulator.base_url, output=str(tmp_path / "r.mp4"), max_wait=0.5, poll_interval=0.1
+        prompt=unique_prompt,
+        base_url=emulator.base_url,
+        output=str(tmp_path / "r.mp4"),
+        max_wait=0.5,
+        poll_interval=0.1,
     )
     assert emulator.state.jobs_created == 1 and emulator.state.count("create") == 1
     assert Path(result.uri).read_bytes() == emulator.state.get(result.video_id).render.result().video.read_bytes()

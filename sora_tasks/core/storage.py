@@ -14,6 +14,7 @@ import shutil
 import string
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,31 @@ def validate_output(output: str | Path) -> None:
 
 
 def s3_client() -> S3Client:
-    """A boto3 S3 client from the default chain; ``AWS_ENDPOINT_URL`` is honoured by boto3 itself."""
+    """A boto3 S3 client from the default chain; ``AWS_ENDPOINT_URL`` is honoured by boto3 itself.
+
+    Building a client costs tens of milliseconds of CPU, so one is shared (boto3
+    clients are thread-safe) until the settings that shape it change.
+    """
+    settings = tuple(os.environ.get(name) for name in _CLIENT_SETTINGS)
+    return _shared_s3_client(settings)
+
+
+_CLIENT_SETTINGS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
+
+
+@lru_cache(maxsize=8)
+def _shared_s3_client(settings: tuple[str | None, ...]) -> S3Client:
     import boto3
 
     return boto3.session.Session().client("s3")

@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--pad-bytes", type=int, default=0, help="grow each MP4 by a valid `free` box of this many bytes"
     )
     parser.add_argument("--request-log", type=Path, help="append one JSON line per request to this file")
+    parser.add_argument(
+        "--reuse-renders",
+        action="store_true",
+        help="encode one video per size/duration and serve it to every such job (load tests)",
+    )
     faults = parser.add_argument_group("fault injection (fractions are probabilities in 0..1)")
     faults.add_argument("--rate-limit", type=float, default=0.0, help="fraction of requests answered 429")
     faults.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429")
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         pad_bytes=args.pad_bytes,
         api_key=args.api_key,
         request_log=args.request_log,
+        reuse_renders=args.reuse_renders,
     )
     faults = FaultPlan(
         rate_limit=args.rate_limit,

@@ -32,6 +32,9 @@ class EmulatorConfig:
     api_key: str | None = None
     request_log: Path | None = None
     render_workers: int = max(1, os.cpu_count() or 1)
+    # Load tests and benchmarks: render once per (size, seconds, kind) and serve that
+    # file to every such job, so hundreds of jobs cost one encode each.
+    reuse_renders: bool = False
 
 
 @dataclass
@@ -82,6 +85,7 @@ class EmulatorState:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sora-emulator-")))
     _pool: Executor | None = None
+    _shared: dict[str, Future[RenderedAssets]] = field(default_factory=dict)
 
     @property
     def pool(self) -> Executor:
@@ -108,15 +112,7 @@ class EmulatorState:
         remixed_from: str | None = None,
     ) -> Job:
         video_id = "video_" + secrets.token_hex(16)
-        render = self.pool.submit(
-            render_job,
-            self._workdir / video_id,
-            prompt=prompt,
-            size=size,
-            seconds=int(seconds),
-            reference=reference,
-            pad_bytes=self.config.pad_bytes,
-        )
+        render = self._render(video_id, prompt, size, seconds, reference)
         job = Job(
             id=video_id,
             model=model,
@@ -134,6 +130,29 @@ class EmulatorState:
             self.jobs[video_id] = job
             self.counters["jobs_created"] += 1
         return job
+
+    def _render(
+        self, video_id: str, prompt: str, size: str, seconds: str, reference: bytes | None
+    ) -> Future[RenderedAssets]:
+        shared_key = f"shared-{size}-{seconds}-{'image' if reference else 'text'}"
+        if self.config.reuse_renders:
+            with self._lock:
+                existing = self._shared.get(shared_key)
+            if existing is not None:
+                return existing
+        render = self.pool.submit(
+            render_job,
+            self._workdir / (shared_key if self.config.reuse_renders else video_id),
+            prompt="shared render" if self.config.reuse_renders else prompt,
+            size=size,
+            seconds=int(seconds),
+            reference=reference,
+            pad_bytes=self.config.pad_bytes,
+        )
+        if self.config.reuse_renders:
+            with self._lock:
+                render = self._shared.setdefault(shared_key, render)
+        return render
 
     def get(self, video_id: str) -> Job | None:
         with self._lock:
@@ -220,6 +239,7 @@ class EmulatorState:
             for job in self.jobs.values():
                 job.render.cancel()  # renders nobody will ask for again
             self.jobs.clear()
+            self._shared.clear()
             self.deleted.clear()
             self.requests.clear()
             self.counters.clear()

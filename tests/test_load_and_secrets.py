@@ -1,0 +1,128 @@
+"""A 200-video batch through injected faults, and a search for leaked secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect.settings import PREFECT_API_URL
+
+from flows.batch import generate_videos
+from flows.generate import generate_video
+from flows.manual import collect_video, submit_video
+from sora_tasks.core import VideoJobError
+from sora_tasks.emulator import EmulatorConfig, FaultPlan, run_emulator
+
+from .conftest import SENTINEL_API_KEY, SENTINEL_AWS_SECRET
+
+
+def test_200_video_batch_survives_ten_percent_faults(s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    faults = FaultPlan(
+        rate_limit=0.03,
+        retry_after_seconds=0.5,
+        server_error=0.03,
+        reset=0.01,
+        cut_download=0.03,
+        create_then_500=0.02,
+        seed=11,
+    )
+    config = EmulatorConfig(render_seconds=1.0, poll_after_ms=250, reuse_renders=True)
+    manifest = tmp_path / "load.jsonl"
+    manifest.write_text("".join(json.dumps({"prompt": f"load video {n}"}) + "\n" for n in range(200)))
+    with run_emulator(config, faults) as emulator:
+        state = generate_videos(
+            manifest=str(manifest),
+            output_prefix=f"s3://{bucket}/load",
+            max_in_flight=20,
+            base_url=emulator.base_url,
+            poll_interval=0.25,
+            return_state=True,
+        )
+        outcomes = state.result(raise_on_failure=False)
+        faulted = sum(1 for r in emulator.state.requests if r.status in (0, 429, 500, 503))
+        cut = emulator.state.count("content") - sum(1 for o in outcomes if o["status"] == "delivered")
+        created = emulator.state.jobs_created
+        expected = {
+            job.id: hashlib.sha256(job.render.result().video.read_bytes()).hexdigest()
+            for job in emulator.state.listing()
+        }
+    delivered = [o for o in outcomes if o["status"] == "delivered"]
+    assert len(delivered) == 200, [o for o in outcomes if o["status"] != "delivered"][:3]
+    assert created == 200  # no fault made anyone pay twice
+    assert faulted + cut >= 0.05 * len(emulator.state.requests)  # the faults really happened
+    for outcome in delivered:
+        head = s3.head_object(Bucket=bucket, Key=outcome["uri"].removeprefix(f"s3://{bucket}/"))
+        assert head["Metadata"]["sha256"] == expected[outcome["video_id"]]
+        assert head["Metadata"]["video-id"] == outcome["video_id"]
+
+
+def _everything_prefect_recorded() -> str:
+    api = PREFECT_API_URL.value()
+    chunks: list[Any] = []
+    for path in ("/logs/filter", "/artifacts/filter", "/flow_runs/filter", "/task_runs/filter"):
+        offset = 0
+        while True:
+            page = httpx.post(f"{api}{path}", json={"limit": 200, "offset": offset}, timeout=30).json()
+            chunks.extend(page)
+            if len(page) < 200:
+                break
+            offset += 200
+    events = httpx.post(f"{api}/events/filter", json={"limit": 50}, timeout=30).json()
+    chunks.append(events)
+    return json.dumps(chunks)
+
+
+def test_no_secret_reaches_logs_artifacts_parameters_results_or_errors(  # type: ignore[no-untyped-def]
+    emulator, s3, bucket: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], unique_prompt: str
+) -> None:
+    assert (
+        os.environ["OPENAI_API_KEY"] == SENTINEL_API_KEY and os.environ["AWS_SECRET_ACCESS_KEY"] == SENTINEL_AWS_SECRET
+    )
+    emulator.state.config.api_key = SENTINEL_API_KEY
+    texts: list[str] = []
+    ok = generate_video(
+        prompt=unique_prompt, base_url=emulator.base_url, output=f"s3://{bucket}/{{video_id}}.mp4", poll_interval=0.1
+    )
+    texts.append(ok.model_dump_json())
+    submitted = submit_video(prompt=unique_prompt + " manual", base_url=emulator.base_url)
+    emulator.state.get(submitted.video_id).render.result()
+    texts.append(
+        collect_video(submitted.video_id, output=str(tmp_path / "m.mp4"), base_url=emulator.base_url).model_dump_json()
+    )
+    emulator.faults.moderation_words = ("boat",)
+    with pytest.raises(VideoJobError) as failed:
+        generate_video(
+            prompt=unique_prompt + " fails", base_url=emulator.base_url, output="out/x.mp4", poll_interval=0.1
+        )
+    texts.append(repr(failed.value) + str(failed.value))
+    emulator.state.config.api_key = "sk-some-other-key"  # the server now refuses our key
+    with pytest.raises(ValueError) as refused:
+        generate_video(prompt=unique_prompt + " refused", base_url=emulator.base_url, output="out/y.mp4")
+    texts.append(repr(refused.value) + str(refused.value))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"prompt": "secret scan row"}\n{"prompt": "", "model": "x"}\n')
+    emulator.state.config.api_key = SENTINEL_API_KEY
+    batch = generate_videos(
+        manifest=str(manifest),
+        output_prefix=str(tmp_path / "b"),
+        base_url=emulator.base_url,
+        poll_interval=0.1,
+        return_state=True,
+    )
+    texts.append(json.dumps(batch.result(raise_on_failure=False)))
+
+    texts.append(_everything_prefect_recorded())
+    texts.append(json.dumps([record.as_dict() for record in emulator.state.requests]))
+    storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
+    texts.extend(path.read_text(errors="replace") for path in storage.rglob("*") if path.is_file())
+    captured = capfd.readouterr()
+    texts.extend([captured.out, captured.err])
+    everything = "\n".join(texts)
+    assert len(everything) > 10_000  # we really looked at something
+    assert everything.count(SENTINEL_API_KEY) == 0
+    assert everything.count(SENTINEL_AWS_SECRET) == 0
