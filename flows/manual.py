@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from sora_tasks.connection import ApiSettings
-from sora_tasks.core.client import job_error
+from sora_tasks.core.client import job_error, status_dict
 from sora_tasks.core.errors import InvalidRequestError, VideoExpiredError, VideoNotReadyError
 from sora_tasks.core.images import Fit
 from sora_tasks.core.ledger import Ledger, PendingVideo
@@ -74,28 +74,12 @@ def submit_video(
     )
 
 
-def status_record(video: Any) -> dict[str, Any]:
-    """The seed's status dict: status, id, progress, error (plus expiry and shape)."""
-    return {
-        "id": video.id,
-        "status": video.status,
-        "progress": video.progress,
-        "error": video.error.model_dump() if video.error else None,
-        "model": video.model,
-        "seconds": str(video.seconds),
-        "size": video.size,
-        "created_at": video.created_at,
-        "completed_at": video.completed_at,
-        "expires_at": video.expires_at,
-    }
-
-
 @flow(name="video-status")
 def video_status(video_id: str, base_url: str | None = None, api_key_secret: str | None = None) -> dict[str, Any]:
     """One status look-up; never waits."""
     client = ApiSettings(base_url=base_url, api_key_secret=api_key_secret).client()
     video, _ = client.retrieve(video_id)
-    return status_record(video)
+    return status_dict(video)
 
 
 def collect(video_id: str, output: str, settings: ApiSettings, s3_bucket_block: str | None = None) -> VideoResult:

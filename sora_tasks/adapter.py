@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from PIL import Image
 
-from .core.client import VideosClient, is_openai_hosted, job_error
+from .core.client import VideosClient, is_openai_hosted, job_error, status_dict
 from .core.errors import TransientError, VideoNotReadyError
 from .core.images import Fit, prepare_image
 from .core.request import VideoRequest
@@ -246,18 +246,3 @@ class SoraVideoAdapter:
             self._jobs.append(job)
         return job
 
-
-def status_dict(video: Any) -> dict[str, Any]:
-    return {
-        "status": video.status,
-        "id": video.id,
-        "progress": video.progress,
-        "error": video.error.message if video.error else None,
-        "error_code": video.error.code if video.error else None,
-        "model": video.model,
-        "seconds": str(video.seconds),
-        "size": video.size,
-        "created_at": video.created_at,
-        "completed_at": video.completed_at,
-        "expires_at": video.expires_at,
-    }

@@ -363,6 +363,23 @@ class VideosClient:
             return False
 
 
+def status_dict(video: Video) -> dict[str, Any]:
+    """The seed's status record: status, id, progress, error (its message), plus code and expiry."""
+    return {
+        "status": video.status,
+        "id": video.id,
+        "progress": video.progress,
+        "error": video.error.message if video.error else None,
+        "error_code": video.error.code if video.error else None,
+        "model": video.model,
+        "seconds": str(video.seconds),
+        "size": video.size,
+        "created_at": video.created_at,
+        "completed_at": video.completed_at,
+        "expires_at": video.expires_at,
+    }
+
+
 def job_error(video: Video) -> VideoJobError:
     code = video.error.code if video.error else "unknown"
     message = video.error.message if video.error else "the job failed without an error message"
