@@ -95,7 +95,7 @@ class SoraVideoAdapter:
     def generate_text_to_video(
         self, prompt: str, duration: int = 4, resolution: str = "1280x720", wait: bool = True
     ) -> bytes | str:
-        video_id = self._create(self._request(prompt, duration, resolution), None)
+        video_id = self._submit(prompt, duration, resolution)
         return self._wait_and_download(video_id) if wait else video_id
 
     def generate_image_to_video(
@@ -107,8 +107,7 @@ class SoraVideoAdapter:
         wait: bool = True,
         fit: Fit = "cover",
     ) -> bytes | str:
-        request = self._request(prompt, duration, resolution)
-        video_id = self._create(request, prepare_image(image, request.size, fit=fit))
+        video_id = self._submit(prompt, duration, resolution, image, fit)
         return self._wait_and_download(video_id) if wait else video_id
 
     def generate_text_to_video_async(
@@ -120,7 +119,7 @@ class SoraVideoAdapter:
         on_error: ErrorCallback | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> VideoJob:
-        video_id = self._create(self._request(prompt, duration, resolution), None)
+        video_id = self._submit(prompt, duration, resolution)
         return self._follow(video_id, on_complete, on_error, on_progress)
 
     def generate_image_to_video_async(
@@ -134,8 +133,7 @@ class SoraVideoAdapter:
         on_progress: ProgressCallback | None = None,
         fit: Fit = "cover",
     ) -> VideoJob:
-        request = self._request(prompt, duration, resolution)
-        video_id = self._create(request, prepare_image(image, request.size, fit=fit))
+        video_id = self._submit(prompt, duration, resolution, image, fit)
         return self._follow(video_id, on_complete, on_error, on_progress)
 
     def get_video_status(self, video_id: str) -> dict[str, Any]:
@@ -180,14 +178,19 @@ class SoraVideoAdapter:
 
     # -- internals ----------------------------------------------------------------
 
-    def _request(self, prompt: str, duration: int | str, resolution: str) -> VideoRequest:
-        return VideoRequest.build(
+    def _submit(
+        self, prompt: str, duration: int | str, resolution: str, image: ImageInput | None = None, fit: Fit = "cover"
+    ) -> str:
+        """Validate, fit the image, create: everything before the job exists, in one place."""
+        request = VideoRequest.build(
             prompt,
             model=self.model_version,
             duration=duration,
             resolution=resolution,
             allow_unknown_models=self._custom_server,
         )
+        prepared = prepare_image(image, request.size, fit=fit) if image is not None else None
+        return self._create(request, prepared)
 
     def _create(self, request: VideoRequest, image: Any) -> str:
         started = time.time()
@@ -245,4 +248,3 @@ class SoraVideoAdapter:
         with self._lock:
             self._jobs.append(job)
         return job
-
