@@ -9,11 +9,18 @@ cost is estimated and shown before anything is paid for.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -22,20 +29,36 @@ from sora_tasks.core.client import DEFAULT_MAX_WAIT
 from sora_tasks.core.errors import InvalidRequestError
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.pricing import estimate_cost, price_per_second
-from sora_tasks.tasks import create_video, preprocess_image, wait_for_video
+from sora_tasks.core.slots import RenderingSlots
+from sora_tasks.tasks import create_video, for_worker_threads, preprocess_image, wait_for_video
 
 from .generate import deliver, preflight
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
+# The batch progress artifact moves in steps of this many percentage points.
+BATCH_PROGRESS_STEP = 10.0
 
 
-@task(name="generate-row", task_run_name="row-{row.number}")
-def generate_row(row: ManifestRow, settings: ApiSettings) -> dict[str, Any]:
-    """One row's pipeline; its steps are the same retried tasks as the sync flow's."""
-    prepared = preprocess_image(row.image, row.request.size, row.fit) if row.image else None
-    video_id = create_video(row.request, settings, prepared, row.request_id)
-    video = wait_for_video.with_options(timeout_seconds=settings.max_wait + 120)(video_id, settings)
-    return deliver(video_id, row.request, settings, row.output, video, {}).model_dump()
+# Rows run in the task runner's worker threads, where Prefect timeouts cannot act.
+_preprocess_in_thread = for_worker_threads(preprocess_image)
+_create_in_thread = for_worker_threads(create_video)
+_wait_in_thread = for_worker_threads(wait_for_video)
+
+
+# The slots are a live object, not data: nothing to hash for a cache key.
+@task(name="generate-row", task_run_name="row-{row.number}", cache_policy=NO_CACHE)
+def generate_row(row: ManifestRow, settings: ApiSettings, rendering_slots: RenderingSlots) -> dict[str, Any]:
+    """One row's pipeline; its steps are the same retried tasks as the sync flow's.
+
+    create-video claims a slot right before its request and the slot is freed once
+    the job stops rendering, so at most ``max_in_flight`` jobs run at the provider;
+    starting the next rows and delivering finished ones happen outside the slots.
+    """
+    prepared = _preprocess_in_thread(row.image, row.request.size, row.fit) if row.image else None
+    with rendering_slots.for_job():
+        video_id = _create_in_thread(row.request, settings, prepared, row.request_id)
+        video = _wait_in_thread(video_id, settings, progress_artifact=False)
+    return deliver(video_id, row.request, settings, row.output, video, {}, batch_row=True).model_dump()
 
 
 def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
@@ -93,9 +116,18 @@ def generate_videos(
         {"row": bad.number, "prompt": str(bad.fields.get("prompt", ""))[:60], "status": "invalid", "error": bad.error}
         for bad in invalid
     ]
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_in_flight)
+    slots = RenderingSlots(max_in_flight)
+    # A second thread per slot stands ready at the slot gate (its row's tasks
+    # already started) or delivers a finished video, so freed slots refill at once.
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=2 * max_in_flight)
     with runner:
-        futures = [(row, runner.submit(generate_row, parameters={"row": row, "settings": settings})) for row in rows]
+        futures = []
+        for row in rows:
+            parameters = {"row": row, "settings": settings, "rendering_slots": slots}
+            futures.append((row, runner.submit(generate_row, parameters=parameters)))
+        track_batch([future for _, future in futures], manifest)
+        # wait() records each future's final state; without it, .state asks the
+        # Prefect API, whose copy can still say Running (states arrive as events).
         wait([future for _, future in futures])
     for row, future in futures:
         cost = (price_per_second(row.request, prices) or 0.0) * int(row.request.seconds)
@@ -123,6 +155,25 @@ def generate_videos(
     if delivered == len(outcomes):
         return Completed(message=message, data=outcomes)
     return Failed(message=message, data=outcomes)
+
+
+def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:
+    """Wait for every row, moving one progress artifact for the whole batch.
+
+    One artifact per batch instead of one per row: each update is a Prefect API
+    write, and hundreds of them would slow the rows they report on.
+    """
+    if not futures:
+        return
+    artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]
+        progress=0.0, description=f"generate-videos: rows finished of {len(futures)} ({manifest})"
+    )
+    shown = 0.0
+    for finished, _ in enumerate(as_completed(futures), start=1):
+        percent = 100.0 * finished / len(futures)
+        if percent - shown >= BATCH_PROGRESS_STEP or finished == len(futures):
+            update_progress_artifact(artifact_id, percent)
+            shown = percent
 
 
 def existing_rate_limit(name: str | None) -> str | None:

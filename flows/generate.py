@@ -16,7 +16,14 @@ from sora_tasks.core.errors import StorageError, VideoNotReadyError
 from sora_tasks.core.images import Fit
 from sora_tasks.core.request import VideoRequest
 from sora_tasks.core.storage import check_bucket, resolve_destination, validate_output
-from sora_tasks.tasks import create_video, download_video, preprocess_image, upload_video, wait_for_video
+from sora_tasks.tasks import (
+    create_video,
+    download_video,
+    for_worker_threads,
+    preprocess_image,
+    upload_video,
+    wait_for_video,
+)
 
 from .hooks import record_for_collection
 from .results import VideoResult
@@ -49,6 +56,10 @@ def preflight(settings: ApiSettings, output: str | None, s3_bucket_block: str | 
         check_bucket(resolve_destination(output, video_id="v", model="m").bucket or "", client)
 
 
+_download_in_thread = for_worker_threads(download_video)
+_upload_in_thread = for_worker_threads(upload_video)
+
+
 def deliver(
     video_id: str,
     request: VideoRequest,
@@ -57,14 +68,20 @@ def deliver(
     video: dict[str, Any],
     timings: dict[str, float],
     s3_bucket_block: str | None = None,
+    batch_row: bool = False,
 ) -> VideoResult:
-    """Download and store a completed video; the local copy is removed only once stored."""
+    """Download and store a completed video; the local copy is removed only once stored.
+
+    A batch row runs in a worker thread and is listed in the batch's one table
+    artifact: it gets the untimed task variants and no artifacts of its own.
+    """
+    download, upload = (_download_in_thread, _upload_in_thread) if batch_row else (download_video, upload_video)
     started = time.monotonic()
-    downloaded: DownloadedFile = download_video(video_id, settings)
+    downloaded: DownloadedFile = download(video_id, settings)
     timings["download"] = time.monotonic() - started
     started = time.monotonic()
     try:
-        stored = upload_video(downloaded, output, request, s3_bucket_block)
+        stored = upload(downloaded, output, request, s3_bucket_block)
     except StorageError as error:
         expires = video.get("expires_at")
         if expires:
@@ -85,7 +102,8 @@ def deliver(
         expires_at=video.get("expires_at"),
         timings={name: round(value, 3) for name, value in timings.items()},
     )
-    report(result)
+    if not batch_row:
+        report(result)
     return result
 
 

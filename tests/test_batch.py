@@ -28,11 +28,14 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def peak_jobs_in_flight(emulator: Any) -> int:
-    """Most jobs alive at once: from each job's create to the last request about it."""
+    """Most jobs rendering at once: from each job's create to the status poll that saw it end.
+
+    Downloads of finished jobs may overlap new renders; max_in_flight caps renders.
+    """
     last_seen: dict[str, float] = {}
     for record in emulator.state.requests:
         parts = record.path.split("?")[0].split("/")
-        if len(parts) > 3 and parts[3].startswith("video_"):
+        if record.endpoint == "retrieve" and len(parts) > 3 and parts[3].startswith("video_"):
             last_seen[parts[3]] = max(last_seen.get(parts[3], 0.0), record.at)
     events = []
     for job in emulator.state.listing():

@@ -261,7 +261,12 @@ def _upload_s3(
         "ChecksumAlgorithm": "SHA256",
     }
     try:
-        client.upload_file(str(source), destination.bucket, destination.key, ExtraArgs=extra, Config=config)
+        if size < multipart_threshold:
+            # One request; upload_file would start (and join) a 10-thread pool for it.
+            with source.open("rb") as body:
+                client.put_object(Bucket=destination.bucket, Key=destination.key, Body=body, **extra)
+        else:
+            client.upload_file(str(source), destination.bucket, destination.key, ExtraArgs=extra, Config=config)
         head = client.head_object(Bucket=destination.bucket, Key=destination.key)
     except (ClientError, BotoCoreError, S3UploadFailedError) as error:
         if _is_transient_s3(error):

@@ -1,0 +1,98 @@
+"""The benchmark's servers, each in its own process as the real ones would be remote.
+
+Keeping the emulator and moto out of the measured process matters: sharing its GIL
+would bill their request handling to the flow under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: str, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.2)
+
+
+@contextmanager
+def emulator(render_seconds: float, request_log: Path, pad_bytes: int = 0) -> Iterator[str]:
+    """A `sora-emulator` process; yields its base URL. Renders are shared per size/duration."""
+    port = free_port()
+    command = [
+        str(BIN / "sora-emulator"),
+        "--port", str(port),
+        "--render-seconds", str(render_seconds),
+        "--poll-after-ms", "250",
+        "--reuse-renders",
+        "--pad-bytes", str(pad_bytes),
+        "--request-log", str(request_log),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_up(process, f"http://127.0.0.1:{port}/v1/models", "sora-emulator")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def moto_s3() -> Iterator[dict[str, str]]:
+    """A moto S3 server process; yields the AWS environment that points boto3 at it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(process, f"{endpoint}/moto-api/", "moto server")
+        yield {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def count_requests(request_log: Path) -> Counter[str]:
+    """Requests per endpoint kind ('create', 'retrieve', 'content', ...) from the emulator's log."""
+    if not request_log.exists():
+        return Counter()
+    lines = request_log.read_text(encoding="utf-8").splitlines()
+    return Counter(json.loads(line)["endpoint"] for line in lines if line.strip())
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **extra}

@@ -1,0 +1,150 @@
+"""One measurement in a fresh process, so its wall time, CPU time and peak RSS are its own.
+
+    python bench/worker.py KIND '{"json": "arguments"}'   # prints one JSON line
+
+Run by bench/run.py with PREFECT_API_URL, OPENAI_* and AWS_* pointing at its servers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def manifest_of(n: int, tag: str, directory: str) -> str:
+    path = Path(directory) / "manifest.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"{tag} {i}"}) + "\n" for i in range(n)))
+    return str(path)
+
+
+def batch_flow(args: dict[str, Any]) -> None:
+    from flows.batch import generate_videos
+
+    with tempfile.TemporaryDirectory() as work:
+        manifest = manifest_of(args["n"], args["tag"], work)
+        state = generate_videos(
+            manifest=manifest,
+            output_prefix=f"s3://{args['bucket']}/{args['tag']}",
+            max_in_flight=args["c"],
+            rate_limit_name=None,
+            base_url=args["base_url"],
+            poll_interval=0.25,
+            return_state=True,
+        )
+        if not state.is_completed():
+            raise SystemExit(f"batch flow ended {state.name}: {state.message}")
+
+
+def batch_sdk(args: dict[str, Any]) -> None:
+    """The plain-SDK way: a thread pool of create_and_poll + streamed download + boto3 upload."""
+    import boto3
+    from openai import OpenAI
+
+    client = OpenAI(base_url=args["base_url"], max_retries=3)
+    s3 = boto3.client("s3")
+
+    def one(prompt: str, directory: str) -> None:
+        video = client.videos.create_and_poll(prompt=prompt, model="sora-2", seconds="4", size="1280x720")
+        if video.status != "completed":
+            raise RuntimeError(f"{video.id} ended {video.status}")
+        path = Path(directory) / f"{video.id}.mp4"
+        with client.videos.with_streaming_response.download_content(video.id) as response:
+            response.stream_to_file(path)
+        s3.upload_file(str(path), args["bucket"], f"{args['tag']}/{video.id}.mp4")
+        path.unlink()
+
+    with tempfile.TemporaryDirectory() as work, concurrent.futures.ThreadPoolExecutor(args["c"]) as pool:
+        list(pool.map(lambda i: one(f"{args['tag']} {i}", work), range(args["n"])))
+
+
+def big_flow(args: dict[str, Any]) -> None:
+    """The sync flow delivering one (padded, large) video to S3."""
+    from flows.generate import generate_video
+
+    generate_video(prompt="a large video", base_url=args["base_url"], output=f"s3://{args['bucket']}/big-flow.mp4")
+
+
+def big_bytes(args: dict[str, Any]) -> None:
+    """What the flow avoids: the whole video as one bytes object, then put_object."""
+    import boto3
+    from openai import OpenAI
+
+    client = OpenAI(base_url=args["base_url"])
+    video = client.videos.create_and_poll(prompt="a large video", model="sora-2", seconds="4", size="1280x720")
+    data = client.videos.download_content(video.id).content
+    boto3.client("s3").put_object(Bucket=args["bucket"], Key="big-bytes.mp4", Body=data)
+
+
+def overhead(args: dict[str, Any]) -> None:
+    """Per-video time of the sync flow and of the bare SDK at T=0; profiles the flow."""
+    from openai import OpenAI
+    from pyinstrument import Profiler
+
+    from flows.generate import generate_video
+
+    videos, base_url = args["videos"], args["base_url"]
+    client = OpenAI(base_url=base_url)
+    with tempfile.TemporaryDirectory() as work:
+        client.videos.create_and_poll(prompt="warm-up", poll_interval_ms=20)
+        generate_video(prompt="warm-up", base_url=base_url, output=f"{work}/w.mp4", poll_interval=0.02)
+        started = time.perf_counter()
+        for i in range(videos):
+            video = client.videos.create_and_poll(prompt=f"sdk {i}", poll_interval_ms=20)
+            with client.videos.with_streaming_response.download_content(video.id) as response:
+                response.stream_to_file(Path(work, f"{i}.mp4"))
+        sdk = (time.perf_counter() - started) / videos
+        profiler = Profiler(interval=0.001)
+        started = time.perf_counter()
+        with profiler:
+            for i in range(videos):
+                generate_video(prompt=f"flow {i}", base_url=base_url, output=f"{work}/f{i}.mp4", poll_interval=0.02)
+        flow = (time.perf_counter() - started) / videos
+    Path(args["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    print(json.dumps({"sdk": sdk, "flow": flow, "profile_cpu": profiler.last_session.cpu_time / videos}))
+
+
+# Imported before the "before" RSS figure, so the peak shows what the work itself adds.
+IMPORTS = {"batch-flow": "flows.batch", "batch-sdk": "openai", "big-flow": "flows.generate", "big-bytes": "openai"}
+KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "batch-flow": batch_flow,
+    "batch-sdk": batch_sdk,
+    "big-flow": big_flow,
+    "big-bytes": big_bytes,
+}
+
+
+def main() -> None:
+    kind, args = sys.argv[1], json.loads(sys.argv[2])
+    if kind == "overhead":
+        overhead(args)
+        return
+    importlib.import_module(IMPORTS[kind])
+    import boto3  # noqa: F401  (every kind uploads)
+
+    idle = rss_mb()
+    started_at, started_wall, started_cpu = time.time(), time.perf_counter(), time.process_time()
+    KINDS[kind](args)
+    wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
+    print(
+        json.dumps({"wall": wall, "cpu": cpu, "peak_rss_mb": rss_mb(), "rss_before_mb": idle, "started_at": started_at})
+    )
+
+
+if __name__ == "__main__":
+    main()
