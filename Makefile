@@ -34,7 +34,8 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/pip install -q -e ".[dev,bench]"
+	$(BIN)/python bench/run.py --docs docs
 
 clean:
 	rm -rf $(VENV) out videos .pytest_cache .mypy_cache .ruff_cache

@@ -1,96 +1,101 @@
 """Benchmarks: what is ours around the provider's render time, measured against the emulator.
 
-    python bench/run.py                  # quick: N=50 batch, image preprocessing, overhead
-    python bench/run.py --n 200 --repeats 3 --markdown docs/benchmarks.md
+    make bench                                   # everything, writes docs/benchmarks.md + .png
+    python bench/run.py --sizes 50 --repeats 1   # a quick look
 
-Figures are medians of --repeats runs with their min-max spread. Everything runs on
-127.0.0.1: the emulator (render time T, shared renders) and, with --s3, a moto server.
+Every measurement runs in its own process (bench/worker.py) against a `sora-emulator`
+process and a moto S3 server process, with a Prefect server started here; figures
+are medians of --repeats runs with their min-max spread.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import io
 import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+import servers  # bench/ is not a package
+
+ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+BUCKET = "bench"
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} {unit}"
+    return f"{statistics.median(values):.{digits}f} {unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def repeat(times: int, measure: Callable[[], float]) -> list[float]:
-    return [measure() for _ in range(times)]
+def run_worker(kind: str, args: dict[str, object], env: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "worker.py"), kind, json.dumps(args)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {kind} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
-def baseline_batch(base_url: str, prompts: list[str], concurrency: int, out: Path) -> None:
-    """The plain-SDK way: a thread pool of create_and_poll + streamed download, no Prefect."""
-    from openai import OpenAI
+@dataclass
+class BatchFigures:
+    n: int
+    flow: list[dict[str, float]] = field(default_factory=list)
+    sdk: list[dict[str, float]] = field(default_factory=list)
+    requests: list[dict[str, float]] = field(default_factory=list)
 
-    client = OpenAI(base_url=base_url, api_key="sk-bench", max_retries=3)
-
-    def one(prompt: str) -> None:
-        video = client.videos.create_and_poll(prompt=prompt, model="sora-2", seconds="4", size="1280x720")
-        with client.videos.with_streaming_response.download_content(video.id) as response:
-            response.stream_to_file(out / f"{video.id}.mp4")
-
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, prompts))
+    def walls(self, kind: str) -> list[float]:
+        return [run["wall"] for run in getattr(self, kind)]
 
 
-def bench_batch(n: int, concurrency: int, render: float, repeats: int) -> dict[str, object]:
-    from flows.batch import generate_videos
-    from sora_tasks.emulator import EmulatorConfig, run_emulator
-
-    flow_times, base_times, per_video = [], [], {}
+def bench_batch(n: int, c: int, render: float, repeats: int, env: dict[str, str], work: Path) -> BatchFigures:
+    figures = BatchFigures(n)
     for attempt in range(repeats):
-        config = EmulatorConfig(render_seconds=render, poll_after_ms=250, reuse_renders=True)
-        with tempfile.TemporaryDirectory() as work, run_emulator(config) as emulator:
-            manifest = Path(work) / "m.jsonl"
-            manifest.write_text("".join(json.dumps({"prompt": f"bench {attempt} {i}"}) + "\n" for i in range(n)))
-            started = time.monotonic()
-            generate_videos(
-                manifest=str(manifest),
-                output_prefix=f"{work}/flow",
-                max_in_flight=concurrency,
-                rate_limit_name=None,
-                base_url=emulator.base_url,
-                poll_interval=0.25,
-            )
-            flow_times.append(time.monotonic() - started)
-            per_video = {
-                "creates": emulator.state.count("create") / n,
-                "polls": emulator.state.count("retrieve") / n,
-                "downloads": emulator.state.count("content") / n,
-            }
-            emulator.state.reset()
-            out = Path(work) / "base"
-            out.mkdir()
-            started = time.monotonic()
-            baseline_batch(emulator.base_url, [f"base {attempt} {i}" for i in range(n)], concurrency, out)
-            base_times.append(time.monotonic() - started)
-    limit = math.ceil(n / concurrency) * render
-    return {
-        "n": n,
-        "c": concurrency,
-        "t": render,
-        "limit": limit,
-        "flow": flow_times,
-        "baseline": base_times,
-        "per_video": per_video,
-        "poll_bound": math.ceil(render / 0.25) + 1,
-    }
+        for kind in ("flow", "sdk"):
+            log = work / f"requests-{kind}-{n}-{attempt}.jsonl"
+            with servers.emulator(render, log) as base_url:
+                args = {"n": n, "c": c, "base_url": base_url, "bucket": BUCKET, "tag": f"{kind}-{n}-{attempt}"}
+                getattr(figures, kind).append(run_worker(f"batch-{kind}", args, env))
+            if kind == "flow":
+                counts = servers.count_requests(log)
+                figures.requests.append({name: counts[name] / n for name in ("create", "retrieve", "content")})
+        print(
+            f"  N={n} run {attempt + 1}: flow {figures.flow[-1]['wall']:.2f} s, sdk {figures.sdk[-1]['wall']:.2f} s",
+            flush=True,
+        )
+    return figures
+
+
+def bench_memory(size_mb: int, env: dict[str, str], work: Path) -> dict[str, dict[str, float]]:
+    results = {}
+    with servers.emulator(1.0, work / "requests-big.jsonl", pad_bytes=size_mb << 20) as base_url:
+        for kind in ("big-flow", "big-bytes"):
+            results[kind] = run_worker(kind, {"base_url": base_url, "bucket": BUCKET}, env)
+            print(f"  {kind}: peak RSS {results[kind]['peak_rss_mb']:.0f} MB", flush=True)
+    return results
+
+
+def bench_overhead(videos: int, env: dict[str, str], work: Path, profile: Path) -> dict[str, float]:
+    with servers.emulator(0.0, work / "requests-overhead.jsonl") as base_url:
+        return run_worker("overhead", {"base_url": base_url, "videos": videos, "profile": str(profile)}, env)
 
 
 def bench_preprocess(repeats: int) -> list[float]:
@@ -101,92 +106,137 @@ def bench_preprocess(repeats: int) -> list[float]:
     buffer = io.BytesIO()
     Image.radial_gradient("L").resize((6000, 4000)).convert("RGB").save(buffer, format="JPEG", quality=90)
     photo = buffer.getvalue()
-
-    def once() -> float:
+    times = []
+    for _ in range(repeats):
         started = time.perf_counter()
         prepare_image(photo, "1280x720")
-        return time.perf_counter() - started
+        times.append(time.perf_counter() - started)
+    return times
 
-    return repeat(repeats, once)
 
+def plot(batches: list[BatchFigures], c: int, render: float, path: Path) -> None:
+    import matplotlib
 
-def bench_overhead(videos: int) -> dict[str, float]:
-    """Per-video time of the sync flow vs the plain SDK with a zero render time."""
-    from openai import OpenAI
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    from flows.generate import generate_video
-    from sora_tasks.emulator import EmulatorConfig, run_emulator
-
-    with (
-        tempfile.TemporaryDirectory() as work,
-        run_emulator(EmulatorConfig(render_seconds=0.0, reuse_renders=True)) as emulator,
-    ):
-        client = OpenAI(base_url=emulator.base_url, api_key="sk-bench")
-        client.videos.create_and_poll(prompt="warm-up", poll_interval_ms=20)
-        generate_video(prompt="warm-up", base_url=emulator.base_url, output=f"{work}/w.mp4", poll_interval=0.02)
-        started = time.monotonic()
-        for i in range(videos):
-            video = client.videos.create_and_poll(prompt=f"sdk {i}", poll_interval_ms=20)
-            Path(work, f"{i}.mp4").write_bytes(client.videos.download_content(video.id).content)
-        sdk = (time.monotonic() - started) / videos
-        started = time.monotonic()
-        for i in range(videos):
-            generate_video(
-                prompt=f"flow {i}", base_url=emulator.base_url, output=f"{work}/f{i}.mp4", poll_interval=0.02
-            )
-        flow = (time.monotonic() - started) / videos
-    return {"sdk": sdk, "flow": flow}
+    sizes = [batch.n for batch in batches]
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for kind, label, marker in (("flow", "generate_videos flow", "o"), ("sdk", "plain SDK thread pool", "s")):
+        medians = [statistics.median(batch.walls(kind)) for batch in batches]
+        low = [m - min(batch.walls(kind)) for m, batch in zip(medians, batches, strict=True)]
+        high = [max(batch.walls(kind)) - m for m, batch in zip(medians, batches, strict=True)]
+        axis.errorbar(sizes, medians, yerr=[low, high], marker=marker, capsize=3, label=label)
+    dense = list(range(1, max(sizes) + 1))
+    axis.step(dense, [math.ceil(n / c) * render for n in dense], where="post", color="grey", label="limit ceil(N/C)·T")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel(f"batch size N (C={c} in flight, render T={render:g} s)")
+    axis.set_ylabel("wall time (s)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=50, help="videos in the batch benchmark")
+    parser.add_argument("--sizes", default="10,50,200,500", help="batch sizes N, comma-separated")
     parser.add_argument("--c", type=int, default=20, help="jobs in flight")
     parser.add_argument("--render", type=float, default=2.0, help="emulator render time T in seconds")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--big-mb", type=int, default=1024, help="size of the video in the memory benchmark")
+    parser.add_argument("--docs", type=Path, help="write <docs>/benchmarks.md, .png and the overhead profile")
     args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
 
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     rows: list[tuple[str, str, str]] = []
-    with prefect_test_harness(server_startup_timeout=60):
-        batch = bench_batch(args.n, args.c, args.render, args.repeats)
-        flow_median = statistics.median(batch["flow"])  # type: ignore[arg-type]
-        rows += [
-            (f"batch N={args.n}, C={args.c}, T={args.render}s: limit ceil(N/C)*T", f"{batch['limit']:.2f} s", "-"),
-            ("  generate_videos flow", f"{spread(batch['flow'])} s", f"{flow_median / batch['limit']:.2f}x limit"),  # type: ignore[arg-type]
-            ("  plain SDK baseline (threads)", f"{spread(batch['baseline'])} s", "-"),  # type: ignore[arg-type]
-        ]
-        per_video = batch["per_video"]
+    with (
+        tempfile.TemporaryDirectory(prefix="sora-bench-") as scratch,
+        prefect_test_harness(server_startup_timeout=60),
+        servers.moto_s3() as aws,
+    ):
+        work = Path(scratch)
+        env = servers.child_env({"PREFECT_API_URL": str(PREFECT_API_URL.value()), **aws})
+        os.environ.update(aws)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+
+        batches = []
+        for n in sizes:
+            print(f"batch N={n}, C={args.c}, T={args.render} s", flush=True)
+            batches.append(bench_batch(n, args.c, args.render, args.repeats, env, work))
+        for batch in batches:
+            limit = math.ceil(batch.n / args.c) * args.render
+            flow, sdk = statistics.median(batch.walls("flow")), statistics.median(batch.walls("sdk"))
+            rows += [
+                (f"batch N={batch.n}: limit ceil(N/C)*T", f"{limit:.2f} s", f"C={args.c}, T={args.render:g} s"),
+                ("  generate_videos flow", spread(batch.walls("flow")), f"{flow / limit:.2f}x limit"),
+                ("  plain SDK thread pool", spread(batch.walls("sdk")), f"{sdk / limit:.2f}x limit"),
+                (
+                    "  flow per video: wall / CPU / peak RSS",
+                    f"{flow / batch.n * 1000:.0f} ms / "
+                    f"{statistics.median(run['cpu'] for run in batch.flow) / batch.n * 1000:.0f} ms / "
+                    f"{statistics.median(run['peak_rss_mb'] for run in batch.flow):.0f} MB",
+                    f"SDK CPU {statistics.median(run['cpu'] for run in batch.sdk) / batch.n * 1000:.0f} ms/video",
+                ),
+            ]
+        poll_bound = math.ceil(args.render / 0.25) + 1
+        per_video = {
+            name: statistics.median(run[name] for batch in batches for run in batch.requests)
+            for name in ("create", "retrieve", "content")
+        }
+        worst_polls = max(run["retrieve"] for batch in batches for run in batch.requests)
         rows.append(
             (
-                "requests per video (create / poll / download)",
-                "{creates:.2f} / {polls:.2f} / {downloads:.2f}".format(**per_video),  # type: ignore[str-format]
-                f"poll bound {batch['poll_bound']}",
+                "requests per video: create / poll / download",
+                f"{per_video['create']:.2f} / {per_video['retrieve']:.2f} / {per_video['content']:.2f}",
+                f"polls worst run {worst_polls:.2f}, bound ceil(T/poll-after)+1 = {poll_bound}",
             )
         )
-        overhead = bench_overhead(5)
+
+        print(f"memory: a {args.big_mb} MB video", flush=True)
+        memory = bench_memory(args.big_mb, env, work)
+        for kind, label in (("big-flow", "sync flow (streamed)"), ("big-bytes", "whole bytes in memory")):
+            rows.append(
+                (
+                    f"{args.big_mb} MB video to S3: {label}",
+                    f"peak RSS {memory[kind]['peak_rss_mb']:.0f} MB",
+                    f"{memory[kind]['rss_before_mb']:.0f} MB after imports, {memory[kind]['wall']:.1f} s",
+                )
+            )
+
+        print("orchestration overhead at T=0", flush=True)
+        profile = (args.docs or work) / "benchmarks-overhead-profile.txt"
+        overhead = bench_overhead(5, env, work, profile)
         rows.append(
             (
                 "sync flow per video at T=0 vs plain SDK",
                 f"{overhead['flow']:.2f} s vs {overhead['sdk']:.3f} s",
-                f"+{overhead['flow'] - overhead['sdk']:.2f} s orchestration",
+                f"flow CPU {overhead['profile_cpu']:.2f} s/video; profile in {profile.name}",
             )
         )
     pre = bench_preprocess(max(5, args.repeats))
-    rows.append(("24 MP JPEG fitted to 1280x720", f"{spread(pre)} s", "target <= 0.25 s"))
+    rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))
 
-    width = max(len(r[0]) for r in rows)
+    width = max(len(name) for name, _, _ in rows)
+    print()
     for name, value, note in rows:
-        print(f"{name:<{width}}  {value:<28} {note}")
-    if args.markdown:
+        print(f"{name:<{width}}  {value:<30} {note}")
+    if args.docs:
+        plot(batches, args.c, args.render, args.docs / "benchmarks.png")
         table = "\n".join(f"| {name.strip()} | {value} | {note} |" for name, value, note in rows)
-        args.markdown.write_text(
-            "# Benchmarks\n\nProduced by `python bench/run.py "
-            f"--n {args.n} --c {args.c} --render {args.render} --repeats {args.repeats}` on the 2-core CI machine; "
-            "medians with (min-max).\n\n| measure | figure | note |\n|---|---|---|\n" + table + "\n"
+        command = f"python bench/run.py --sizes {args.sizes} --c {args.c} --render {args.render:g} "
+        command += f"--repeats {args.repeats} --big-mb {args.big_mb} --docs {args.docs}"
+        (args.docs / "benchmarks-table.md").write_text(
+            f"Produced by `{command}` ({os.cpu_count()} CPUs); medians with (min-max).\n\n"
+            "| measure | figure | note |\n|---|---|---|\n" + table + "\n"
         )
+        print(f"\nwrote {args.docs / 'benchmarks-table.md'}, {args.docs / 'benchmarks.png'}, {profile}")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,16 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def manifest_of(n: int, tag: str, directory: str) -> str:
@@ -137,13 +144,12 @@ def main() -> None:
     importlib.import_module(IMPORTS[kind])
     import boto3  # noqa: F401  (every kind uploads)
 
-    idle = rss_mb()
+    idle = current_rss_mb()
     started_at, started_wall, started_cpu = time.time(), time.perf_counter(), time.process_time()
     KINDS[kind](args)
     wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
-    print(
-        json.dumps({"wall": wall, "cpu": cpu, "peak_rss_mb": rss_mb(), "rss_before_mb": idle, "started_at": started_at})
-    )
+    figures = {"wall": wall, "cpu": cpu, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": idle}
+    print(json.dumps({**figures, "started_at": started_at}))
 
 
 if __name__ == "__main__":

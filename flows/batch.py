@@ -84,6 +84,7 @@ def generate_videos(
     api_key_secret: str | None = None,
     max_wait: float = DEFAULT_MAX_WAIT,
     poll_interval: float = 5.0,
+    provider: str | None = None,
 ) -> State[list[dict[str, Any]]]:
     """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
 
@@ -99,10 +100,9 @@ def generate_videos(
         max_wait=max_wait,
         poll_interval=poll_interval,
         rate_limit_name=existing_rate_limit(rate_limit_name),
+        provider=provider,
     )
-    rows, invalid = load_manifest(
-        manifest, output_prefix=output_prefix, allow_unknown_models=settings.allows_unknown_models
-    )
+    rows, invalid = load_manifest(manifest, output_prefix=output_prefix, profile=settings.profile)
     preflight(settings, rows[0].output if rows else None)
     estimate, unpriced = estimate_cost((row.request for row in rows), prices)
     report_estimate(manifest, rows, invalid, estimate, unpriced, max_cost_usd)

@@ -27,7 +27,7 @@ def collect_pending(ledger: str | None = None, limit: int = 100) -> list[dict[st
     book = Ledger(ledger)
     rows: list[dict[str, Any]] = []
     for record in book.pending()[:limit]:
-        settings = ApiSettings(base_url=record.base_url, api_key_secret=record.api_key_secret)
+        settings = ApiSettings(base_url=record.base_url, api_key_secret=record.api_key_secret, provider=record.provider)
         row: dict[str, Any] = {"video_id": record.video_id, "output": record.output, "reason": record.reason}
         try:
             result = collect(record.video_id, record.output, settings, record.s3_bucket_block)

@@ -12,7 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from sora_tasks.blocks import load_bucket_block
 from sora_tasks.connection import ApiSettings
 from sora_tasks.core.client import DEFAULT_MAX_WAIT, DownloadedFile, resolve_api_key
-from sora_tasks.core.errors import StorageError, VideoNotReadyError
+from sora_tasks.core.errors import StorageError, VariantUnavailableError, VideoNotReadyError
 from sora_tasks.core.images import Fit
 from sora_tasks.core.request import VideoRequest
 from sora_tasks.core.storage import check_bucket, resolve_destination, validate_output
@@ -29,16 +29,19 @@ from .hooks import record_for_collection
 from .results import VideoResult
 
 DEFAULT_OUTPUT = "videos/{video_id}.mp4"
+THUMBNAIL_EXTENSIONS = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}
 
 
-def build_request(prompt: str, model: str, duration: int | str, resolution: str, settings: ApiSettings) -> VideoRequest:
-    return VideoRequest.build(
-        prompt,
-        model=model,
-        duration=duration,
-        resolution=resolution,
-        allow_unknown_models=settings.allows_unknown_models,
-    )
+def build_request(
+    prompt: str,
+    model: str,
+    duration: int | str,
+    resolution: str,
+    settings: ApiSettings,
+    extra: dict[str, Any] | None = None,
+) -> VideoRequest:
+    """Checked against the provider's profile: its models, sizes, durations and extra fields."""
+    return settings.profile.build_request(prompt, model=model, duration=duration, resolution=resolution, extra=extra)
 
 
 def preflight(settings: ApiSettings, output: str | None, s3_bucket_block: str | None = None) -> None:
@@ -69,6 +72,7 @@ def deliver(
     timings: dict[str, float],
     s3_bucket_block: str | None = None,
     batch_row: bool = False,
+    thumbnail: bool = False,
 ) -> VideoResult:
     """Download and store a completed video; the local copy is removed only once stored.
 
@@ -102,9 +106,29 @@ def deliver(
         expires_at=video.get("expires_at"),
         timings={name: round(value, 3) for name, value in timings.items()},
     )
+    if thumbnail:
+        result.thumbnail_uri = deliver_thumbnail(video_id, request, settings, output, s3_bucket_block)
     if not batch_row:
         report(result)
     return result
+
+
+def deliver_thumbnail(
+    video_id: str, request: VideoRequest, settings: ApiSettings, output: str, s3_bucket_block: str | None
+) -> str | None:
+    """Store the thumbnail beside the video, or skip it (warning) where the server has none."""
+    try:
+        downloaded: DownloadedFile = download_video(video_id, settings, variant="thumbnail")
+    except VariantUnavailableError as error:
+        get_run_logger().warning("thumbnail skipped: %s", error)
+        return None
+    extension = THUMBNAIL_EXTENSIONS.get(downloaded.content_type.split(";")[0].strip(), ".img")
+    stem = output[: -len(Path(output).suffix)] if Path(output).suffix else output
+    try:
+        stored = upload_video(downloaded, stem + ".thumbnail" + extension, request, s3_bucket_block)
+    finally:
+        Path(downloaded.path).unlink(missing_ok=True)
+    return stored.uri
 
 
 def report(result: VideoResult) -> None:
@@ -135,6 +159,9 @@ def generate_video(
     request_id: str | None = None,
     ledger: str | None = None,
     s3_bucket_block: str | None = None,
+    provider: str | None = None,
+    extra_fields: dict[str, Any] | None = None,
+    thumbnail: bool = False,
 ) -> VideoResult:
     """Prompt (and optional reference image) -> MP4 at ``output`` (path or s3://bucket/key).
 
@@ -146,11 +173,18 @@ def generate_video(
     ``$SORA_LEDGER`` or ``~/.prefect-sora/pending``) for the ``collect-pending`` flow.
     With ``s3_bucket_block`` (a prefect-aws ``S3Bucket`` block name), ``output`` is a key
     inside that block's bucket and folder, written with the block's credentials.
+    ``provider`` names the server kind (see ``sora-video providers``; "auto" asks the
+    server); ``extra_fields`` are create fields that provider accepts (e.g. ``seed``).
+    ``thumbnail`` also delivers the thumbnail next to the video, where the server has one.
     """
     settings = ApiSettings(
-        base_url=base_url, api_key_secret=api_key_secret, max_wait=max_wait, poll_interval=poll_interval
+        base_url=base_url,
+        api_key_secret=api_key_secret,
+        max_wait=max_wait,
+        poll_interval=poll_interval,
+        provider=provider,
     )
-    request = build_request(prompt, model, duration, resolution, settings)
+    request = build_request(prompt, model, duration, resolution, settings, extra_fields)
     preflight(settings, output, s3_bucket_block)
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -175,4 +209,4 @@ def generate_video(
         video_id = create_video.with_options(refresh_cache=True)(request, settings, prepared, request_id)
         video = waiter(video_id, settings)
     timings["wait"] = time.monotonic() - started
-    return deliver(video_id, request, settings, output, video, timings, s3_bucket_block)
+    return deliver(video_id, request, settings, output, video, timings, s3_bucket_block, thumbnail=thumbnail)

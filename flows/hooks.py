@@ -41,6 +41,7 @@ def record_for_collection(flow: Any, flow_run: Any, state: Any) -> None:
             output=output,
             base_url=parameters.get("base_url"),
             api_key_secret=parameters.get("api_key_secret"),
+            provider=parameters.get("provider"),
             s3_bucket_block=parameters.get("s3_bucket_block"),
             reason=type(error).__name__,
         )

@@ -35,6 +35,8 @@ def submit_video(
     api_key_secret: str | None = None,
     request_id: str | None = None,
     ledger: str | None = None,
+    provider: str | None = None,
+    extra_fields: dict[str, Any] | None = None,
 ) -> SubmittedVideo:
     """Create the job and return its id at once (the seed's ``wait=False``).
 
@@ -42,8 +44,8 @@ def submit_video(
     the ``collect-pending`` flow delivers it to ``output`` once done: the async mode,
     in which no flow run waits while the video renders.
     """
-    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
-    request = build_request(prompt, model, duration, resolution, settings)
+    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret, provider=provider)
+    request = build_request(prompt, model, duration, resolution, settings, extra_fields)
     if ledger is not None and output is None:
         raise InvalidRequestError("output is required with ledger: collect-pending needs to know where to deliver")
     preflight(settings, output)
@@ -59,6 +61,7 @@ def submit_video(
                 size=request.size,
                 base_url=base_url,
                 api_key_secret=api_key_secret,
+                provider=provider,
             )
         )
         get_run_logger().info("submitted %s; recorded in %s for collect-pending", video_id, ledger)
@@ -75,9 +78,11 @@ def submit_video(
 
 
 @flow(name="video-status")
-def video_status(video_id: str, base_url: str | None = None, api_key_secret: str | None = None) -> dict[str, Any]:
+def video_status(
+    video_id: str, base_url: str | None = None, api_key_secret: str | None = None, provider: str | None = None
+) -> dict[str, Any]:
     """One status look-up; never waits."""
-    client = ApiSettings(base_url=base_url, api_key_secret=api_key_secret).client()
+    client = ApiSettings(base_url=base_url, api_key_secret=api_key_secret, provider=provider).client()
     video, _ = client.retrieve(video_id)
     return status_dict(video)
 
@@ -108,8 +113,9 @@ def collect_video(
     base_url: str | None = None,
     api_key_secret: str | None = None,
     s3_bucket_block: str | None = None,
+    provider: str | None = None,
 ) -> VideoResult:
     """Deliver a finished video; fails clearly when it is not finished, failed or expired."""
-    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret)
+    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret, provider=provider)
     preflight(settings, output, s3_bucket_block)
     return collect(video_id, output, settings, s3_bucket_block)

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from PIL import Image
 
-from .core.client import VideosClient, is_openai_hosted, job_error, status_dict
+from .core.client import VideosClient, job_error, status_dict
 from .core.errors import TransientError, VideoNotReadyError
 from .core.images import Fit, prepare_image
 from .core.request import VideoRequest
@@ -78,11 +78,15 @@ class SoraVideoAdapter:
         max_polling_time: int | float = 300,
         base_url: str | None = None,
         max_workers: int = 8,
+        provider: str | None = None,
+        extra_fields: dict[str, Any] | None = None,
     ) -> None:
-        self._client = VideosClient(api_key=api_key, base_url=base_url)
-        self._custom_server = not is_openai_hosted(self._client.base_url)
-        # Validate the model now, as the seed does, with a size every model accepts.
-        VideoRequest.build("check", model=model_version, allow_unknown_models=self._custom_server)
+        """``provider`` names the server kind (``sora-video providers``; "auto" asks it);
+        ``extra_fields`` are create fields it accepts (e.g. ``{"seed": 7}``), sent with every job."""
+        self._client = VideosClient(api_key=api_key, base_url=base_url, provider=provider)
+        self.extra_fields = dict(extra_fields or {})
+        # Validate the model and extra fields now, as the seed validates the model.
+        self._client.profile.build_request("check", model=model_version, extra=self.extra_fields)
         self.model_version = model_version
         self.polling_interval = float(polling_interval)
         self.max_polling_time = float(max_polling_time)
@@ -182,12 +186,8 @@ class SoraVideoAdapter:
         self, prompt: str, duration: int | str, resolution: str, image: ImageInput | None = None, fit: Fit = "cover"
     ) -> str:
         """Validate, fit the image, create: everything before the job exists, in one place."""
-        request = VideoRequest.build(
-            prompt,
-            model=self.model_version,
-            duration=duration,
-            resolution=resolution,
-            allow_unknown_models=self._custom_server,
+        request = self._client.profile.build_request(
+            prompt, model=self.model_version, duration=duration, resolution=resolution, extra=self.extra_fields
         )
         prepared = prepare_image(image, request.size, fit=fit) if image is not None else None
         return self._create(request, prepared)

@@ -35,7 +35,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use the built-in local emulator (the default when OPENAI_API_KEY is not set)",
     )
+    parser.add_argument(
+        "--provider",
+        help="server kind: openai, litellm, vllm-omni, sglang, generic, or auto to ask the server "
+        "(default: openai for api.openai.com, generic otherwise; `sora-video providers` lists them)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="show Prefect's run logs")
+
+
+def parse_extra(text: str) -> tuple[str, Any]:
+    """KEY=VALUE; VALUE is read as JSON when it parses (numbers, booleans), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def generate_parser() -> argparse.ArgumentParser:
@@ -63,6 +79,15 @@ def generate_parser() -> argparse.ArgumentParser:
         "--async", dest="submit_only", action="store_true", help="submit and print the video id without waiting"
     )
     parser.add_argument("--max-wait", type=float, default=1200.0, help="seconds to wait for the video (default: 1200)")
+    parser.add_argument(
+        "--extra",
+        type=parse_extra,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a create field the provider accepts, e.g. --extra seed=7 (repeatable; see `sora-video providers`)",
+    )
+    parser.add_argument("--thumbnail", action="store_true", help="also deliver the thumbnail next to the video")
     parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
     parser.add_argument(
         "--ledger",
@@ -169,17 +194,17 @@ def default_ledger() -> str:
 
 def check_request(args: argparse.Namespace) -> None:
     """Reject bad input before starting Prefect or the emulator (and before any paid call)."""
-    from .core.client import is_openai_hosted, resolve_base_url
-    from .core.request import VideoRequest
+    from .core.client import resolve_base_url
+    from .core.providers import resolve_profile
     from .core.storage import validate_output
 
-    custom_server = bool(args.base_url) and not is_openai_hosted(resolve_base_url(args.base_url))
-    VideoRequest.build(
-        args.prompt,
-        model=args.model,
-        duration=args.duration,
-        resolution=args.resolution,
-        allow_unknown_models=custom_server,
+    # Without --base-url the job runs on OpenAI or the emulator: OpenAI's table applies.
+    provider = args.provider if args.base_url else (args.provider or "openai")
+    if provider == "auto" and not args.base_url:
+        provider = "openai"
+    profile = resolve_profile(provider, resolve_base_url(args.base_url))
+    profile.build_request(
+        args.prompt, model=args.model, duration=args.duration, resolution=args.resolution, extra=dict(args.extra)
     )
     validate_output(args.output)
 
@@ -200,6 +225,8 @@ def run_generate(args: argparse.Namespace) -> int:
             "base_url": base_url,
             "api_key_secret": args.api_key_secret,
             "request_id": args.request_id,
+            "provider": args.provider,
+            "extra_fields": dict(args.extra) or None,
         }
         if args.submit_only:
             # An embedded emulator's jobs end with this process: nothing to record.
@@ -215,7 +242,7 @@ def run_generate(args: argparse.Namespace) -> int:
             print(submitted.video_id)
             return EXIT_OK
         with progress_bar(sys.stderr.isatty()):
-            result = generate_video(output=args.output, max_wait=args.max_wait, **common)
+            result = generate_video(output=args.output, max_wait=args.max_wait, thumbnail=args.thumbnail, **common)
         print(result.uri)
         return EXIT_OK
 
@@ -224,7 +251,10 @@ def run_status(args: argparse.Namespace) -> int:
     from flows.manual import video_status
 
     with backend(args) as (base_url, _):
-        print(json.dumps(video_status(args.video_id, base_url=base_url, api_key_secret=args.api_key_secret), indent=2))
+        status = video_status(
+            args.video_id, base_url=base_url, api_key_secret=args.api_key_secret, provider=args.provider
+        )
+        print(json.dumps(status, indent=2))
     return EXIT_OK
 
 
@@ -232,7 +262,13 @@ def run_collect(args: argparse.Namespace) -> int:
     from flows.manual import collect_video
 
     with backend(args) as (base_url, _):
-        result = collect_video(args.video_id, output=args.output, base_url=base_url, api_key_secret=args.api_key_secret)
+        result = collect_video(
+            args.video_id,
+            output=args.output,
+            base_url=base_url,
+            api_key_secret=args.api_key_secret,
+            provider=args.provider,
+        )
     print(result.uri)
     return EXIT_OK
 
@@ -246,12 +282,30 @@ def run_pending(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(row["outcome"] in ("failed", "expired", "missing") for row in rows) else EXIT_OK
 
 
+def print_providers() -> None:
+    from .core.providers import PROFILES
+
+    for profile in PROFILES.values():
+        models = ", ".join(profile.models) if profile.models else "any (passed through)"
+        flags = (("variants", profile.supports_variants), ("list", profile.supports_list))
+        supports = [name for name, flag in (*flags, ("delete", profile.supports_delete)) if flag]
+        print(f"{profile.name}: {profile.description}")
+        print(f"  --base-url {profile.example_base_url} --model {profile.example_model}")
+        print(f"  models: {models}; seconds: {', '.join(profile.seconds or ('any',))} (sent as {profile.seconds_type})")
+        print(f"  supports: {', '.join(supports) or 'create, status and the video only'}")
+        if profile.extra_fields:
+            print(f"  --extra fields: {', '.join(profile.extra_fields)}")
+        if profile.price_per_second:
+            prices = ", ".join(f"{model} ${price:.2f}/s" for model, price in profile.price_per_second.items())
+            print(f"  prices: {prices}")
+        if profile.notes:
+            print(f"  note: {profile.notes}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "generate"
     if command == "providers":
-        from .providers import print_providers
-
         print_providers()
         return EXIT_OK
     parser = {

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import cast
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from .core.client import DEFAULT_MAX_WAIT, VideosClient, is_openai_hosted, resolve_base_url
+from .core.client import DEFAULT_MAX_WAIT, VideosClient, resolve_base_url
+from .core.providers import ProviderProfile, resolve_profile
 
 
 class ApiSettings(BaseModel):
@@ -30,15 +31,17 @@ class ApiSettings(BaseModel):
     # A Prefect global concurrency limit with slot decay, shared by every worker
     # that calls the same API account (e.g. "sora-api"); absent limits are skipped.
     rate_limit_name: str | None = None
+    # A profile name from sora_tasks.core.providers, "auto" to ask the server, or
+    # None: "openai" for OpenAI's host, "generic" for any other /v1/videos server.
+    provider: str | None = None
 
     @property
     def resolved_base_url(self) -> str:
         return resolve_base_url(self.base_url)
 
     @property
-    def allows_unknown_models(self) -> bool:
-        """Self-hosted /v1/videos servers serve models outside OpenAI's table."""
-        return not is_openai_hosted(self.resolved_base_url)
+    def profile(self) -> ProviderProfile:
+        return resolve_profile(self.provider, self.resolved_base_url)
 
     def api_key(self) -> str | None:
         if self.api_key_secret:
@@ -57,10 +60,12 @@ class ApiSettings(BaseModel):
         checks every pooled socket under it, and twenty batch threads sharing one
         pool spent more time queueing for that lock than talking to the server.
         """
-        key = (self.api_key(), resolve_base_url(self.base_url), self.max_retries, self.request_timeout)
-        clients: dict[tuple[str | None, str, int, float], VideosClient] = _per_thread.__dict__.setdefault("clients", {})
+        key = (self.api_key(), self.resolved_base_url, self.max_retries, self.request_timeout, self.provider)
+        clients: dict[tuple[Any, ...], VideosClient] = _per_thread.__dict__.setdefault("clients", {})
         if key not in clients:
-            clients[key] = VideosClient(api_key=key[0], base_url=key[1], max_retries=key[2], timeout=key[3])
+            clients[key] = VideosClient(
+                api_key=key[0], base_url=key[1], max_retries=key[2], timeout=key[3], provider=self.profile
+            )
         return clients[key]
 
 

@@ -34,12 +34,14 @@ from .errors import (
     ModerationBlockedError,
     ServerRejectedError,
     TransientError,
+    VariantUnavailableError,
     VideoExpiredError,
     VideoJobError,
     VideoNotReadyError,
     VideoTimeoutError,
 )
 from .images import PreparedImage
+from .providers import ProviderProfile, resolve_profile
 from .request import VideoRequest
 
 logger = logging.getLogger("sora_tasks")
@@ -105,10 +107,6 @@ def resolve_api_key(api_key: str | None) -> str:
     return key.strip()
 
 
-def is_openai_hosted(base_url: str) -> bool:
-    return urlparse(base_url).hostname == "api.openai.com"
-
-
 def _status_error(error: openai.APIStatusError, video_id: str | None = None) -> Exception:
     """Map an SDK status error to ours: transient ones are retryable, the rest are not."""
     status = error.status_code
@@ -137,8 +135,10 @@ class VideosClient:
         base_url: str | None = None,
         max_retries: int = 3,
         timeout: float = 60.0,
+        provider: str | ProviderProfile | None = None,
     ) -> None:
         self.base_url = resolve_base_url(base_url)
+        self.profile = provider if isinstance(provider, ProviderProfile) else resolve_profile(provider, self.base_url)
         key = resolve_api_key(api_key)
         _note_hosted_deprecation(self.base_url)
         self._reads = OpenAI(api_key=key, base_url=self.base_url, max_retries=max_retries, timeout=timeout)
@@ -146,7 +146,7 @@ class VideosClient:
         self._adopted: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"VideosClient(base_url={self.base_url!r})"
+        return f"VideosClient(base_url={self.base_url!r}, provider={self.profile.name!r})"
 
     def close(self) -> None:
         self._reads.close()
@@ -176,9 +176,10 @@ class VideosClient:
         params: dict[str, Any] = {
             "prompt": request.prompt,
             "model": request.model,
-            "seconds": request.seconds,
+            "seconds": self.profile.seconds_value(request.seconds),
             "size": request.size,
         }
+        extra_body = {**request.extra, **extra_body}
         if image is not None:
             params["input_reference"] = image.as_upload()
         for attempt in range(1, rate_limit_attempts + 1):
@@ -214,6 +215,12 @@ class VideosClient:
 
     def find_created(self, request: VideoRequest, *, since: float, attempts: int = 1) -> Video | None:
         """After an ambiguous create, look for the job the server may have made anyway."""
+        if not self.profile.supports_list:
+            logger.warning(
+                "provider %s cannot list videos, so an ambiguous create cannot be reconciled; a retry may duplicate",
+                self.profile.name,
+            )
+            return None
         for attempt in range(attempts):
             if attempt:
                 time.sleep(RECONCILE_DELAY)
@@ -255,7 +262,12 @@ class VideosClient:
         except openai.APIConnectionError as error:
             raise TransientError(f"cannot reach {self.base_url}: {error}", video_id=video_id) from error
         hint = raw.headers.get("openai-poll-after-ms")
-        return raw.parse(), (int(hint) / 1000 if hint and hint.isdigit() else None)
+        video = raw.parse()
+        if video.id != video_id:
+            # Proxies (LiteLLM) answer with a shorter id that no longer routes; the id
+            # we asked with is the one that works, so it is the one everyone sees.
+            video = video.model_copy(update={"id": video_id})
+        return video, (int(hint) / 1000 if hint and hint.isdigit() else None)
 
     def wait(
         self,
@@ -296,6 +308,10 @@ class VideosClient:
         A cut-off body is fetched again (up to ``attempts`` times); the SDK itself
         retries 429/5xx answers before the body starts.
         """
+        if variant != "video" and not self.profile.supports_variants:
+            raise VariantUnavailableError(
+                video_id, variant, f"provider {self.profile.name} does not serve the {variant} variant"
+            )
         last_error: Exception | None = None
         for attempt in range(1, attempts + 1):
             try:
@@ -331,7 +347,12 @@ class VideosClient:
             path.unlink(missing_ok=True)
             raise TransientError(f"got {size} of {expected} bytes", video_id=video_id)
         if not _has_signature(path, variant):
+            got_video = variant != "video" and (content_type.startswith("video/") or _has_signature(path, "video"))
             path.unlink(missing_ok=True)
+            if got_video:
+                raise VariantUnavailableError(
+                    video_id, variant, f"the server answered the {variant} request with a video ({content_type})"
+                )
             raise DownloadError(
                 video_id, f"the {variant} content ({content_type or 'no type'}) is not a valid {variant}"
             )
@@ -356,6 +377,10 @@ class VideosClient:
             raise TransientError(f"cannot reach {self.base_url}: {error}", video_id=video_id) from error
 
     def delete(self, video_id: str) -> bool:
+        """Delete a job's assets; False (with a warning) where the server cannot."""
+        if not self.profile.supports_delete:
+            logger.warning("provider %s cannot delete videos; %s is left to expire", self.profile.name, video_id)
+            return False
         try:
             return bool(self._reads.videos.delete(video_id).deleted)
         except openai.APIStatusError as error:

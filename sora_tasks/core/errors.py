@@ -96,6 +96,14 @@ class DownloadError(SoraError, RuntimeError):
         self.video_id = video_id
 
 
+class VariantUnavailableError(DownloadError):
+    """The server does not serve this variant (e.g. it answers a thumbnail request with the MP4)."""
+
+    def __init__(self, video_id: str, variant: str, message: str) -> None:
+        super().__init__(video_id, message)
+        self.variant = variant
+
+
 class StorageError(SoraError, RuntimeError):
     """Delivery to the destination failed; ``local_path`` still holds the video."""
 

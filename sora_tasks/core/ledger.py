@@ -35,6 +35,7 @@ class PendingVideo:
     size: str = ""
     base_url: str | None = None
     api_key_secret: str | None = None  # a block *name*, never a key
+    provider: str | None = None  # a profile name (sora_tasks.core.providers)
     s3_bucket_block: str | None = None  # output is then a key in that block's bucket
     reason: str = "submitted"
     submitted_at: float = field(default_factory=time.time)

@@ -16,10 +16,13 @@ from typing import Any
 
 from .errors import InvalidRequestError
 from .images import FITS, Fit
+from .providers import PROFILES, ProviderProfile
 from .request import VideoRequest
 from .storage import read_s3_object, validate_output
 
-KNOWN_COLUMNS = ("prompt", "image", "model", "duration", "seconds", "resolution", "size", "output", "fit", "request_id")
+KNOWN_COLUMNS = (
+    "prompt", "image", "model", "duration", "seconds", "resolution", "size", "output", "fit", "request_id", "extra",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,22 @@ def join_output(prefix: str, row_output: str | None) -> str:
     return prefix.rstrip("/") + "/" + name.lstrip("/") if prefix else name
 
 
+def _extra_fields(value: Any) -> dict[str, Any] | None:
+    """The row's extra create fields: an object in JSONL, a JSON object string in CSV."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise InvalidRequestError(f"extra must be a JSON object, got {value!r}") from error
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"extra must be an object of create fields, got {value!r}")
+    return value
+
+
 def validate_row(
-    number: int, fields: dict[str, Any], prefix: str, allow_unknown_models: bool
+    number: int, fields: dict[str, Any], prefix: str, profile: ProviderProfile
 ) -> ManifestRow | InvalidRow:
     if "__error__" in fields:
         return InvalidRow(number, str(fields["__error__"]), {})
@@ -82,12 +99,12 @@ def validate_row(
     try:
         if unknown:
             raise InvalidRequestError(f"unknown column(s) {unknown}; known: {', '.join(KNOWN_COLUMNS)}")
-        request = VideoRequest.build(
+        request = profile.build_request(
             str(fields.get("prompt") or ""),
             model=str(fields.get("model") or "sora-2"),
             duration=fields.get("duration") or fields.get("seconds") or 4,
             resolution=str(fields.get("resolution") or fields.get("size") or "1280x720"),
-            allow_unknown_models=allow_unknown_models,
+            extra=_extra_fields(fields.get("extra")),
         )
         fit = str(fields.get("fit") or "cover")
         if fit not in FITS:
@@ -103,14 +120,16 @@ def validate_row(
 
 
 def load_manifest(
-    source: str, *, output_prefix: str = "", allow_unknown_models: bool = False
+    source: str, *, output_prefix: str = "", profile: ProviderProfile | None = None
 ) -> tuple[list[ManifestRow], list[InvalidRow]]:
+    """Valid rows and invalid ones (with the reason); rows are checked against ``profile``."""
+    profile = profile or PROFILES["openai"]
     rows = parse_rows(read_manifest_text(source), source)
     if not rows:
         raise InvalidRequestError(f"manifest {source} has no rows")
     valid: list[ManifestRow] = []
     invalid: list[InvalidRow] = []
     for number, fields in enumerate(rows, start=1):
-        checked = validate_row(number, fields, output_prefix, allow_unknown_models)
+        checked = validate_row(number, fields, output_prefix, profile)
         (valid if isinstance(checked, ManifestRow) else invalid).append(checked)  # type: ignore[arg-type]
     return valid, invalid

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import InvalidRequestError
 
@@ -65,6 +67,8 @@ class VideoRequest:
     model: str
     seconds: str
     size: str
+    # Server-specific create fields (seed, negative_prompt, ...), sent as extra_body.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -75,12 +79,20 @@ class VideoRequest:
         duration: int | str = 4,
         resolution: str = "1280x720",
         allow_unknown_models: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        extra_fields: tuple[str, ...] = (),
     ) -> VideoRequest:
         """Validate and normalise; raises :class:`InvalidRequestError` naming the field.
 
         ``allow_unknown_models`` admits model names outside the table (self-hosted
         /v1/videos servers); their size and duration are passed through as given.
+        ``extra`` create fields must be among the server's ``extra_fields``.
         """
+        extra = dict(extra or {})
+        unknown = sorted(set(extra) - set(extra_fields))
+        if unknown:
+            allowed = _allowed(extra_fields) if extra_fields else "none for this provider"
+            raise InvalidRequestError(f"extra field(s) {', '.join(unknown)} not accepted; allowed: {allowed}")
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidRequestError("prompt must be a non-empty string")
         if len(prompt) > PROMPT_LIMIT:
@@ -93,9 +105,8 @@ class VideoRequest:
                 "(other models are accepted with a non-OpenAI base_url)"
             )
         seconds = normalize_seconds(duration, strict=known)
-        return cls(
-            prompt=prompt, model=model, seconds=seconds, size=normalize_size(resolution, model, known_model=known)
-        )
+        size = normalize_size(resolution, model, known_model=known)
+        return cls(prompt=prompt, model=model, seconds=seconds, size=size, extra=extra)
 
     @property
     def width(self) -> int:
@@ -111,7 +122,7 @@ class VideoRequest:
 
     def fingerprint(self, *, image_sha256: str | None = None, request_id: str | None = None) -> str:
         """A stable key for "the same paid job": used for idempotent creation."""
-        payload = {
+        payload: dict[str, Any] = {
             "prompt": self.prompt,
             "model": self.model,
             "seconds": self.seconds,
@@ -119,4 +130,6 @@ class VideoRequest:
             "image": image_sha256,
             "request_id": request_id,
         }
+        if self.extra:
+            payload["extra"] = self.extra
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
