@@ -111,3 +111,59 @@ def bucket(s3) -> str:  # type: ignore[no-untyped-def]
 def unique_prompt() -> str:
     """Prompts differ per test so create caching never joins two tests' jobs."""
     return f"A paper boat sails down a rainy street ({uuid.uuid4().hex[:8]})"
+
+
+# LiteLLM's proxy lives in its own virtual environment (its FastAPI pins would fight
+# Prefect's); `make test` installs it there. Without it these tests skip, saying why.
+LITELLM_BIN = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-litellm", "bin", "litellm"
+)
+
+
+@pytest.fixture(scope="session")
+def litellm_proxy(emulator_server: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real LiteLLM proxy on 127.0.0.1 routing sora-2 to the emulator; yields its base URL."""
+    if not os.path.exists(LITELLM_BIN):
+        pytest.skip(f"LiteLLM proxy not installed at {LITELLM_BIN} (`make litellm`; its install failed or was skipped)")
+    config = tmp_path_factory.mktemp("litellm") / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: sora-2\n"
+        "    litellm_params:\n"
+        "      model: openai/sora-2\n"
+        f"      api_base: {emulator_server.base_url}\n"
+        "      api_key: sk-upstream-for-the-emulator\n"
+        "general_settings:\n"
+        "  dangerously_permit_weak_or_unset_master_key: true\n"
+        # The proxy's own retries would re-send a create: a second paid job.
+        "router_settings:\n"
+        "  num_retries: 0\n"
+        "litellm_settings:\n"
+        "  num_retries: 0\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(config.with_name("proxy.log"), "wb")  # noqa: SIM115 - closed at teardown
+    server = subprocess.Popen(
+        [LITELLM_BIN, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"},
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            log.close()
+            raise RuntimeError(f"LiteLLM proxy did not start:\n{config.with_name('proxy.log').read_text()[-3000:]}")
+        time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.terminate()
+    server.wait(timeout=20)
+    log.close()

@@ -337,15 +337,18 @@ class VideosClient:
                     handle.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
+                # Content-Length counts the bytes on the wire: compressed ones when a
+                # proxy gzips the body (LiteLLM does), so compare it with those.
+                on_wire = response.http_response.num_bytes_downloaded
         except httpx2.TransportError as error:
             path.unlink(missing_ok=True)
             raise TransientError(f"connection dropped after {size} bytes: {error}", video_id=video_id) from error
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        if expected is not None and int(expected) != size:
+        if expected is not None and int(expected) != on_wire:
             path.unlink(missing_ok=True)
-            raise TransientError(f"got {size} of {expected} bytes", video_id=video_id)
+            raise TransientError(f"got {on_wire} of {expected} bytes", video_id=video_id)
         if not _has_signature(path, variant):
             got_video = variant != "video" and (content_type.startswith("video/") or _has_signature(path, "video"))
             path.unlink(missing_ok=True)

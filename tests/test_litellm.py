@@ -1,0 +1,122 @@
+"""Through a real LiteLLM proxy (1.10x, its own venv) in front of the emulator.
+
+The proxy re-encodes video ids, answers retrieve with a shorter id that no longer
+routes, serves the MP4 for a thumbnail request, has no list or delete, and gzips
+content. Every mode must still deliver the emulator's exact bytes, create each job
+once, and degrade (with a warning) where the proxy lacks something.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.batch import generate_videos
+from flows.generate import generate_video
+from flows.manual import collect_video, submit_video, video_status
+from sora_tasks.core.client import VideosClient
+from sora_tasks.core.errors import VariantUnavailableError
+from sora_tasks.core.providers import detect_provider
+from sora_tasks.core.request import VideoRequest
+
+from .media import sha256
+
+
+def emulator_contents(emulator: Any) -> dict[str, str]:
+    """sha256 of every video the emulator rendered, by its own job id."""
+    return {
+        job.id: sha256(emulator.state.get(job.id).render.result().video.read_bytes())
+        for job in emulator.state.listing()
+    }
+
+
+def stored(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read() for item in listing}
+
+
+def test_the_proxy_is_detected_and_the_emulator_is_not(litellm_proxy: str, emulator) -> None:  # type: ignore[no-untyped-def]
+    assert detect_provider(litellm_proxy) == "litellm"
+    assert detect_provider(emulator.base_url) == "generic"
+
+
+def test_sync_flow_through_the_proxy_delivers_the_exact_bytes_once(  # type: ignore[no-untyped-def]
+    litellm_proxy: str, emulator, s3, bucket: str, unique_prompt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    result = generate_video(
+        prompt=unique_prompt,
+        base_url=litellm_proxy,
+        provider="generic",  # assume the whole contract: the missing thumbnail must be noticed, not assumed
+        output=f"s3://{bucket}/litellm/{{video_id}}.mp4",
+        poll_interval=0.2,
+        thumbnail=True,
+    )
+    assert len(result.video_id) > 60  # the proxy's routed id, kept from create
+    objects = stored(s3, bucket, "litellm/")
+    assert list(objects) == [result.uri.removeprefix(f"s3://{bucket}/")]  # no thumbnail object at all
+    assert result.thumbnail_uri is None
+    assert "answered the thumbnail request with a video" in caplog.text
+    assert [sha256(body) for body in objects.values()] == list(emulator_contents(emulator).values())
+    assert emulator.state.count("create") == 1
+
+
+def test_manual_mode_through_the_proxy(litellm_proxy: str, emulator, s3, bucket: str, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    submitted = submit_video(prompt=unique_prompt, base_url=litellm_proxy, provider="litellm")
+    deadline = time.monotonic() + 60
+    while (status := video_status(submitted.video_id, base_url=litellm_proxy, provider="litellm"))[
+        "status"
+    ] != "completed":
+        assert status["status"] in ("queued", "in_progress") and time.monotonic() < deadline
+        time.sleep(0.2)
+    assert status["id"] == submitted.video_id
+    result = collect_video(
+        submitted.video_id, output=f"s3://{bucket}/manual/{{video_id}}.mp4", base_url=litellm_proxy, provider="litellm"
+    )
+    body = s3.get_object(Bucket=bucket, Key=result.uri.removeprefix(f"s3://{bucket}/"))["Body"].read()
+    assert [sha256(body)] == list(emulator_contents(emulator).values())
+    assert emulator.state.count("create") == 1
+
+
+def test_small_batch_through_the_proxy(litellm_proxy: str, emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text("".join(json.dumps({"prompt": f"proxy batch row {i} {time.time()}"}) + "\n" for i in range(3)))
+    state = generate_videos(
+        manifest=str(manifest),
+        output_prefix=f"s3://{bucket}/batch",
+        max_in_flight=3,
+        rate_limit_name=None,
+        base_url=litellm_proxy,
+        provider="litellm",
+        poll_interval=0.2,
+        return_state=True,
+    )
+    outcomes = state.result()
+    assert [outcome["status"] for outcome in outcomes] == ["delivered"] * 3
+    bodies = stored(s3, bucket, "batch/")
+    assert sorted(sha256(body) for body in bodies.values()) == sorted(emulator_contents(emulator).values())
+    assert emulator.state.count("create") == 3
+
+
+def test_missing_list_delete_and_variants_degrade_with_warnings(  # type: ignore[no-untyped-def]
+    litellm_proxy: str, emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    request = VideoRequest.build("degrade gracefully")
+    for provider in ("generic", "litellm"):  # asking the proxy, and knowing in advance
+        client = VideosClient(api_key="sk-any", base_url=litellm_proxy, provider=provider)
+        video = client.create(request)
+        assert client.find_created(request, since=time.time() - 60) is None
+        assert client.delete(video.id) is False
+        client.wait(video.id, poll_interval=0.2)
+        with pytest.raises(VariantUnavailableError):
+            client.download(video.id, variant="thumbnail")
+        assert client.download(video.id).bytes > 0
+    assert "cannot list videos" in caplog.text or "cannot be reconciled" in caplog.text
+    assert "could not delete" in caplog.text and "cannot delete videos" in caplog.text
+    assert emulator.state.count("create") == 2
