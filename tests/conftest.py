@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -28,9 +27,10 @@ SENTINEL_AWS_SECRET = "aws-SENTINEL-secret-9876543210"
 os.environ["OPENAI_API_KEY"] = SENTINEL_API_KEY
 os.environ.pop("OPENAI_BASE_URL", None)
 
-import httpx  # noqa: E402
 
 from sora_tasks.emulator import EmulatorConfig, EmulatorServer, start_emulator  # noqa: E402
+
+from .waiting import wait_until_answering  # noqa: E402
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -73,15 +73,7 @@ def s3_endpoint() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500:
-                break
-        except httpx.HTTPError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
-        time.sleep(0.2)
+    wait_until_answering(f"{endpoint}/moto-api/", what="moto server", timeout=60, process=server, ok_below=500)
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="AKIATESTSENTINEL",
@@ -151,18 +143,14 @@ def litellm_proxy(emulator_server: EmulatorServer, tmp_path_factory: pytest.Temp
         stderr=subprocess.STDOUT,
         env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"},
     )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            log.close()
-            raise RuntimeError(f"LiteLLM proxy did not start:\n{config.with_name('proxy.log').read_text()[-3000:]}")
-        time.sleep(0.3)
+    try:
+        wait_until_answering(
+            f"http://127.0.0.1:{port}/health/liveliness", what="LiteLLM proxy", timeout=120, process=server
+        )
+    except RuntimeError as error:
+        server.kill()
+        log.close()
+        raise RuntimeError(f"{error}:\n{config.with_name('proxy.log').read_text()[-3000:]}") from error
     yield f"http://127.0.0.1:{port}/v1"
     server.terminate()
     server.wait(timeout=20)

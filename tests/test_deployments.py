@@ -19,6 +19,7 @@ import pytest
 from deployments.serve import build_deployments
 
 from .media import probe_mp4
+from .waiting import wait_until_answering
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -49,15 +50,7 @@ def prefect_server(s3_endpoint: str) -> Iterator[dict[str, str]]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "Prefect server did not start"
-            time.sleep(0.5)
+        wait_until_answering(f"{env['PREFECT_API_URL']}/health", what="Prefect server", timeout=90)
         prefect(env, "work-pool", "create", "sora", "--type", "process")
         prefect(env, "--no-prompt", "deploy", "--all")
         yield env
