@@ -104,6 +104,8 @@ def generate_videos(
     )
     rows, invalid = load_manifest(manifest, output_prefix=output_prefix, profile=settings.profile)
     preflight(settings, rows[0].output if rows else None)
+    # The provider's own prices unless the caller gave some; none known: OpenAI's table.
+    prices = prices if prices is not None else (settings.profile.price_per_second or None)
     estimate, unpriced = estimate_cost((row.request for row in rows), prices)
     report_estimate(manifest, rows, invalid, estimate, unpriced, max_cost_usd)
     if max_cost_usd is not None and estimate > max_cost_usd:

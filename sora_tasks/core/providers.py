@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from .errors import InvalidRequestError
+from .pricing import DEFAULT_PRICES
 from .request import MODEL_SIZES, SECONDS, VideoRequest
 
 
@@ -87,7 +88,7 @@ PROFILES: dict[str, ProviderProfile] = {
             "https://api.openai.com/v1",
             models=dict(MODEL_SIZES),
             seconds=SECONDS,
-            price_per_second={"sora-2": 0.10, "sora-2-pro": 0.30, "sora-2-pro@1024": 0.50},
+            price_per_second=dict(DEFAULT_PRICES),
         ),
         ProviderProfile(
             "litellm",
