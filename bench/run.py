@@ -32,6 +32,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 BUCKET = "bench"
+PARTS = ("batch", "memory", "overhead", "preprocess")
 
 
 def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
@@ -71,14 +72,23 @@ def bench_batch(n: int, c: int, render: float, repeats: int, env: dict[str, str]
     for attempt in range(repeats):
         for kind in ("flow", "sdk"):
             log = work / f"requests-{kind}-{n}-{attempt}.jsonl"
+            log.unlink(missing_ok=True)
             with servers.emulator(render, log) as base_url:
                 args = {"n": n, "c": c, "base_url": base_url, "bucket": BUCKET, "tag": f"{kind}-{n}-{attempt}"}
-                getattr(figures, kind).append(run_worker(f"batch-{kind}", args, env))
+                run = run_worker(f"batch-{kind}", args, env)
+            # Where the wall time went: before the first create, between it and the
+            # end of the last download, and after that until the run returned.
+            first_create, last_download = servers.request_span(log)
+            run["head"] = first_create - run["started_at"]
+            run["tail"] = run["started_at"] + run["wall"] - last_download
+            getattr(figures, kind).append(run)
             if kind == "flow":
                 counts = servers.count_requests(log)
                 figures.requests.append({name: counts[name] / n for name in ("create", "retrieve", "content")})
+        flow, sdk = figures.flow[-1], figures.sdk[-1]
         print(
-            f"  N={n} run {attempt + 1}: flow {figures.flow[-1]['wall']:.2f} s, sdk {figures.sdk[-1]['wall']:.2f} s",
+            f"  N={n} run {attempt + 1}: flow {flow['wall']:.2f} s (head {flow['head']:.2f}, tail {flow['tail']:.2f}),"
+            f" sdk {sdk['wall']:.2f} s (head {sdk['head']:.2f}, tail {sdk['tail']:.2f})",
             flush=True,
         )
     return figures
@@ -139,6 +149,48 @@ def plot(batches: list[BatchFigures], c: int, render: float, path: Path) -> None
     figure.savefig(path)
 
 
+def median(runs: list[dict[str, float]], name: str) -> float:
+    return statistics.median(run[name] for run in runs)
+
+
+def batch_rows(batches: list[BatchFigures], c: int, render: float) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    for batch in batches:
+        limit = math.ceil(batch.n / c) * render
+        flow, sdk = statistics.median(batch.walls("flow")), statistics.median(batch.walls("sdk"))
+        rows += [
+            (f"batch N={batch.n}: limit ceil(N/C)*T", f"{limit:.2f} s", f"C={c}, T={render:g} s"),
+            ("  generate_videos flow", spread(batch.walls("flow")), f"{flow / limit:.2f}x limit"),
+            ("  plain SDK thread pool", spread(batch.walls("sdk")), f"{sdk / limit:.2f}x limit"),
+            (
+                "  before first create / after last download",
+                f"flow {median(batch.flow, 'head'):.2f} / {median(batch.flow, 'tail'):.2f} s",
+                f"SDK {median(batch.sdk, 'head'):.2f} / {median(batch.sdk, 'tail'):.2f} s",
+            ),
+            (
+                "  flow per video: wall / CPU / peak RSS",
+                f"{flow / batch.n * 1000:.0f} ms / "
+                f"{statistics.median(run['cpu'] for run in batch.flow) / batch.n * 1000:.0f} ms / "
+                f"{statistics.median(run['peak_rss_mb'] for run in batch.flow):.0f} MB",
+                f"SDK CPU {statistics.median(run['cpu'] for run in batch.sdk) / batch.n * 1000:.0f} ms/video",
+            ),
+        ]
+    poll_bound = math.ceil(render / 0.25) + 1
+    per_video = {
+        name: statistics.median(run[name] for batch in batches for run in batch.requests)
+        for name in ("create", "retrieve", "content")
+    }
+    worst_polls = max(run["retrieve"] for batch in batches for run in batch.requests)
+    rows.append(
+        (
+            "requests per video: create / poll / download",
+            f"{per_video['create']:.2f} / {per_video['retrieve']:.2f} / {per_video['content']:.2f}",
+            f"polls worst run {worst_polls:.2f}, bound ceil(T/poll-after)+1 = {poll_bound}",
+        )
+    )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10,50,200,500", help="batch sizes N, comma-separated")
@@ -147,7 +199,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-mb", type=int, default=1024, help="size of the video in the memory benchmark")
     parser.add_argument("--docs", type=Path, help="write <docs>/benchmarks.md, .png and the overhead profile")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which measurements, of {','.join(PARTS)}")
+    parser.add_argument("--keep", type=Path, help="keep the emulator request logs in this directory")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if unknown := parts - set(PARTS):
+        parser.error(f"unknown --parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    if args.docs and parts != set(PARTS):
+        parser.error("--docs needs every part")
     sizes = [int(size) for size in args.sizes.split(",")]
 
     from prefect.settings import PREFECT_API_URL
@@ -159,7 +218,8 @@ def main() -> None:
         prefect_test_harness(server_startup_timeout=60),
         servers.moto_s3() as aws,
     ):
-        work = Path(scratch)
+        work = args.keep or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
         env = servers.child_env({"PREFECT_API_URL": str(PREFECT_API_URL.value()), **aws})
         os.environ.update(aws)
         import boto3
@@ -167,61 +227,36 @@ def main() -> None:
         boto3.client("s3").create_bucket(Bucket=BUCKET)
 
         batches = []
-        for n in sizes:
-            print(f"batch N={n}, C={args.c}, T={args.render} s", flush=True)
-            batches.append(bench_batch(n, args.c, args.render, args.repeats, env, work))
-        for batch in batches:
-            limit = math.ceil(batch.n / args.c) * args.render
-            flow, sdk = statistics.median(batch.walls("flow")), statistics.median(batch.walls("sdk"))
-            rows += [
-                (f"batch N={batch.n}: limit ceil(N/C)*T", f"{limit:.2f} s", f"C={args.c}, T={args.render:g} s"),
-                ("  generate_videos flow", spread(batch.walls("flow")), f"{flow / limit:.2f}x limit"),
-                ("  plain SDK thread pool", spread(batch.walls("sdk")), f"{sdk / limit:.2f}x limit"),
-                (
-                    "  flow per video: wall / CPU / peak RSS",
-                    f"{flow / batch.n * 1000:.0f} ms / "
-                    f"{statistics.median(run['cpu'] for run in batch.flow) / batch.n * 1000:.0f} ms / "
-                    f"{statistics.median(run['peak_rss_mb'] for run in batch.flow):.0f} MB",
-                    f"SDK CPU {statistics.median(run['cpu'] for run in batch.sdk) / batch.n * 1000:.0f} ms/video",
-                ),
-            ]
-        poll_bound = math.ceil(args.render / 0.25) + 1
-        per_video = {
-            name: statistics.median(run[name] for batch in batches for run in batch.requests)
-            for name in ("create", "retrieve", "content")
-        }
-        worst_polls = max(run["retrieve"] for batch in batches for run in batch.requests)
-        rows.append(
-            (
-                "requests per video: create / poll / download",
-                f"{per_video['create']:.2f} / {per_video['retrieve']:.2f} / {per_video['content']:.2f}",
-                f"polls worst run {worst_polls:.2f}, bound ceil(T/poll-after)+1 = {poll_bound}",
-            )
-        )
-
-        print(f"memory: a {args.big_mb} MB video", flush=True)
-        memory = bench_memory(args.big_mb, env, work)
-        for kind, label in (("big-flow", "sync flow (streamed)"), ("big-bytes", "whole bytes in memory")):
+        if "batch" in parts:
+            for n in sizes:
+                print(f"batch N={n}, C={args.c}, T={args.render} s", flush=True)
+                batches.append(bench_batch(n, args.c, args.render, args.repeats, env, work))
+            rows += batch_rows(batches, args.c, args.render)
+        if "memory" in parts:
+            print(f"memory: a {args.big_mb} MB video", flush=True)
+            memory = bench_memory(args.big_mb, env, work)
+            for kind, label in (("big-flow", "sync flow (streamed)"), ("big-bytes", "whole bytes in memory")):
+                rows.append(
+                    (
+                        f"{args.big_mb} MB video to S3: {label}",
+                        f"peak RSS {memory[kind]['peak_rss_mb']:.0f} MB",
+                        f"{memory[kind]['rss_before_mb']:.0f} MB after imports, {memory[kind]['wall']:.1f} s",
+                    )
+                )
+        profile = (args.docs or work) / "benchmarks-overhead-profile.txt"
+        if "overhead" in parts:
+            print("orchestration overhead at T=0", flush=True)
+            overhead = bench_overhead(5, env, work, profile)
             rows.append(
                 (
-                    f"{args.big_mb} MB video to S3: {label}",
-                    f"peak RSS {memory[kind]['peak_rss_mb']:.0f} MB",
-                    f"{memory[kind]['rss_before_mb']:.0f} MB after imports, {memory[kind]['wall']:.1f} s",
+                    "sync flow per video at T=0 vs plain SDK",
+                    f"{overhead['flow']:.2f} s vs {overhead['sdk']:.3f} s",
+                    f"flow CPU {overhead['profile_cpu']:.2f} s/video; profile in {profile.name}",
                 )
             )
-
-        print("orchestration overhead at T=0", flush=True)
-        profile = (args.docs or work) / "benchmarks-overhead-profile.txt"
-        overhead = bench_overhead(5, env, work, profile)
-        rows.append(
-            (
-                "sync flow per video at T=0 vs plain SDK",
-                f"{overhead['flow']:.2f} s vs {overhead['sdk']:.3f} s",
-                f"flow CPU {overhead['profile_cpu']:.2f} s/video; profile in {profile.name}",
-            )
-        )
-    pre = bench_preprocess(max(5, args.repeats))
-    rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))
+    if "preprocess" in parts:
+        pre = bench_preprocess(max(5, args.repeats))
+        rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))
 
     width = max(len(name) for name, _, _ in rows)
     print()

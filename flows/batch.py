@@ -23,6 +23,8 @@ from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+from prefect.transactions import CommitMode, transaction
 
 from sora_tasks.connection import ApiSettings
 from sora_tasks.core.client import DEFAULT_MAX_WAIT
@@ -30,7 +32,13 @@ from sora_tasks.core.errors import InvalidRequestError
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.pricing import estimate_cost, price_per_second
 from sora_tasks.core.slots import RenderingSlots
-from sora_tasks.tasks import create_video, for_worker_threads, preprocess_image, wait_for_video
+from sora_tasks.tasks import (
+    create_video,
+    for_worker_threads,
+    preprocess_image,
+    retry_on_transient,
+    wait_for_video,
+)
 
 from .generate import deliver, preflight
 
@@ -40,24 +48,41 @@ BATCH_PROGRESS_STEP = 10.0
 
 
 # Rows run in the task runner's worker threads, where Prefect timeouts cannot act.
-_preprocess_in_thread = for_worker_threads(preprocess_image)
 _create_in_thread = for_worker_threads(create_video)
-_wait_in_thread = for_worker_threads(wait_for_video)
 
 
 # The slots are a live object, not data: nothing to hash for a cache key.
-@task(name="generate-row", task_run_name="row-{row.number}", cache_policy=NO_CACHE)
+@task(
+    name="generate-row",
+    task_run_name="row-{row.number}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on_transient,
+)
 def generate_row(row: ManifestRow, settings: ApiSettings, rendering_slots: RenderingSlots) -> dict[str, Any]:
-    """One row's pipeline; its steps are the same retried tasks as the sync flow's.
+    """One row, as two task runs: this one and its paid create.
+
+    The other steps are the sync flow's task functions called in this run: a task
+    run per step per row was five runs a row, and at hundreds of rows the Prefect
+    API's bookkeeping of them took more CPU than the rows. Polls and downloads keep
+    the SDK's retries, uploads boto3's; a transient failure that outlives those
+    retries this whole row, and its create task answers from its cache with the
+    same video id, so a retry never pays twice (tested with injected faults).
 
     create-video claims a slot right before its request and the slot is freed once
     the job stops rendering, so at most ``max_in_flight`` jobs run at the provider;
     starting the next rows and delivering finished ones happen outside the slots.
     """
-    prepared = _preprocess_in_thread(row.image, row.request.size, row.fit) if row.image else None
+    prepared = preprocess_image.fn(row.image, row.request.size, row.fit) if row.image else None
     with rendering_slots.for_job():
-        video_id = _create_in_thread(row.request, settings, prepared, row.request_id)
-        video = _wait_in_thread(video_id, settings, progress_artifact=False)
+        # Nested task runs commit their cache records with the parent's transaction,
+        # so a row failing later would forget the paid create and a retry would pay
+        # again. Eager: the create's record is written as soon as it has the id.
+        with transaction(commit_mode=CommitMode.EAGER):
+            video_id = _create_in_thread(row.request, settings, prepared, row.request_id)
+        video = wait_for_video.fn(video_id, settings, progress_artifact=False)
     return deliver(video_id, row.request, settings, row.output, video, {}, batch_row=True).model_dump()
 
 

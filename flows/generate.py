@@ -11,7 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from sora_tasks.blocks import load_bucket_block
 from sora_tasks.connection import ApiSettings
-from sora_tasks.core.client import DEFAULT_MAX_WAIT, DownloadedFile, resolve_api_key
+from sora_tasks.core.client import DEFAULT_MAX_WAIT, DownloadedFile
 from sora_tasks.core.errors import StorageError, VariantUnavailableError, VideoNotReadyError
 from sora_tasks.core.images import Fit
 from sora_tasks.core.request import VideoRequest
@@ -19,7 +19,6 @@ from sora_tasks.core.storage import check_bucket, resolve_destination, validate_
 from sora_tasks.tasks import (
     create_video,
     download_video,
-    for_worker_threads,
     preprocess_image,
     upload_video,
     wait_for_video,
@@ -46,8 +45,10 @@ def build_request(
 
 def preflight(settings: ApiSettings, output: str | None, s3_bucket_block: str | None = None) -> None:
     """Everything that can be checked for free is checked before the paid create."""
-    settings.resolved_base_url  # noqa: B018 - raises on a malformed base URL
-    resolve_api_key(settings.api_key())
+    # Raises on a malformed base URL or a missing key. The client is kept for this
+    # thread's tasks, and building it now builds the process's TLS context before
+    # a batch's threads all want one.
+    settings.client()
     if output is None:
         return
     client = None
@@ -57,10 +58,6 @@ def preflight(settings: ApiSettings, output: str | None, s3_bucket_block: str | 
     validate_output(output)
     if output.startswith("s3://"):
         check_bucket(resolve_destination(output, video_id="v", model="m").bucket or "", client)
-
-
-_download_in_thread = for_worker_threads(download_video)
-_upload_in_thread = for_worker_threads(upload_video)
 
 
 def deliver(
@@ -76,10 +73,10 @@ def deliver(
 ) -> VideoResult:
     """Download and store a completed video; the local copy is removed only once stored.
 
-    A batch row runs in a worker thread and is listed in the batch's one table
-    artifact: it gets the untimed task variants and no artifacts of its own.
+    A batch row calls the task functions inside its own task run and is listed in
+    the batch's one table artifact, with no artifacts of its own.
     """
-    download, upload = (_download_in_thread, _upload_in_thread) if batch_row else (download_video, upload_video)
+    download, upload = (download_video.fn, upload_video.fn) if batch_row else (download_video, upload_video)
     started = time.monotonic()
     downloaded: DownloadedFile = download(video_id, settings)
     timings["download"] = time.monotonic() - started

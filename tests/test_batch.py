@@ -121,6 +121,23 @@ def test_csv_manifest_on_s3_all_delivered(emulator, s3, bucket: str, tmp_path: P
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"clip-{n}.mp4" for n in range(4)]
 
 
+def test_row_outliving_the_sdk_retries_is_retried_whole_without_a_second_create(  # type: ignore[no-untyped-def]
+    emulator, tmp_path: Path
+) -> None:
+    # Four 500s exhaust one status poll (the SDK's first try and its 3 retries); the
+    # row's own retry then starts over, and its create answers from the cache.
+    emulator.faults.inject("500", endpoint="retrieve", count=4)
+    manifest = write_jsonl(tmp_path / "flaky.jsonl", [{"prompt": f"flaky poll {uuid.uuid4().hex[:6]}"}])
+    outcomes = generate_videos(
+        manifest=manifest, output_prefix=str(tmp_path / "o"), base_url=emulator.base_url, poll_interval=0.1
+    )
+    assert [o["status"] for o in outcomes] == ["delivered"]
+    assert emulator.state.count("create") == 1 and emulator.state.jobs_created == 1
+    assert emulator.state.count("retrieve", status=500) == 4
+    delivered = Path(outcomes[0]["uri"]).read_bytes()
+    assert delivered == emulator.state.get(outcomes[0]["video_id"]).render.result().video.read_bytes()
+
+
 def test_cost_guard_refuses_before_any_request(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     manifest = write_jsonl(
         tmp_path / "big.jsonl", [{"prompt": f"pro {n}", "model": "sora-2-pro", "seconds": 12} for n in range(10)]

@@ -133,11 +133,17 @@ _CLIENT_SETTINGS = (
 )
 
 
+# The shared client serves every batch thread at once (two per job in flight); with
+# botocore's default pool of 10 connections the rest were opened and thrown away.
+S3_MAX_CONNECTIONS = 64
+
+
 @lru_cache(maxsize=8)
 def _shared_s3_client(settings: tuple[str | None, ...]) -> S3Client:
     import boto3
+    from botocore.config import Config
 
-    return boto3.session.Session().client("s3")
+    return boto3.session.Session().client("s3", config=Config(max_pool_connections=S3_MAX_CONNECTIONS))
 
 
 def check_bucket(bucket: str, client: S3Client | None = None) -> None:
