@@ -31,7 +31,7 @@ from sora_tasks.core.client import DEFAULT_MAX_WAIT
 from sora_tasks.core.errors import InvalidRequestError
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.pricing import estimate_cost, price_per_second
-from sora_tasks.core.slots import RenderingSlots
+from sora_tasks.core.slots import RenderingSlots, claim_rendering_slot
 from sora_tasks.tasks import (
     create_video,
     for_worker_threads,
@@ -82,6 +82,9 @@ def generate_row(row: ManifestRow, settings: ApiSettings, rendering_slots: Rende
         # again. Eager: the create's record is written as soon as it has the id.
         with transaction(commit_mode=CommitMode.EAGER):
             video_id = _create_in_thread(row.request, settings, prepared, row.request_id)
+        # A retried row's create is answered from the cache and claims nothing itself;
+        # its job renders all the same, so it counts against the limit here.
+        claim_rendering_slot()
         video = wait_for_video.fn(video_id, settings, progress_artifact=False)
     return deliver(video_id, row.request, settings, row.output, video, {}, batch_row=True).model_dump()
 
