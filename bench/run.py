@@ -1,7 +1,7 @@
 """Benchmarks: what is ours around the provider's render time, measured against the emulator.
 
-    make bench                                   # everything, writes docs/benchmarks.md + .png
-    python bench/run.py --sizes 50 --repeats 1   # a quick look
+    make bench   # everything; writes the table into docs/benchmarks.md, the plot and the profile
+    python bench/run.py --sizes 200 --parts batch --repeats 1   # a one-minute look
 
 Every measurement runs in its own process (bench/worker.py) against a `sora-emulator`
 process and a moto S3 server process, with a Prefect server started here; figures
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--render", type=float, default=2.0, help="emulator render time T in seconds")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-mb", type=int, default=1024, help="size of the video in the memory benchmark")
-    parser.add_argument("--docs", type=Path, help="write <docs>/benchmarks.md, .png and the overhead profile")
+    parser.add_argument("--docs", type=Path, help="write the table into <docs>/benchmarks.md, the plot, the profile")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which measurements, of {','.join(PARTS)}")
     parser.add_argument("--keep", type=Path, help="keep the emulator request logs in this directory")
     args = parser.parse_args()
@@ -267,11 +267,29 @@ def main() -> None:
         table = "\n".join(f"| {name.strip()} | {value} | {note} |" for name, value, note in rows)
         command = f"python bench/run.py --sizes {args.sizes} --c {args.c} --render {args.render:g} "
         command += f"--repeats {args.repeats} --big-mb {args.big_mb} --docs {args.docs}"
-        (args.docs / "benchmarks-table.md").write_text(
+        generated = (
             f"Produced by `{command}` ({os.cpu_count()} CPUs); medians with (min-max).\n\n"
             "| measure | figure | note |\n|---|---|---|\n" + table + "\n"
         )
-        print(f"\nwrote {args.docs / 'benchmarks-table.md'}, {args.docs / 'benchmarks.png'}, {profile}")
+        written = write_table(args.docs, generated)
+        print(f"\nwrote {written}, {args.docs / 'benchmarks.png'}, {profile}")
+
+
+TABLE_START, TABLE_END = "<!-- bench table: written by bench/run.py -->", "<!-- end of bench table -->"
+
+
+def write_table(docs: Path, generated: str) -> Path:
+    """Into benchmarks.md between its markers (the prose around stays), else a file of its own."""
+    page = docs / "benchmarks.md"
+    text = page.read_text(encoding="utf-8") if page.exists() else ""
+    if TABLE_START in text and TABLE_END in text:
+        before, rest = text.split(TABLE_START, 1)
+        after = rest.split(TABLE_END, 1)[1]
+        page.write_text(f"{before}{TABLE_START}\n{generated}{TABLE_END}{after}", encoding="utf-8")
+        return page
+    table = docs / "benchmarks-table.md"
+    table.write_text(generated, encoding="utf-8")
+    return table
 
 
 if __name__ == "__main__":

@@ -64,12 +64,12 @@ _create_in_thread = for_worker_threads(create_video)
 def generate_row(row: ManifestRow, settings: ApiSettings, rendering_slots: RenderingSlots) -> dict[str, Any]:
     """One row, as two task runs: this one and its paid create.
 
-    The other steps are the sync flow's task functions called in this run: a task
-    run per step per row was five runs a row, and at hundreds of rows the Prefect
-    API's bookkeeping of them took more CPU than the rows. Polls and downloads keep
-    the SDK's retries, uploads boto3's; a transient failure that outlives those
-    retries this whole row, and its create task answers from its cache with the
-    same video id, so a retry never pays twice (tested with injected faults).
+    The other steps are the sync flow's task functions, called inside this run: a
+    task run per step was five runs a row, and at hundreds of rows the Prefect API's
+    bookkeeping of them took more CPU than the rows did. Polls and downloads keep the
+    SDK's retries and uploads boto3's. A transient failure that outlasts them makes
+    Prefect retry the whole row, and the row's create then answers from its cache with
+    the same video id, so a retry never pays twice (tested with injected faults).
 
     create-video claims a slot right before its request and the slot is freed once
     the job stops rendering, so at most ``max_in_flight`` jobs run at the provider;

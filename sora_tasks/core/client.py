@@ -129,7 +129,7 @@ def _tls_context() -> ssl.SSLContext:
 
     Building one loads the CA bundle: ~16 ms of CPU, which each of a batch's
     threads paid as it started, all at once, while the first creates waited.
-    It honours SSL_CERT_FILE / SSL_CERT_DIR as the SDK's own default does.
+    It honours SSL_CERT_FILE / SSL_CERT_DIR as the SDK's own default does, read once.
     """
     global _shared_tls
     with _shared_tls_lock:  # not functools.cache: twenty threads would all build one
