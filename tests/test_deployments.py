@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from deployments.serve import build_deployments
 
 from .media import probe_mp4
+from .prefect_api import prefect_api
 from .waiting import wait_until_answering
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -68,13 +68,11 @@ def prefect(env: dict[str, str], *args: str) -> str:
 
 
 def api(env: dict[str, str], path: str, body: dict | None = None) -> object:
-    response = httpx.post(f"{env['PREFECT_API_URL']}{path}", json=body or {}, timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return prefect_api("POST", path, json=body or {}, api_url=env["PREFECT_API_URL"])
 
 
 def run_deployment(env: dict[str, str], name: str, **parameters: object) -> str:
-    deployment = httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/{name}", timeout=10).json()
+    deployment = prefect_api("GET", f"/deployments/name/{name}", api_url=env["PREFECT_API_URL"])
     created = api(env, f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
     assert isinstance(created, dict)
     return str(created["id"])
@@ -95,7 +93,7 @@ def work_once(env: dict[str, str]) -> str:
 
 
 def flow_run_state(env: dict[str, str], flow_run_id: str) -> str:
-    run = httpx.get(f"{env['PREFECT_API_URL']}/flow_runs/{flow_run_id}", timeout=10).json()
+    run = prefect_api("GET", f"/flow_runs/{flow_run_id}", api_url=env["PREFECT_API_URL"])
     return str(run["state"]["type"])
 
 

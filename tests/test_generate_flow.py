@@ -6,15 +6,14 @@ import io
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
-from prefect.settings import PREFECT_API_URL
 
 from flows.generate import generate_video
 from sora_tasks.core import ModerationBlockedError, ServerRejectedError, VideoJobError, VideoTimeoutError
 
 from .media import probe_mp4, sha256
+from .prefect_api import prefect_api
 
 
 def emulator_bytes(emulator: Any, video_id: str) -> bytes:
@@ -24,12 +23,9 @@ def emulator_bytes(emulator: Any, video_id: str) -> bytes:
 def run_artifacts(flow_run_id: Any) -> list[dict[str, Any]]:
     """Artifacts of one flow run, read from the test Prefect server's REST API."""
     # Prefect 3.8's client sends nulls that its own server refuses here; the API is simple enough.
-    response = httpx.post(
-        f"{PREFECT_API_URL.value()}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 50},
+    return prefect_api(  # type: ignore[no-any-return]
+        "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 50}
     )
-    response.raise_for_status()
-    return response.json()  # type: ignore[no-any-return]
 
 
 def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]

@@ -8,9 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prefect.settings import PREFECT_API_URL
 
 from flows.batch import generate_videos
 from flows.generate import generate_video
@@ -19,6 +17,7 @@ from sora_tasks.core import VideoJobError
 from sora_tasks.emulator import EmulatorConfig, FaultPlan, run_emulator
 
 from .conftest import SENTINEL_API_KEY, SENTINEL_AWS_SECRET
+from .prefect_api import prefect_api
 
 
 def test_200_video_batch_survives_ten_percent_faults(s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -62,17 +61,16 @@ def test_200_video_batch_survives_ten_percent_faults(s3, bucket: str, tmp_path: 
 
 
 def _everything_prefect_recorded() -> str:
-    api = PREFECT_API_URL.value()
     chunks: list[Any] = []
     for path in ("/logs/filter", "/artifacts/filter", "/flow_runs/filter", "/task_runs/filter"):
         offset = 0
         while True:
-            page = httpx.post(f"{api}{path}", json={"limit": 200, "offset": offset}, timeout=30).json()
+            page = prefect_api("POST", path, json={"limit": 200, "offset": offset})
             chunks.extend(page)
             if len(page) < 200:
                 break
             offset += 200
-    events = httpx.post(f"{api}/events/filter", json={"limit": 50}, timeout=30).json()
+    events = prefect_api("POST", "/events/filter", json={"limit": 50})
     chunks.append(events)
     return json.dumps(chunks)
 

@@ -6,9 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prefect.settings import PREFECT_API_URL
 
 from flows.deferred import collect_pending
 from flows.generate import generate_video
@@ -18,15 +16,15 @@ from sora_tasks.core import StorageError, VideoExpiredError, VideoJobError, Vide
 from sora_tasks.core.ledger import Ledger
 
 from .media import sha256
+from .prefect_api import prefect_api
 
 
 def running_flow_runs() -> list[dict[str, Any]]:
-    response = httpx.post(
-        f"{PREFECT_API_URL.value()}/flow_runs/filter",
+    return prefect_api(  # type: ignore[no-any-return]
+        "POST",
+        "/flow_runs/filter",
         json={"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}}, "limit": 50},
     )
-    response.raise_for_status()
-    return response.json()  # type: ignore[no-any-return]
 
 
 def wait_until_rendered(emulator: Any, video_id: str) -> None:
@@ -203,12 +201,10 @@ def sora_events(video_id: str, expected: set[str]) -> set[str]:
     seen: set[str] = set()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not expected <= seen:
-        response = httpx.post(
-            f"{PREFECT_API_URL.value()}/events/filter",
-            json={"filter": {"resource": {"id": [f"sora.video.{video_id}"]}}, "limit": 50},
+        found = prefect_api(
+            "POST", "/events/filter", json={"filter": {"resource": {"id": [f"sora.video.{video_id}"]}}, "limit": 50}
         )
-        response.raise_for_status()
-        seen = {event["event"] for event in response.json()["events"]}
+        seen = {event["event"] for event in found["events"]}
         time.sleep(0.3)
     return seen
 
