@@ -15,7 +15,7 @@ from sora_tasks.core.client import DEFAULT_MAX_WAIT, DownloadedFile
 from sora_tasks.core.errors import StorageError, VariantUnavailableError, VideoNotReadyError
 from sora_tasks.core.images import Fit
 from sora_tasks.core.request import VideoRequest
-from sora_tasks.core.storage import check_bucket, resolve_destination, validate_output
+from sora_tasks.core.storage import check_bucket, resolve_destination, validate_output, variant_output
 from sora_tasks.tasks import (
     create_video,
     download_video,
@@ -28,7 +28,6 @@ from .hooks import record_for_collection
 from .results import VideoResult
 
 DEFAULT_OUTPUT = "videos/{video_id}.mp4"
-THUMBNAIL_EXTENSIONS = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}
 
 
 def build_request(
@@ -119,10 +118,10 @@ def deliver_thumbnail(
     except VariantUnavailableError as error:
         get_run_logger().warning("thumbnail skipped: %s", error)
         return None
-    extension = THUMBNAIL_EXTENSIONS.get(downloaded.content_type.split(";")[0].strip(), ".img")
-    stem = output[: -len(Path(output).suffix)] if Path(output).suffix else output
     try:
-        stored = upload_video(downloaded, stem + ".thumbnail" + extension, request, s3_bucket_block)
+        stored = upload_video(
+            downloaded, variant_output(output, "thumbnail", downloaded.content_type), request, s3_bucket_block
+        )
     finally:
         Path(downloaded.path).unlink(missing_ok=True)
     return stored.uri

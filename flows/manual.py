@@ -5,16 +5,16 @@ Each step is its own flow run, so nothing sits waiting while a video renders.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from sora_tasks.connection import ApiSettings
-from sora_tasks.core.client import job_error, status_dict
-from sora_tasks.core.errors import InvalidRequestError, VideoExpiredError, VideoNotReadyError
+from sora_tasks.core.client import status_dict
+from sora_tasks.core.errors import InvalidRequestError
 from sora_tasks.core.images import Fit
 from sora_tasks.core.ledger import Ledger, PendingVideo
+from sora_tasks.core.pipeline import ensure_collectable
 from sora_tasks.core.request import VideoRequest
 from sora_tasks.tasks import create_video, preprocess_image
 
@@ -91,15 +91,7 @@ def collect(video_id: str, output: str, settings: ApiSettings, s3_bucket_block: 
     """Deliver a finished video; raises clearly when it is not finished, failed or expired."""
     client = settings.client()
     video, _ = client.retrieve(video_id)
-    if video.status == "failed":
-        raise job_error(video)
-    if video.status != "completed":
-        raise VideoNotReadyError(
-            video_id, video.status, f"video {video_id} is {video.status} ({video.progress}%); collect it later"
-        )
-    if video.expires_at is not None and video.expires_at < time.time():
-        expired = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(video.expires_at))
-        raise VideoExpiredError(video_id, "expired", f"video {video_id} expired at {expired}")
+    ensure_collectable(video)
     request = VideoRequest(
         prompt=video.prompt or "", model=str(video.model), seconds=str(video.seconds), size=str(video.size)
     )

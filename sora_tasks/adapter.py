@@ -28,8 +28,9 @@ from typing import IO, Any
 from PIL import Image
 
 from .core.client import VideosClient, job_error, status_dict
-from .core.errors import TransientError, VideoNotReadyError
+from .core.errors import VideoNotReadyError
 from .core.images import Fit, prepare_image
+from .core.pipeline import create_job
 from .core.request import VideoRequest
 
 logger = logging.getLogger("sora_tasks.adapter")
@@ -38,7 +39,6 @@ ImageInput = str | Path | bytes | IO[bytes] | Image.Image
 CompleteCallback = Callable[[bytes], None]
 ErrorCallback = Callable[[str], None]
 ProgressCallback = Callable[[dict[str, Any]], None]
-CREATE_ATTEMPTS = 3
 
 
 class VideoJob(str):
@@ -193,16 +193,7 @@ class SoraVideoAdapter:
         return self._create(request, prepared)
 
     def _create(self, request: VideoRequest, image: Any) -> str:
-        started = time.time()
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                # From the second attempt on, a job an earlier attempt made is adopted, not re-paid.
-                return self._client.create(request, image, reconcile_since=started if attempt > 1 else None).id
-            except TransientError:
-                if attempt == CREATE_ATTEMPTS:
-                    raise
-                time.sleep(2**attempt)
-        raise AssertionError("unreachable")
+        return create_job(self._client, request, image).id
 
     def _wait_and_download(self, video_id: str, on_progress: ProgressCallback | None = None) -> bytes:
         self._client.wait(

@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from .errors import InvalidRequestError
-from .storage import S3Client, check_key, s3_client, split_s3_uri
-
-DEFAULT_LEDGER = "~/.prefect-sora/pending"
+from .records import RecordStore, sora_home
+from .storage import S3Client
 
 
 def default_location() -> str:
-    return os.environ.get("SORA_LEDGER", DEFAULT_LEDGER)
+    """``$SORA_LEDGER``, else ``pending`` under ``$SORA_HOME`` (default ``~/.prefect-sora``)."""
+    return os.environ.get("SORA_LEDGER") or str(sora_home() / "pending")
 
 
 @dataclass(frozen=True)
@@ -52,59 +49,30 @@ class PendingVideo:
 class Ledger:
     def __init__(self, location: str | None = None, client: S3Client | None = None) -> None:
         self.location = location or default_location()
-        if self.location.startswith("s3://"):
-            self._bucket, prefix = split_s3_uri(self.location)
-            self._prefix = prefix.rstrip("/") + "/" if prefix else ""
-            if self._prefix:
-                check_key(self._prefix, self.location)
-            self._client = client
-            self._folder: Path | None = None
-        elif "://" in self.location:
-            raise InvalidRequestError(f"ledger must be a local folder or s3://bucket/prefix, got {self.location!r}")
-        else:
-            self._folder = Path(self.location).expanduser()
+        self._store = RecordStore(self.location, client, what="ledger")
 
     def __repr__(self) -> str:
         return f"Ledger({self.location!r})"
 
     @property
-    def s3(self) -> S3Client:
-        if self._client is None:
-            self._client = s3_client()
-        return self._client
+    def is_local(self) -> bool:
+        return self._store.is_local
 
     def add(self, record: PendingVideo) -> None:
-        if self._folder is not None:
-            self._folder.mkdir(parents=True, exist_ok=True)
-            partial = self._folder / f".{record.video_id}.{uuid.uuid4().hex}.part"
-            partial.write_text(record.to_json(), encoding="utf-8")
-            os.replace(partial, self._folder / f"{record.video_id}.json")
-        else:
-            self.s3.put_object(
-                Bucket=self._bucket,
-                Key=f"{self._prefix}{record.video_id}.json",
-                Body=record.to_json().encode(),
-                ContentType="application/json",
-            )
+        self._store.put(record.video_id, record.to_json())
 
-    def remove(self, video_id: str) -> None:
-        if self._folder is not None:
-            (self._folder / f"{video_id}.json").unlink(missing_ok=True)
-        else:
-            self.s3.delete_object(Bucket=self._bucket, Key=f"{self._prefix}{video_id}.json")
+    def remove(self, video_id: str) -> bool:
+        """Forget a record; True if there was one."""
+        if self._store.get(video_id) is None:
+            return False
+        self._store.delete(video_id)
+        return True
+
+    def get(self, video_id: str) -> PendingVideo | None:
+        text = self._store.get(video_id)
+        return PendingVideo.from_json(text) if text is not None else None
 
     def pending(self) -> list[PendingVideo]:
         """Every record, oldest first."""
-        if self._folder is not None:
-            if not self._folder.is_dir():
-                return []
-            records = [PendingVideo.from_json(path.read_text()) for path in self._folder.glob("*.json")]
-        else:
-            records = []
-            paginator = self.s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
-                for item in page.get("Contents", []):
-                    if item["Key"].endswith(".json"):
-                        body = self.s3.get_object(Bucket=self._bucket, Key=item["Key"])["Body"].read()
-                        records.append(PendingVideo.from_json(body.decode()))
-        return sorted(records, key=lambda record: record.submitted_at)
+        records = [self.get(name) for name in self._store.names()]
+        return sorted((record for record in records if record is not None), key=lambda record: record.submitted_at)

@@ -55,6 +55,10 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise InvalidRequestError(f"S3 URI must start with s3://, got {uri!r}")
     bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise InvalidRequestError(f"S3 URI {uri!r} names no bucket; use s3://BUCKET/path/name.mp4")
+    if "{" in bucket:
+        raise InvalidRequestError(f"the bucket in {uri!r} cannot be a template; put {{...}} fields in the key")
     if not _BUCKET_PATTERN.match(bucket) or ".." in bucket:
         raise InvalidRequestError(
             f"S3 bucket name {bucket!r} in {uri!r} is not valid (3-63 characters: a-z, 0-9, '.', '-')"
@@ -92,7 +96,11 @@ def resolve_destination(output: str | Path, *, video_id: str, model: str) -> Des
     A destination ending in ``/`` (or an existing directory) gets ``{video_id}.mp4``.
     """
     text = str(output)
-    if text.endswith("/") or (not text.startswith("s3://") and Path(text).expanduser().is_dir()):
+    if text.startswith("s3://"):
+        split_s3_uri(text)  # the bucket is checked before any template is filled
+        if text.endswith("/"):
+            text += "{video_id}.mp4"
+    elif text.endswith("/") or Path(text).expanduser().is_dir():
         text = text.rstrip("/") + "/{video_id}.mp4"
     rendered = render_template(text, video_id=video_id, model=model)
     if rendered.startswith("s3://"):
@@ -102,6 +110,19 @@ def resolve_destination(output: str | Path, *, video_id: str, model: str) -> Des
         raise InvalidRequestError(f"output must be a local path or s3://bucket/key, got {rendered!r}")
     path = Path(rendered).expanduser().absolute()
     return Destination(uri=str(path), path=path)
+
+
+PREVIEW_EXTENSIONS = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}
+
+
+def variant_output(output: str, variant: str, content_type: str) -> str:
+    """Where a preview goes: beside the video, ``clip.mp4`` -> ``clip.thumbnail.webp``."""
+    extension = PREVIEW_EXTENSIONS.get(content_type.split(";")[0].strip(), ".img")
+    if output.endswith("/"):
+        output += "{video_id}.mp4"
+    suffix = Path(output).suffix
+    stem = output[: -len(suffix)] if suffix else output
+    return f"{stem}.{variant}{extension}"
 
 
 def validate_output(output: str | Path) -> None:

@@ -1,0 +1,106 @@
+"""What a person sees while a video renders: a bar on a terminal, status lines elsewhere, a summary.
+
+Everything here goes to stderr; stdout carries only the result (a URI, an id, JSON), so
+``$(sora-video ...)`` keeps working in scripts.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Literal
+
+Mode = Literal["bar", "lines", "quiet"]
+# Plain status lines appear on a status change and at least every this many points.
+LINE_STEP = 25
+
+
+def choose_mode(*, quiet: bool, stream: Any = None) -> Mode:
+    stream = stream or sys.stderr
+    if quiet:
+        return "quiet"
+    return "bar" if stream.isatty() else "lines"
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+class Reporter:
+    """Shows a job's progress; ``update`` takes the SDK's ``Video`` as each poll sees it."""
+
+    def __init__(self, mode: Mode) -> None:
+        self.mode = mode
+        self.started = time.monotonic()
+        self.video_id: str | None = None
+        self._bar: Any = None
+        self._task: Any = None
+        self._last: tuple[str, int] = ("", -LINE_STEP)
+
+    def __enter__(self) -> Reporter:
+        if self.mode == "bar":
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.fields[status]:<11}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[video_id]}"),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("video", total=100, status="starting", video_id="")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def say(self, message: str) -> None:
+        """A line for the person, above the bar if one is showing."""
+        if self.mode == "quiet":
+            return
+        if self._bar is not None:
+            self._bar.console.print(message, highlight=False, markup=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def submitted(self, video_id: str, *, reused: bool = False) -> None:
+        self.video_id = video_id
+        if reused:
+            self.say(
+                f"{video_id}: this request was paid for earlier; following that job (--request-id makes a new one)"
+            )
+        if self._bar is not None:
+            self._bar.update(self._task, status="queued", video_id=video_id)
+        elif self.mode == "lines" and not reused:
+            self.say(f"{video_id}: submitted")
+
+    def update(self, video: Any) -> None:
+        self.video_id = video.id
+        status, progress = str(video.status), int(video.progress or 0)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=progress, status=status, video_id=video.id)
+            return
+        if self.mode != "lines":
+            return
+        last_status, last_progress = self._last
+        if status != last_status or progress - last_progress >= LINE_STEP:
+            self._last = (status, progress)
+            self.say(f"{video.id}: {status} {progress}% ({time.monotonic() - self.started:.1f} s)")
+
+    def delivered(self, *, uri: str, size: int, seconds: str, resolution: str, model: str, video_id: str) -> None:
+        self.say(
+            f"delivered {uri}: {human_bytes(size)}, {seconds} s {resolution} {model}, video {video_id}, "
+            f"in {time.monotonic() - self.started:.1f} s"
+        )

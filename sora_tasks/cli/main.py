@@ -1,0 +1,239 @@
+"""`sora-video`: generate, submit, check and collect Sora videos from a shell.
+
+Input is checked before anything starts; the run then goes to the plain core or, when a
+Prefect API is configured, to a Prefect flow run (see ``backend``). Errors are one line
+(``-v`` adds the traceback); exit status 0 done, 2 invalid input, 1 failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from . import parsers
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+SUBCOMMANDS = ("status", "collect", "pending", "providers", "up", "down", "ps")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from . import backend, checks
+    from .display import Reporter, choose_mode
+
+    target = backend.choose_target(args)
+    request, image = checks.check_generate(args, target)
+    profile = checks.profile_for(target)
+    prefect = backend.use_prefect(args)
+    if args.submit_only:
+        from ..core.ledger import Ledger
+
+        Ledger(args.ledger)  # a malformed ledger location is bad input, found now
+    if prefect:
+        backend.prepare_prefect(args.verbose)
+    target = backend.start(target, quiet=args.quiet)
+    reporter = Reporter(choose_mode(quiet=args.quiet))
+    if args.submit_only:
+        if prefect:
+            from . import orchestrated
+
+            video_id = orchestrated.submit(args, target)
+        else:
+            from . import local
+
+            video_id = local.submit(args, target, request, image, profile)
+        reporter.say(
+            f"submitted {video_id}: `sora-video pending` delivers it to {args.output} once done "
+            f"(or `sora-video collect {video_id} --output ...`; `sora-video status {video_id}` shows progress)"
+        )
+        print(video_id)
+        return EXIT_OK
+    with reporter:
+        if prefect:
+            from . import orchestrated
+
+            uri = orchestrated.generate(args, target, reporter)
+        else:
+            from . import local
+
+            uri = local.generate(args, target, request, image, reporter, profile)
+    print(uri)
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from . import backend, checks
+
+    checks.check_video_id(args.video_id)
+    target = backend.choose_target(args)
+    profile = checks.profile_for(target)
+    if backend.use_prefect(args):
+        from . import orchestrated
+
+        backend.prepare_prefect(args.verbose)
+        print(orchestrated.status(args, backend.start(target, quiet=args.quiet)))
+    else:
+        from . import local
+
+        print(local.status(args, backend.start(target, quiet=args.quiet), profile))
+    return EXIT_OK
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from . import backend, checks
+    from .display import Reporter, choose_mode
+
+    checks.check_video_id(args.video_id)
+    checks.check_output(args.output)
+    target = backend.choose_target(args)
+    profile = checks.profile_for(target)
+    prefect = backend.use_prefect(args)
+    if prefect:
+        backend.prepare_prefect(args.verbose)
+    target = backend.start(target, quiet=args.quiet)
+    with Reporter(choose_mode(quiet=args.quiet)) as reporter:
+        if prefect:
+            from . import orchestrated
+
+            uri = orchestrated.collect(args, target, reporter)
+        else:
+            from . import local
+
+            uri = local.collect(args, target, reporter, profile)
+    print(uri)
+    return EXIT_OK
+
+
+def run_pending(args: argparse.Namespace) -> int:
+    from ..core.ledger import Ledger
+    from ..core.sweep import FAILED_OUTCOMES, summary
+    from . import backend
+
+    book = Ledger(args.ledger)
+    records = book.pending()
+    if not records:
+        if not args.quiet:
+            print(f"nothing pending in {book.location}", file=sys.stderr)
+        return EXIT_OK
+    # Records made by flow runs may name Prefect blocks, which only Prefect can read.
+    needs_prefect = any(record.api_key_secret or record.s3_bucket_block for record in records)
+    if (needs_prefect and not args.local) or backend.use_prefect(args):
+        from . import orchestrated
+
+        backend.prepare_prefect(args.verbose)
+        rows = orchestrated.pending(book)
+    else:
+        from . import local
+
+        rows = local.pending(book)
+    for row in rows:
+        print(f"{row['video_id']}\t{row['outcome']}\t{row['detail']}")
+    if not args.quiet:
+        print(f"{summary(rows)} ({book.location})", file=sys.stderr)
+    return EXIT_FAILED if any(row["outcome"] in FAILED_OUTCOMES for row in rows) else EXIT_OK
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from . import services
+
+    emulator = services.ensure_emulator(on_demand=False, render_seconds=args.render_seconds)
+    print(emulator.describe())
+    if args.prefect:
+        server = services.ensure_prefect_server(args.port)
+        print(server.describe())
+        print(
+            f"sora-video calls now run as flow runs on it; UI at {server.url.removesuffix('/api')}. "
+            f"Other Prefect tools: export PREFECT_API_URL={server.url}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def run_down(args: argparse.Namespace) -> int:
+    from . import services
+
+    stopped = [service for name in ("prefect", "emulator") if (service := services.stop(name))]
+    for service in stopped:
+        print(f"stopped {service.name} (pid {service.pid})")
+    if not stopped:
+        print("nothing was running", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_ps(args: argparse.Namespace) -> int:
+    from . import services
+
+    found = [service for name in ("emulator", "prefect") if (service := services.running(name))]
+    for service in found:
+        print(service.describe())
+    if not found:
+        print("no background services (a keyless call starts the emulator; `sora-video up` starts it now)")
+    return EXIT_OK
+
+
+def run_providers(args: argparse.Namespace) -> int:
+    from ..core.providers import PROFILES
+
+    for profile in PROFILES.values():
+        models = ", ".join(profile.models) if profile.models else "any (passed through)"
+        flags = (("variants", profile.supports_variants), ("list", profile.supports_list))
+        supports = [name for name, flag in (*flags, ("delete", profile.supports_delete)) if flag]
+        print(f"{profile.name}: {profile.description}")
+        print(f"  --base-url {profile.example_base_url} --model {profile.example_model}")
+        print(f"  models: {models}; seconds: {', '.join(profile.seconds or ('any',))} (sent as {profile.seconds_type})")
+        print(f"  supports: {', '.join(supports) or 'create, status and the video only'}")
+        if profile.extra_fields:
+            print(f"  --extra fields: {', '.join(profile.extra_fields)}")
+        if profile.price_per_second:
+            prices = ", ".join(f"{model} ${price:.2f}/s" for model, price in profile.price_per_second.items())
+            print(f"  prices: {prices}")
+        if profile.notes:
+            print(f"  note: {profile.notes}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+    "generate": (parsers.generate_parser, run_generate),
+    "status": (parsers.status_parser, run_status),
+    "collect": (parsers.collect_parser, run_collect),
+    "pending": (parsers.pending_parser, run_pending),
+    "providers": (lambda: argparse.ArgumentParser(prog="sora-video providers"), run_providers),
+    "up": (parsers.up_parser, run_up),
+    "down": (parsers.down_parser, run_down),
+    "ps": (parsers.ps_parser, run_ps),
+}
+
+
+def _describe_failure(error: BaseException) -> str:
+    video_id = getattr(error, "video_id", None)
+    code = getattr(error, "code", None)
+    details = ", ".join(
+        part for part in (f"video {video_id}" if video_id else "", f"code {code}" if code else "") if part
+    )
+    return f"failed{f' ({details})' if details else ''}: {error}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else "generate"
+    build_parser, runner = COMMANDS[command]
+    args = build_parser().parse_args(argv[1:] if command != "generate" else argv)
+    verbose = getattr(args, "verbose", False)
+    try:
+        return runner(args)
+    except KeyboardInterrupt:
+        print("sora-video: interrupted; a submitted video keeps rendering (`sora-video pending`)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if verbose:
+            traceback.print_exc()
+        from ..core.errors import InvalidRequestError
+
+        if isinstance(error, (InvalidRequestError, ValueError)) and not getattr(error, "video_id", None):
+            print(f"sora-video: invalid input: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        print(f"sora-video: {_describe_failure(error)}", file=sys.stderr)
+        if not verbose:
+            print("sora-video: add -v for the full log and traceback", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,164 @@
+"""The command line's words: one parser per command, sharing the connection and display flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+COMMANDS = """commands:
+  sora-video --prompt TEXT [--output PATH|s3://...]   generate and deliver one video (waits)
+  sora-video --prompt TEXT --async --output ...        submit, print the id, return at once
+  sora-video status VIDEO_ID                           a video's status as JSON
+  sora-video collect VIDEO_ID --output ...             deliver a finished video
+  sora-video pending                                   deliver every finished --async video
+  sora-video up [--prefect] | down | ps                background emulator and Prefect server
+  sora-video providers                                 the /v1/videos servers it knows
+
+Without OPENAI_API_KEY (or --base-url) it runs on a local emulator: free, synthetic video.
+Exit status: 0 done, 2 invalid input (nothing was sent or paid), 1 generation or delivery
+failed (the message names the video id, so the job can be recovered)."""
+
+
+def _connection(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--base-url", help="Videos API base URL (default: $OPENAI_BASE_URL or api.openai.com)")
+    group.add_argument(
+        "--api-key-secret", help="name of a Prefect Secret block holding the API key (default: $OPENAI_API_KEY)"
+    )
+    group.add_argument(
+        "--emulator",
+        action="store_true",
+        help="use the local emulator (the default when no OPENAI_API_KEY or base URL is set)",
+    )
+    group.add_argument(
+        "--provider",
+        help="server kind: openai, litellm, vllm-omni, sglang, generic, or auto to ask the server "
+        "(default: openai for api.openai.com and the emulator, generic otherwise; see `sora-video providers`)",
+    )
+    engine = group.add_mutually_exclusive_group()
+    engine.add_argument(
+        "--prefect",
+        action="store_true",
+        help="run as a Prefect flow run (the default when a Prefect API is configured: PREFECT_API_URL, "
+        "the active Prefect profile, or `sora-video up --prefect`)",
+    )
+    engine.add_argument("--local", action="store_true", help="run without Prefect even when an API is configured")
+
+
+def _display(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary (results only)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show run logs and full tracebacks")
+
+
+def parse_extra(text: str) -> tuple[str, Any]:
+    """KEY=VALUE; VALUE is read as JSON when it parses (numbers, booleans), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video",
+        description="Turn a prompt (and optionally a reference image) into an MP4 on disk or in S3.",
+        epilog=COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--prompt", required=True, help="what the video shows")
+    parser.add_argument("--image", help="reference image: path or s3:// URI (fitted to --resolution)")
+    parser.add_argument("--model", default="sora-2", help="sora-2 (default) or sora-2-pro")
+    parser.add_argument("--duration", default="4", help="seconds: 4, 8 or 12 (default: 4)")
+    parser.add_argument(
+        "--resolution",
+        default="1280x720",
+        help="720x1280 or 1280x720; sora-2-pro also 1024x1792, 1792x1024 (default: 1280x720)",
+    )
+    parser.add_argument(
+        "--output",
+        default="videos/{video_id}.mp4",
+        help="local path or s3://bucket/key; may use {video_id}, {date}, {model} (default: %(default)s)",
+    )
+    parser.add_argument("--fit", default="cover", choices=("cover", "contain", "stretch"), help="how --image is fitted")
+    parser.add_argument(
+        "--async", dest="submit_only", action="store_true", help="submit and print the video id without waiting"
+    )
+    parser.add_argument("--max-wait", type=float, default=1200.0, help="seconds to wait for the video (default: 1200)")
+    parser.add_argument(
+        "--extra",
+        type=parse_extra,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a create field the provider accepts, e.g. --extra seed=7 (repeatable; see `sora-video providers`)",
+    )
+    parser.add_argument("--thumbnail", action="store_true", help="also deliver the thumbnail next to the video")
+    parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
+    parser.add_argument(
+        "--ledger",
+        help="with --async: where the job is recorded for `sora-video pending` / the collect-pending "
+        "deployment (default: $SORA_LEDGER or ~/.prefect-sora/pending)",
+    )
+    _connection(parser)
+    _display(parser)
+    return parser
+
+
+def status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sora-video status", description="Print a video's status as JSON.")
+    parser.add_argument("video_id")
+    _connection(parser)
+    _display(parser)
+    return parser
+
+
+def collect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video collect",
+        description="Deliver a finished video (and forget its --async record, so `pending` skips it).",
+    )
+    parser.add_argument("video_id")
+    parser.add_argument("--output", default="videos/{video_id}.mp4", help="local path or s3://bucket/key")
+    parser.add_argument("--ledger", help="the --async ledger to clear it from (default: $SORA_LEDGER)")
+    _connection(parser)
+    _display(parser)
+    return parser
+
+
+def pending_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video pending",
+        description="Deliver every recorded (--async) video that has finished; report the rest.",
+    )
+    parser.add_argument("--ledger", help="ledger folder or s3://bucket/prefix (default: $SORA_LEDGER)")
+    engine = parser.add_mutually_exclusive_group()
+    engine.add_argument("--prefect", action="store_true", help="run as a Prefect flow run")
+    engine.add_argument("--local", action="store_true", help="run without Prefect")
+    _display(parser)
+    return parser
+
+
+def up_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video up",
+        description="Start the local emulator in the background (and with --prefect a Prefect server); "
+        "later calls reuse them until `sora-video down`.",
+    )
+    parser.add_argument("--prefect", action="store_true", help="also start `prefect server start` on 127.0.0.1")
+    parser.add_argument("--port", type=int, help="the Prefect server's port (default: a free one)")
+    parser.add_argument(
+        "--render-seconds", type=float, default=3.0, help="emulator: time from create to completed (default: 3)"
+    )
+    return parser
+
+
+def down_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="sora-video down", description="Stop the background emulator and server.")
+
+
+def ps_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="sora-video ps", description="Show the background services.")

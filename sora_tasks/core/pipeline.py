@@ -1,0 +1,252 @@
+"""One video from request to destination with no orchestrator: the CLI's default engine.
+
+The same guarantees as the Prefect flows, from the same core: the create is sent once
+and an ambiguous failure is reconciled against the server's job list; a receipt of
+every paid job lets a rerun of the same request follow that job instead of paying
+again; transient failures of reads, downloads and uploads are retried with backoff;
+every error raised after the create carries the video id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from openai.types import Video
+
+from .client import ProgressCallback, VideosClient, job_error
+from .errors import StorageError, TransientError, VariantUnavailableError, VideoExpiredError, VideoNotReadyError
+from .images import PreparedImage
+from .receipts import Receipt, Receipts, receipt_key
+from .request import VideoRequest
+from .storage import S3Client, object_metadata, resolve_destination, store_file, variant_output
+
+logger = logging.getLogger("sora_tasks")
+T = TypeVar("T")
+
+TRANSIENT_ATTEMPTS = 4
+
+
+def retry_transient(action: Callable[[int], T], *, attempts: int = TRANSIENT_ATTEMPTS, what: str) -> T:
+    """``action(attempt)`` until it does not raise :class:`TransientError`, with jittered backoff.
+
+    Only transient failures are retried: bad input and failed jobs are final, and a
+    create is only ever retried by a caller that reconciles (see :func:`create_job`).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action(attempt)
+        except TransientError as error:
+            if attempt == attempts:
+                raise
+            delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 30.0)
+            delay *= 1 + random.uniform(0, 0.5)
+            logger.warning(
+                "%s failed (%s); retrying in %.1fs (attempt %d of %d)", what, error, delay, attempt, attempts
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def create_job(client: VideosClient, request: VideoRequest, image: PreparedImage | None = None) -> Video:
+    """One paid job. A retry first adopts any job an earlier attempt made after all."""
+    started = time.time()
+    return retry_transient(
+        lambda attempt: client.create(request, image, reconcile_since=started if attempt > 1 else None),
+        attempts=3,
+        what="create",
+    )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    video_id: str
+    # True when an earlier run's job for the same request was taken up (nothing paid now).
+    reused: bool
+
+
+def submit(
+    client: VideosClient,
+    request: VideoRequest,
+    image: PreparedImage | None = None,
+    *,
+    request_id: str | None = None,
+    receipts: Receipts | None = None,
+) -> Submitted:
+    """The job for this request: an earlier run's, if it is still usable, else a new one."""
+    key = receipt_key(
+        client.base_url, request.fingerprint(image_sha256=image.sha256 if image else None, request_id=request_id)
+    )
+    if receipts is not None:
+        earlier = receipts.find(key)
+        if earlier is not None and _still_usable(client, earlier.video_id):
+            logger.info("request already paid for: following %s", earlier.video_id)
+            return Submitted(earlier.video_id, reused=True)
+        if earlier is not None:
+            receipts.forget(key)
+    video = create_job(client, request, image)
+    if receipts is not None:
+        receipts.record(Receipt(key, video.id, client.base_url, request.model, request.seconds, request.size))
+    return Submitted(video.id, reused=False)
+
+
+def _still_usable(client: VideosClient, video_id: str) -> bool:
+    """A recorded job that is gone, failed or expired is not followed: a new one is made."""
+    try:
+        video, _ = client.retrieve(video_id)
+    except VideoNotReadyError:
+        logger.warning("recorded job %s is gone from the server; creating a new one", video_id)
+        return False
+    if video.status == "failed":
+        logger.warning("recorded job %s failed earlier; creating a new one", video_id)
+        return False
+    if video.expires_at is not None and video.expires_at < time.time():
+        logger.warning("recorded job %s has expired; creating a new one", video_id)
+        return False
+    return True
+
+
+def wait(
+    client: VideosClient,
+    video_id: str,
+    *,
+    max_wait: float,
+    poll_interval: float,
+    on_progress: ProgressCallback | None = None,
+) -> Video:
+    """Poll until completed; a transient failure that outlasts the SDK's retries resumes polling."""
+    deadline = time.monotonic() + max_wait
+    return retry_transient(
+        lambda _: client.wait(
+            video_id,
+            max_wait=max(0.0, deadline - time.monotonic()),
+            poll_interval=poll_interval,
+            on_progress=on_progress,
+        ),
+        what=f"polling {video_id}",
+    )
+
+
+def ensure_collectable(video: Video) -> None:
+    """Raise clearly when a job cannot be delivered now: failed, not finished, or expired."""
+    if video.status == "failed":
+        raise job_error(video)
+    if video.status != "completed":
+        raise VideoNotReadyError(
+            video.id, video.status, f"video {video.id} is {video.status} ({video.progress}%); collect it later"
+        )
+    if video.expires_at is not None and video.expires_at < time.time():
+        expired = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(video.expires_at))
+        raise VideoExpiredError(video.id, "expired", f"video {video.id} expired at {expired}")
+
+
+@dataclass(frozen=True)
+class Delivered:
+    video_id: str
+    uri: str
+    bytes: int
+    sha256: str
+    model: str
+    seconds: str
+    size: str
+    expires_at: int | None = None
+    reused: bool = False
+    thumbnail_uri: str | None = None
+
+
+def deliver(
+    client: VideosClient,
+    video: Video,
+    output: str,
+    *,
+    prompt: str | None = None,
+    s3: S3Client | None = None,
+    thumbnail: bool = False,
+) -> Delivered:
+    """Download a completed video and store it at ``output``; the local copy goes once stored."""
+    downloaded = retry_transient(lambda _: client.download(video.id), what=f"downloading {video.id}")
+    model, seconds, size = str(video.model), str(video.seconds), str(video.size)
+    prompt_sha256 = hashlib.sha256((prompt or video.prompt or "").encode()).hexdigest()
+    destination = resolve_destination(output, video_id=video.id, model=model)
+    try:
+        stored = retry_transient(
+            lambda _: store_file(
+                downloaded.path,
+                destination,
+                sha256=downloaded.sha256,
+                content_type=downloaded.content_type or "video/mp4",
+                metadata=object_metadata(video.id, model, seconds, size, prompt_sha256, downloaded.sha256),
+                client=s3,
+            ),
+            what=f"storing {video.id}",
+        )
+    except StorageError as error:
+        if video.expires_at:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(video.expires_at))
+            error.args = (f"{error.args[0]}; `sora-video collect {video.id}` can deliver it until {when}",)
+        raise
+    Path(downloaded.path).unlink(missing_ok=True)
+    thumbnail_uri = deliver_variant(client, video, output, "thumbnail", s3=s3) if thumbnail else None
+    return Delivered(
+        video.id, stored.uri, stored.bytes, stored.sha256, model, seconds, size, video.expires_at, False, thumbnail_uri
+    )
+
+
+def deliver_variant(
+    client: VideosClient, video: Video, output: str, variant: str, *, s3: S3Client | None = None
+) -> str | None:
+    """Store a preview beside the video, or skip it (warning) where the server has none."""
+    try:
+        downloaded = client.download(video.id, variant="thumbnail" if variant == "thumbnail" else "spritesheet")
+    except VariantUnavailableError as error:
+        logger.warning("%s skipped: %s", variant, error)
+        return None
+    try:
+        destination = resolve_destination(
+            variant_output(output, variant, downloaded.content_type), video_id=video.id, model=str(video.model)
+        )
+        stored = store_file(
+            downloaded.path, destination, sha256=downloaded.sha256, content_type=downloaded.content_type, client=s3
+        )
+    finally:
+        Path(downloaded.path).unlink(missing_ok=True)
+    return stored.uri
+
+
+def collect(client: VideosClient, video_id: str, output: str, *, s3: S3Client | None = None) -> Delivered:
+    """Deliver a job that finished; raises clearly when it is not finished, failed or expired."""
+    video, _ = client.retrieve(video_id)
+    ensure_collectable(video)
+    return deliver(client, video, output, s3=s3)
+
+
+def generate(
+    client: VideosClient,
+    request: VideoRequest,
+    output: str,
+    *,
+    image: PreparedImage | None = None,
+    request_id: str | None = None,
+    receipts: Receipts | None = None,
+    max_wait: float,
+    poll_interval: float,
+    on_progress: ProgressCallback | None = None,
+    on_submitted: Callable[[Submitted], None] | None = None,
+    thumbnail: bool = False,
+    s3: S3Client | None = None,
+) -> Delivered:
+    """Create (or take up the earlier job for) ``request``, wait, and deliver to ``output``."""
+    submitted = submit(client, request, image, request_id=request_id, receipts=receipts)
+    if on_submitted is not None:
+        on_submitted(submitted)
+    video = wait(client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress)
+    delivered = deliver(client, video, output, prompt=request.prompt, s3=s3, thumbnail=thumbnail)
+    if submitted.reused:
+        return Delivered(**{**delivered.__dict__, "reused": True})
+    return delivered
