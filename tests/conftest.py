@@ -20,6 +20,8 @@ os.environ.update(
     PREFECT_HOME=_PREFECT_HOME,
     PREFECT_LOCAL_STORAGE_PATH=os.path.join(_PREFECT_HOME, "storage"),
     PREFECT_LOGGING_LEVEL="INFO",
+    # The CLI's own state (background services, receipts, default ledger) stays in the session.
+    SORA_HOME=os.path.join(_PREFECT_HOME, "sora-home"),
 )
 # A sentinel key: the secrets test searches every output for it.
 SENTINEL_API_KEY = "sk-test-SENTINEL-0123456789abcdef"
@@ -41,6 +43,16 @@ def prefect_backend() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_services() -> Iterator[None]:
+    """Whatever `sora-video` started in the background during the session is stopped at its end."""
+    yield
+    from sora_tasks.cli import services
+
+    for name in ("prefect", "emulator"):
+        services.stop(name)
 
 
 @pytest.fixture(scope="session")

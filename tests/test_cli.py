@@ -1,4 +1,4 @@
-"""`sora-video` as a user runs it: a separate process, its own embedded emulator."""
+"""`sora-video` as a user runs it: a separate process, the background emulator or a test server."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def sora_video(
     )
 
 
-def test_no_key_uses_the_embedded_emulator_and_writes_a_real_mp4(tmp_path: Path) -> None:
+def test_no_key_uses_the_local_emulator_and_writes_a_real_mp4(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     result = subprocess.run(
         [sys.executable, "-m", "sora_tasks.cli", "--prompt", "A kite over the sea", "--output", "clip.mp4"],
@@ -36,7 +36,7 @@ def test_no_key_uses_the_embedded_emulator_and_writes_a_real_mp4(tmp_path: Path)
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "using the built-in Sora emulator" in result.stderr
+    assert "using the local Sora emulator" in result.stderr or "delivered" in result.stderr
     assert Path(result.stdout.strip()) == tmp_path / "clip.mp4"
     probe = probe_mp4(tmp_path / "clip.mp4")
     assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 1280, 720, 96)
