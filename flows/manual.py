@@ -8,35 +8,31 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect_aws import S3Bucket
 
-from sora_tasks.connection import ApiSettings
+from sora_tasks.blocks import VideosApi, load_api
 from sora_tasks.core.client import status_dict
 from sora_tasks.core.errors import InvalidRequestError
-from sora_tasks.core.images import Fit
-from sora_tasks.core.ledger import Ledger, PendingVideo
+from sora_tasks.core.ledger import Ledger
 from sora_tasks.core.pipeline import ensure_collectable
 from sora_tasks.core.request import VideoRequest
+from sora_tasks.core.settings import ApiSettings
+from sora_tasks.core.spec import VideoSpec, as_spec, build_request
 from sora_tasks.tasks import create_video, preprocess_image
 
-from .generate import DEFAULT_OUTPUT, build_request, deliver, preflight
+from .delivery import Delivery, resolve_delivery
+from .generate import DEFAULT_OUTPUT, deliver
+from .hooks import pending_record
 from .results import SubmittedVideo, VideoResult
 
 
 @flow(name="submit-video")
 def submit_video(
-    prompt: str,
-    image: str | None = None,
-    model: str = "sora-2",
-    duration: int = 4,
-    resolution: str = "1280x720",
+    video: VideoSpec | str,
     output: str | None = None,
-    fit: Fit = "cover",
-    base_url: str | None = None,
-    api_key_secret: str | None = None,
-    request_id: str | None = None,
+    api: VideosApi | str | None = None,
+    destination: S3Bucket | str | None = None,
     ledger: str | None = None,
-    provider: str | None = None,
-    extra_fields: dict[str, Any] | None = None,
 ) -> SubmittedVideo:
     """Create the job and return its id at once (the seed's ``wait=False``).
 
@@ -44,70 +40,64 @@ def submit_video(
     the ``collect-pending`` flow delivers it to ``output`` once done: the async mode,
     in which no flow run waits while the video renders.
     """
-    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret, provider=provider)
-    request = build_request(prompt, model, duration, resolution, settings, extra_fields)
+    spec = as_spec(video)
+    settings = load_api(api)
+    request = build_request(spec, settings)
     if ledger is not None and output is None:
         raise InvalidRequestError("output is required with ledger: collect-pending needs to know where to deliver")
-    preflight(settings, output)
-    prepared = preprocess_image(image, request.size, fit) if image else None
-    video_id = create_video(request, settings, prepared, request_id)
-    if ledger is not None and output is not None:
-        Ledger(ledger).add(
-            PendingVideo(
-                video_id=video_id,
-                output=output,
-                model=request.model,
-                seconds=request.seconds,
-                size=request.size,
-                base_url=base_url,
-                api_key_secret=api_key_secret,
-                provider=provider,
-            )
-        )
-        get_run_logger().info("submitted %s; recorded in %s for collect-pending", video_id, ledger)
+    delivery = resolve_delivery(output, destination) if output is not None else None
+    book = Ledger(ledger) if ledger is not None else None
+    settings.client()
+    prepared = preprocess_image(spec.image, request.size, spec.fit) if spec.image else None
+    video_id = create_video(request, settings, prepared, spec.request_id)
+    if book is not None and delivery is not None:
+        book.add(pending_record(video_id, request, delivery, settings, api))
+        get_run_logger().info("submitted %s; recorded in %s for collect-pending", video_id, book.location)
     else:
         get_run_logger().info("submitted %s; collect it with `sora-video collect %s --output ...`", video_id, video_id)
     return SubmittedVideo(
         video_id=video_id,
         status="queued",
         model=request.model,
-        seconds=request.seconds,
-        size=request.size,
-        output=output,
+        duration=int(request.seconds),
+        resolution=request.size,
+        output=delivery.output if delivery else None,
     )
 
 
 @flow(name="video-status")
-def video_status(
-    video_id: str, base_url: str | None = None, api_key_secret: str | None = None, provider: str | None = None
-) -> dict[str, Any]:
+def video_status(video_id: str, api: VideosApi | str | None = None) -> dict[str, Any]:
     """One status look-up; never waits."""
-    client = ApiSettings(base_url=base_url, api_key_secret=api_key_secret, provider=provider).client()
-    video, _ = client.retrieve(video_id)
+    video, _ = load_api(api).client().retrieve(video_id)
     return status_dict(video)
 
 
-def collect(video_id: str, output: str, settings: ApiSettings, s3_bucket_block: str | None = None) -> VideoResult:
+def collect(video_id: str, delivery: Delivery, settings: ApiSettings) -> VideoResult:
     """Deliver a finished video; raises clearly when it is not finished, failed or expired."""
-    client = settings.client()
-    video, _ = client.retrieve(video_id)
+    video, _ = settings.client().retrieve(video_id)
     ensure_collectable(video)
     request = VideoRequest(
         prompt=video.prompt or "", model=str(video.model), seconds=str(video.seconds), size=str(video.size)
     )
-    return deliver(video_id, request, settings, output, video.model_dump(mode="json"), {}, s3_bucket_block)
+    return deliver(video_id, request, settings, delivery, video.model_dump(mode="json"), {})
 
 
 @flow(name="collect-video")
 def collect_video(
     video_id: str,
     output: str = DEFAULT_OUTPUT,
-    base_url: str | None = None,
-    api_key_secret: str | None = None,
-    s3_bucket_block: str | None = None,
-    provider: str | None = None,
+    api: VideosApi | str | None = None,
+    destination: S3Bucket | str | None = None,
+    ledger: str | None = None,
 ) -> VideoResult:
-    """Deliver a finished video; fails clearly when it is not finished, failed or expired."""
-    settings = ApiSettings(base_url=base_url, api_key_secret=api_key_secret, provider=provider)
-    preflight(settings, output, s3_bucket_block)
-    return collect(video_id, output, settings, s3_bucket_block)
+    """Deliver a finished video; fails clearly when it is not finished, failed or expired.
+
+    Its record in ``ledger`` (if it has one there) is removed, so a sweep never delivers it again.
+    """
+    settings = load_api(api)
+    delivery = resolve_delivery(output, destination)
+    settings.client()
+    result = collect(video_id, delivery, settings)
+    if ledger is not None:
+        Ledger(ledger).remove(video_id)
+    return result

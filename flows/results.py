@@ -14,8 +14,8 @@ class VideoResult(BaseModel):
     bytes: int
     sha256: str
     model: str
-    seconds: str
-    size: str
+    duration: int
+    resolution: str
     expires_at: int | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     thumbnail_uri: str | None = None
@@ -27,6 +27,6 @@ class SubmittedVideo(BaseModel):
     video_id: str
     status: str
     model: str
-    seconds: str
-    size: str
+    duration: int
+    resolution: str
     output: str | None = None

@@ -1,39 +1,130 @@
-"""Prefect blocks as destinations: a prefect-aws ``S3Bucket`` block by name.
+"""Configuration as Prefect blocks: the Videos API connection, and S3 buckets as destinations.
 
-The block supplies the bucket, its folder and the credentials, so a deployment
-needs only the block's name in its parameters, never a key.
+``VideosApi`` (block type ``videos-api``) holds everything needed to reach a server; it
+is created once, in the UI or from Python, and handed to flows as an object or by name,
+the way prefect-aws hands out ``AwsCredentials``. Its key is a ``SecretStr``: Prefect
+stores it encrypted and never shows it. A prefect-aws ``S3Bucket`` names where videos go.
+
+    prefect block register -m sora_tasks.blocks
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from prefect.blocks.core import Block
+from prefect_aws import S3Bucket
+from pydantic import Field, SecretStr
+
+from .core.client import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, VideosClient
 from .core.errors import ConfigurationError, InvalidRequestError
+from .core.settings import ApiSettings
 
 
-@dataclass(frozen=True)
-class BucketTarget:
-    bucket: str
-    folder: str
-    client: Any
+class VideosApi(Block):
+    """A server that speaks OpenAI's Videos API: OpenAI itself, a LiteLLM proxy, vLLM-Omni, SGLang."""
 
-    def uri(self, key_template: str) -> str:
-        if key_template.startswith("s3://") or "://" in key_template or key_template.startswith("/"):
-            raise InvalidRequestError(
-                f"with s3_bucket_block, output is a key inside the block's bucket, got {key_template!r}"
-            )
-        prefix = f"{self.folder.strip('/')}/" if self.folder.strip("/") else ""
-        return f"s3://{self.bucket}/{prefix}{key_template}"
+    _block_type_name = "Videos API"
+    _block_type_slug = "videos-api"
+
+    _description = (
+        "Connection to a Sora (OpenAI Videos API) server for prefect-sora's flows: base URL, API key, "
+        "provider kind, default model, polling and the shared rate limit. Leave the base URL and key "
+        "empty to use OPENAI_BASE_URL / OPENAI_API_KEY on the worker."
+    )
+    _code_example = """
+```python
+from sora_tasks.blocks import VideosApi
+from flows.generate import generate_video
+
+VideosApi(base_url="http://litellm:4000/v1", api_key="sk-...", provider="litellm").save("sora")
+
+generate_video("A fox in the snow", output="s3://my-bucket/fox.mp4", api="sora")
+api = VideosApi.load("sora")
+client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's reliability rules)
+```
+"""
+
+    base_url: str | None = Field(
+        default=None,
+        title="Base URL",
+        description="The /v1 URL of the server, e.g. http://litellm:4000/v1. Empty: $OPENAI_BASE_URL or OpenAI.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        title="API key",
+        description="Stored encrypted by Prefect and never shown. Empty: $OPENAI_API_KEY on the worker.",
+    )
+    provider: str | None = Field(
+        default=None,
+        description="openai, litellm, vllm-omni, sglang, generic, or auto to ask the server. "
+        "Empty: openai for api.openai.com, generic for any other server.",
+    )
+    model: str = Field(default="sora-2", description="The model used when a request names none.")
+    request_timeout: float = Field(default=60.0, gt=0, description="Seconds before one HTTP request times out.")
+    max_retries: int = Field(
+        default=3, ge=0, description="The SDK's retries for reads (status, downloads); a create is never re-sent."
+    )
+    poll_interval: float = Field(
+        default=DEFAULT_POLL_INTERVAL, gt=0, description="Seconds between status polls (the server's hint wins)."
+    )
+    max_wait: float = Field(default=DEFAULT_MAX_WAIT, gt=0, description="Seconds to wait for one video to render.")
+    rate_limit_name: str | None = Field(
+        default=None,
+        title="Rate limit name",
+        description="A Prefect global concurrency limit (with slot decay) shared by everyone using this account, "
+        "e.g. sora-api; empty: creates are not rate-limited.",
+    )
+
+    def settings(self) -> ApiSettings:
+        """The engine-agnostic settings the tasks use."""
+        return ApiSettings(
+            base_url=self.base_url,
+            api_key=self.api_key,
+            provider=self.provider,
+            model=self.model,
+            request_timeout=self.request_timeout,
+            max_retries=self.max_retries,
+            poll_interval=self.poll_interval,
+            max_wait=self.max_wait,
+            rate_limit_name=self.rate_limit_name,
+        )
+
+    def get_client(self) -> VideosClient:
+        """This thread's client for this block, built once and kept (like ``get_s3_client()``)."""
+        return self.settings().client()
 
 
-def load_bucket_block(name: str) -> BucketTarget:
+def load_api(api: VideosApi | str | None) -> ApiSettings:
+    """Settings from a block, the name of a saved one, or (None) the environment."""
+    if api is None:
+        return ApiSettings()
+    if isinstance(api, str):
+        try:
+            api = cast(VideosApi, VideosApi.load(api))
+        except ValueError as error:
+            raise ConfigurationError(f"api: no VideosApi block named {api!r} ({error})") from error
+    return api.settings()
+
+
+def load_bucket(destination: S3Bucket | str | None) -> S3Bucket | None:
+    """The S3Bucket block given, or the saved one of that name."""
+    if destination is None or isinstance(destination, S3Bucket):
+        return destination
     try:
-        from prefect_aws import S3Bucket
-    except ImportError as error:  # an optional extra
-        raise ConfigurationError("s3_bucket_block needs prefect-aws: pip install 'prefect-sora[aws]'") from error
-    try:
-        block = S3Bucket.load(name)
+        return cast(S3Bucket, S3Bucket.load(destination))
     except ValueError as error:
-        raise ConfigurationError(f"no S3Bucket block named {name!r}: {error}") from error
-    return BucketTarget(block.bucket_name, block.bucket_folder or "", block.credentials.get_s3_client())
+        raise ConfigurationError(f"destination: no S3Bucket block named {destination!r} ({error})") from error
+
+
+def key_in_bucket(bucket: S3Bucket, key: str, *, what: str = "output") -> str:
+    """``key`` inside the block's bucket and folder, as an ``s3://`` URI."""
+    if "://" in key or key.startswith(("/", "~")):
+        raise InvalidRequestError(f"with a destination block, {what} is a key inside its bucket, got {key!r}")
+    folder = (bucket.bucket_folder or "").strip("/")
+    return f"s3://{bucket.bucket_name}/{folder + '/' if folder else ''}{key.lstrip('/')}"
+
+
+def bucket_client(bucket: S3Bucket | None) -> Any:
+    """The block's S3 client (cached by prefect-aws), or None for boto3's default chain."""
+    return bucket.credentials.get_s3_client() if bucket is not None else None

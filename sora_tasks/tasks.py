@@ -15,19 +15,21 @@ from uuid import UUID
 
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import rate_limit
 from prefect.context import TaskRunContext
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
+from prefect_aws import S3Bucket
 
-from .blocks import load_bucket_block
-from .connection import ApiSettings
+from .blocks import bucket_client
 from .core import progress
 from .core.client import DownloadedFile, Variant
 from .core.errors import TransientError
 from .core.images import Fit, ImageSource, PreparedImage, prepare_image
 from .core.request import VideoRequest
+from .core.settings import ApiSettings
 from .core.slots import claim_rendering_slot
 from .core.storage import StoredVideo, object_metadata, resolve_destination, store_file
 
@@ -121,7 +123,8 @@ def create_video(
 
 
 # Its timeout is the flow's max_wait plus a margin, set per call with .with_options().
-@task(name="wait-for-video", **_transient_retries)
+# NO_CACHE on tasks that take the settings: nothing to reuse, and no key to hash.
+@task(name="wait-for-video", cache_policy=NO_CACHE, **_transient_retries)
 def wait_for_video(video_id: str, settings: ApiSettings, progress_artifact: bool = True) -> dict[str, Any]:
     """Poll until completed (honouring the server's poll-after hint) and report progress.
 
@@ -160,7 +163,7 @@ def wait_for_video(video_id: str, settings: ApiSettings, progress_artifact: bool
     return video.model_dump(mode="json")
 
 
-@task(name="download-video", timeout_seconds=1800, **_transient_retries)
+@task(name="download-video", timeout_seconds=1800, cache_policy=NO_CACHE, **_transient_retries)
 def download_video(
     video_id: str, settings: ApiSettings, variant: Variant = "video", directory: Path | None = None
 ) -> DownloadedFile:
@@ -174,15 +177,12 @@ def download_video(
     return downloaded
 
 
-@task(name="upload-video", timeout_seconds=3600, **_transient_retries)
+@task(name="upload-video", timeout_seconds=3600, cache_policy=NO_CACHE, **_transient_retries)
 def upload_video(
-    downloaded: DownloadedFile, output: str, request: VideoRequest, s3_bucket_block: str | None = None
+    downloaded: DownloadedFile, output: str, request: VideoRequest, bucket: S3Bucket | None = None
 ) -> StoredVideo:
-    """Deliver the file to a local path, S3, or an S3Bucket block's bucket, and verify what landed."""
-    client = None
-    if s3_bucket_block:
-        target = load_bucket_block(s3_bucket_block)
-        output, client = target.uri(output), target.client
+    """Deliver the file to a local path or S3 (with an S3Bucket block's credentials) and verify what landed."""
+    client = bucket_client(bucket)
     destination = resolve_destination(output, video_id=downloaded.video_id, model=request.model)
     metadata = object_metadata(
         downloaded.video_id, request.model, request.seconds, request.size, request.prompt_sha256, downloaded.sha256

@@ -12,29 +12,40 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from ..core.settings import ApiSettings
 from . import services
 
 
 @dataclass(frozen=True)
 class Target:
-    """The Videos API a call talks to. ``base_url`` None means the SDK's default (env or OpenAI)."""
+    """The Videos API a call talks to: a saved ``VideosApi`` block, the emulator, or flags and env."""
 
-    base_url: str | None
-    provider: str | None
-    api_key_secret: str | None = None
+    settings: ApiSettings
+    api_block: str | None = None
     emulator: bool = False
+    overridden: bool = False  # settings differ from the saved block's (e.g. --max-wait)
 
-    def api_key(self) -> str | None:
-        return services.EMULATOR_KEY if self.emulator else os.environ.get("OPENAI_API_KEY")
+    def with_max_wait(self, max_wait: float | None) -> Target:
+        if max_wait is None:
+            return self
+        return replace(self, settings=self.settings.model_copy(update={"max_wait": max_wait}), overridden=True)
 
 
 def choose_target(args: argparse.Namespace) -> Target:
-    """The emulator when asked, or when nothing points at a real server (no key, no base URL)."""
+    """A block when named; the emulator when asked or when nothing points at a real server."""
+    block = getattr(args, "api_block", None) or os.environ.get("SORA_API_BLOCK")
+    if block and not args.emulator:
+        from ..blocks import load_api
+
+        return Target(load_api(block), api_block=block)
     explicit = args.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")
-    if args.emulator or not (explicit or args.api_key_secret):
+    if args.emulator or not explicit:
         # The emulator plays OpenAI's hosted API, so OpenAI's models and sizes apply to it.
-        return Target(base_url=None, provider=args.provider or "openai", emulator=True)
-    return Target(base_url=args.base_url, provider=args.provider, api_key_secret=args.api_key_secret)
+        settings = ApiSettings(provider=args.provider or "openai", api_key=SecretStr(services.EMULATOR_KEY))
+        return Target(settings, emulator=True)
+    return Target(ApiSettings(base_url=args.base_url, provider=args.provider))
 
 
 def start(target: Target, *, quiet: bool) -> Target:
@@ -49,7 +60,7 @@ def start(target: Target, *, quiet: bool) -> Target:
             "it keeps running for later calls, `sora-video down` stops it)",
             file=sys.stderr,
         )
-    return replace(target, base_url=emulator.url)
+    return replace(target, settings=target.settings.model_copy(update={"base_url": emulator.url}))
 
 
 def configured_prefect_api() -> str | None:
@@ -79,10 +90,14 @@ def _profile_api_url() -> str | None:
 
 
 def use_prefect(args: argparse.Namespace) -> bool:
-    """Flow runs when asked, when a Secret block must be read, or when a Prefect API is configured."""
+    """Flow runs when asked, when a block must be read, or when a Prefect API is configured."""
     if getattr(args, "local", False):
         return False
-    if getattr(args, "prefect", False) or getattr(args, "api_key_secret", None):
+    blocks = (
+        getattr(args, "api_block", None) or os.environ.get("SORA_API_BLOCK"),
+        getattr(args, "destination_block", None),
+    )
+    if getattr(args, "prefect", False) or any(blocks):
         return True
     url = configured_prefect_api()
     if url:

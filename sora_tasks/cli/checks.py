@@ -9,23 +9,15 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..core.client import resolve_base_url
 from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.images import PreparedImage, prepare_image
-from ..core.providers import ProviderProfile, resolve_profile
 from ..core.request import VideoRequest
+from ..core.spec import VideoSpec, build_request
 from ..core.storage import check_bucket, resolve_destination, validate_output
 from .backend import Target
 
 # Ids are opaque (proxies encode routes in them) but never hold spaces, slashes or query characters.
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=+\-]{2,511}$")
-
-
-def profile_for(target: Target) -> ProviderProfile:
-    """The same profile the run will use: the emulator's is OpenAI's, whatever its local URL."""
-    if target.emulator:
-        return resolve_profile(target.provider, "https://api.openai.com/v1")
-    return resolve_profile(target.provider, resolve_base_url(target.base_url))
 
 
 def check_video_id(video_id: str) -> str:
@@ -36,27 +28,48 @@ def check_video_id(video_id: str) -> str:
     return video_id
 
 
-def check_output(output: str) -> None:
-    """The template parses and, for S3, the bucket exists and the credentials reach it."""
+def check_output(output: str, destination_block: str | None = None) -> str:
+    """The full destination (a key in the block's bucket, if one is named); for S3, the bucket
+    must exist and the credentials reach it."""
+    bucket_block = None
+    if destination_block:
+        from ..blocks import key_in_bucket, load_bucket
+
+        bucket_block = load_bucket(destination_block)
+        assert bucket_block is not None
+        output = key_in_bucket(bucket_block, output)
     validate_output(output)
     if not output.startswith("s3://"):
-        return
+        return output
     from botocore.exceptions import BotoCoreError
 
     bucket = resolve_destination(output, video_id="video_check", model="sora-2").bucket or ""
     try:
-        check_bucket(bucket)
+        check_bucket(bucket, bucket_block.credentials.get_s3_client() if bucket_block is not None else None)
     except BotoCoreError as error:
         raise ConfigurationError(f"cannot reach S3 to check bucket {bucket!r}: {error}") from error
+    return output
 
 
-def check_generate(args: argparse.Namespace, target: Target) -> tuple[VideoRequest, PreparedImage | None]:
-    """The validated request and the fitted image, or a ValueError naming the bad field."""
-    request = profile_for(target).build_request(
-        args.prompt, model=args.model, duration=args.duration, resolution=args.resolution, extra=dict(args.extra)
+def spec_of(args: argparse.Namespace) -> VideoSpec:
+    return VideoSpec(
+        prompt=args.prompt,
+        image=args.image,
+        model=args.model,
+        duration=args.duration,
+        resolution=args.resolution,
+        fit=args.fit,
+        extra_fields=dict(args.extra),
+        request_id=args.request_id,
     )
-    if args.max_wait <= 0:
+
+
+def check_generate(args: argparse.Namespace, target: Target) -> tuple[VideoSpec, VideoRequest, PreparedImage | None]:
+    """The spec, its checked request (built as the flow builds it) and the fitted image."""
+    spec = spec_of(args)
+    request = build_request(spec, target.settings)
+    if args.max_wait is not None and args.max_wait <= 0:
         raise InvalidRequestError(f"--max-wait must be a positive number of seconds, got {args.max_wait}")
-    check_output(args.output)
+    check_output(args.output, args.destination_block)
     image = prepare_image(args.image, request.size, fit=args.fit) if args.image else None
-    return request, image
+    return spec, request, image

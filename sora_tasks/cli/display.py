@@ -73,7 +73,9 @@ class Reporter:
         if self._bar is not None:
             self._bar.console.print(message, highlight=False, markup=False)
         else:
-            print(message, file=sys.stderr, flush=True)
+            # Not print(): inside a flow run Prefect's log_prints turns prints into log records.
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
 
     def submitted(self, video_id: str, *, reused: bool = False) -> None:
         self.video_id = video_id
@@ -99,8 +101,10 @@ class Reporter:
             self._last = (status, progress)
             self.say(f"{video.id}: {status} {progress}% ({time.monotonic() - self.started:.1f} s)")
 
-    def delivered(self, *, uri: str, size: int, seconds: str, resolution: str, model: str, video_id: str) -> None:
+    def delivered(
+        self, *, uri: str, size: int, duration: str | int, resolution: str, model: str, video_id: str
+    ) -> None:
         self.say(
-            f"delivered {uri}: {human_bytes(size)}, {seconds} s {resolution} {model}, video {video_id}, "
+            f"delivered {uri}: {human_bytes(size)}, {duration} s {resolution} {model}, video {video_id}, "
             f"in {time.monotonic() - self.started:.1f} s"
         )

@@ -13,13 +13,17 @@ import json
 import logging
 from typing import Any
 
+from pydantic import SecretStr
+
 from ..core import pipeline
-from ..core.client import DEFAULT_POLL_INTERVAL, VideosClient, status_dict
+from ..core.client import VideosClient, status_dict
 from ..core.errors import VideoJobError
 from ..core.images import PreparedImage
 from ..core.ledger import Ledger, PendingVideo
 from ..core.receipts import Receipts
 from ..core.request import VideoRequest
+from ..core.settings import ApiSettings
+from ..core.spec import VideoSpec
 from ..core.sweep import sweep_record
 from . import services
 from .backend import Target
@@ -28,92 +32,86 @@ from .display import Reporter
 logger = logging.getLogger("sora_tasks.cli")
 
 
-def client_for(target: Target, profile: Any) -> VideosClient:
-    return VideosClient(api_key=target.api_key(), base_url=target.base_url, provider=profile)
-
-
 def generate(
     args: argparse.Namespace,
     target: Target,
+    spec: VideoSpec,
     request: VideoRequest,
     image: PreparedImage | None,
     reporter: Reporter,
-    profile: Any,
 ) -> str:
-    client = client_for(target, profile)
+    settings = target.settings
+    client = settings.new_client()
     try:
         delivered = pipeline.generate(
             client,
             request,
             args.output,
             image=image,
-            request_id=args.request_id,
+            request_id=spec.request_id,
             receipts=Receipts(),
-            max_wait=args.max_wait,
-            poll_interval=DEFAULT_POLL_INTERVAL,
+            max_wait=settings.max_wait,
+            poll_interval=settings.poll_interval,
             on_progress=reporter.update,
             on_submitted=lambda submitted: reporter.submitted(submitted.video_id, reused=submitted.reused),
             thumbnail=args.thumbnail,
         )
     except Exception as error:
-        keep_for_collection(error, args.output, target, args.ledger)
+        keep_for_collection(error, request, args.output, settings, args.ledger)
         raise
     finally:
         client.close()
     reporter.delivered(
         uri=delivered.uri,
         size=delivered.bytes,
-        seconds=delivered.seconds,
-        resolution=delivered.size,
+        duration=delivered.duration,
+        resolution=delivered.resolution,
         model=delivered.model,
         video_id=delivered.video_id,
     )
     return delivered.uri
 
 
-def keep_for_collection(error: BaseException, output: str, target: Target, ledger: str | None) -> None:
+def _record(video_id: str, request: VideoRequest, output: str, settings: ApiSettings, reason: str) -> PendingVideo:
+    return PendingVideo(
+        video_id=video_id,
+        output=output,
+        model=request.model,
+        duration=request.seconds,
+        resolution=request.size,
+        base_url=settings.base_url,
+        provider=settings.provider,
+        reason=reason,
+    )
+
+
+def keep_for_collection(
+    error: BaseException, request: VideoRequest, output: str, settings: ApiSettings, ledger: str | None
+) -> None:
     """A video paid for but not delivered (deadline passed, upload failed) goes to the ledger."""
     video_id = getattr(error, "video_id", None)
     if not video_id or isinstance(error, VideoJobError):
         return  # nothing was paid for, or the job itself failed: nothing to deliver later
     book = Ledger(ledger)
-    book.add(
-        PendingVideo(
-            video_id=video_id,
-            output=output,
-            base_url=target.base_url,
-            provider=target.provider,
-            reason=type(error).__name__,
-        )
-    )
+    book.add(_record(video_id, request, output, settings, type(error).__name__))
     logger.warning("video %s recorded in %s: `sora-video pending` delivers it once done", video_id, book.location)
 
 
 def submit(
-    args: argparse.Namespace, target: Target, request: VideoRequest, image: PreparedImage | None, profile: Any
+    args: argparse.Namespace, target: Target, spec: VideoSpec, request: VideoRequest, image: PreparedImage | None
 ) -> str:
     book = Ledger(args.ledger)
-    client = client_for(target, profile)
+    client = target.settings.new_client()
     try:
-        submitted = pipeline.submit(client, request, image, request_id=args.request_id, receipts=Receipts())
+        submitted = pipeline.submit(client, request, image, request_id=spec.request_id, receipts=Receipts())
     finally:
         client.close()
-    book.add(
-        PendingVideo(
-            video_id=submitted.video_id,
-            output=args.output,
-            model=request.model,
-            seconds=request.seconds,
-            size=request.size,
-            base_url=target.base_url,
-            provider=target.provider,
-        )
-    )
+    book.add(_record(submitted.video_id, request, args.output, target.settings, "submitted"))
     return submitted.video_id
 
 
-def status(args: argparse.Namespace, target: Target, profile: Any) -> str:
-    client = client_for(target, profile)
+def status(args: argparse.Namespace, target: Target) -> str:
+    client = target.settings.new_client()
     try:
         video, _ = client.retrieve(args.video_id)
     finally:
@@ -121,8 +119,8 @@ def status(args: argparse.Namespace, target: Target, profile: Any) -> str:
     return json.dumps(status_dict(video), indent=2)
 
 
-def collect(args: argparse.Namespace, target: Target, reporter: Reporter, profile: Any) -> str:
-    client = client_for(target, profile)
+def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str:
+    client = target.settings.new_client()
     try:
         delivered = pipeline.collect(client, args.video_id, args.output)
     finally:
@@ -131,8 +129,8 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter, profil
     reporter.delivered(
         uri=delivered.uri,
         size=delivered.bytes,
-        seconds=delivered.seconds,
-        resolution=delivered.size,
+        duration=delivered.duration,
+        resolution=delivered.resolution,
         model=delivered.model,
         video_id=delivered.video_id,
     )
@@ -140,18 +138,14 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter, profil
 
 
 def pending(book: Ledger) -> list[dict[str, Any]]:
-    """Sweep the ledger with the core: each record with the server and key it was made with."""
-    from ..core.providers import resolve_profile
-
+    """Sweep the ledger with the core: each record with the server it was made on."""
     clients: dict[tuple[str | None, str | None], VideosClient] = {}
 
     def deliver(record: PendingVideo) -> str:
         route = (record.base_url, record.provider)
         if route not in clients:
-            emulator = services.is_emulator_url(record.base_url)
-            target = Target(record.base_url, record.provider, record.api_key_secret, emulator=emulator)
-            profile = resolve_profile(record.provider, record.base_url or "https://api.openai.com/v1")
-            clients[route] = client_for(target, profile)
+            key = SecretStr(services.EMULATOR_KEY) if services.is_emulator_url(record.base_url) else None
+            clients[route] = ApiSettings(base_url=record.base_url, provider=record.provider, api_key=key).new_client()
         return pipeline.collect(clients[route], record.video_id, record.output).uri
 
     try:

@@ -11,6 +11,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import parsers
 
@@ -18,31 +19,38 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 SUBCOMMANDS = ("status", "collect", "pending", "providers", "up", "down", "ps")
 
 
+def _target(args: argparse.Namespace) -> tuple[Any, bool]:
+    """(target, prefect?): Prefect is set up before anything imports it (a block load does)."""
+    from . import backend
+
+    prefect = backend.use_prefect(args)
+    if prefect:
+        backend.prepare_prefect(args.verbose)
+    return backend.choose_target(args), prefect
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from . import backend, checks
     from .display import Reporter, choose_mode
 
-    target = backend.choose_target(args)
-    request, image = checks.check_generate(args, target)
-    profile = checks.profile_for(target)
-    prefect = backend.use_prefect(args)
+    target, prefect = _target(args)
+    target = target.with_max_wait(args.max_wait)
+    spec, request, image = checks.check_generate(args, target)
     if args.submit_only:
         from ..core.ledger import Ledger
 
         Ledger(args.ledger)  # a malformed ledger location is bad input, found now
-    if prefect:
-        backend.prepare_prefect(args.verbose)
     target = backend.start(target, quiet=args.quiet)
     reporter = Reporter(choose_mode(quiet=args.quiet))
     if args.submit_only:
         if prefect:
             from . import orchestrated
 
-            video_id = orchestrated.submit(args, target)
+            video_id = orchestrated.submit(args, target, spec)
         else:
             from . import local
 
-            video_id = local.submit(args, target, request, image, profile)
+            video_id = local.submit(args, target, spec, request, image)
         reporter.say(
             f"submitted {video_id}: `sora-video pending` delivers it to {args.output} once done "
             f"(or `sora-video collect {video_id} --output ...`; `sora-video status {video_id}` shows progress)"
@@ -53,11 +61,11 @@ def run_generate(args: argparse.Namespace) -> int:
         if prefect:
             from . import orchestrated
 
-            uri = orchestrated.generate(args, target, reporter)
+            uri = orchestrated.generate(args, target, spec, reporter)
         else:
             from . import local
 
-            uri = local.generate(args, target, request, image, reporter, profile)
+            uri = local.generate(args, target, spec, request, image, reporter)
     print(uri)
     return EXIT_OK
 
@@ -66,17 +74,16 @@ def run_status(args: argparse.Namespace) -> int:
     from . import backend, checks
 
     checks.check_video_id(args.video_id)
-    target = backend.choose_target(args)
-    profile = checks.profile_for(target)
-    if backend.use_prefect(args):
+    target, prefect = _target(args)
+    target = backend.start(target, quiet=args.quiet)
+    if prefect:
         from . import orchestrated
 
-        backend.prepare_prefect(args.verbose)
-        print(orchestrated.status(args, backend.start(target, quiet=args.quiet)))
+        print(orchestrated.status(args, target))
     else:
         from . import local
 
-        print(local.status(args, backend.start(target, quiet=args.quiet), profile))
+        print(local.status(args, target))
     return EXIT_OK
 
 
@@ -85,12 +92,8 @@ def run_collect(args: argparse.Namespace) -> int:
     from .display import Reporter, choose_mode
 
     checks.check_video_id(args.video_id)
-    checks.check_output(args.output)
-    target = backend.choose_target(args)
-    profile = checks.profile_for(target)
-    prefect = backend.use_prefect(args)
-    if prefect:
-        backend.prepare_prefect(args.verbose)
+    target, prefect = _target(args)
+    checks.check_output(args.output, args.destination_block)
     target = backend.start(target, quiet=args.quiet)
     with Reporter(choose_mode(quiet=args.quiet)) as reporter:
         if prefect:
@@ -100,15 +103,17 @@ def run_collect(args: argparse.Namespace) -> int:
         else:
             from . import local
 
-            uri = local.collect(args, target, reporter, profile)
+            uri = local.collect(args, target, reporter)
     print(uri)
     return EXIT_OK
 
 
 def run_pending(args: argparse.Namespace) -> int:
+    import os
+
     from ..core.ledger import Ledger
     from ..core.sweep import FAILED_OUTCOMES, summary
-    from . import backend
+    from . import backend, services
 
     book = Ledger(args.ledger)
     records = book.pending()
@@ -117,12 +122,14 @@ def run_pending(args: argparse.Namespace) -> int:
             print(f"nothing pending in {book.location}", file=sys.stderr)
         return EXIT_OK
     # Records made by flow runs may name Prefect blocks, which only Prefect can read.
-    needs_prefect = any(record.api_key_secret or record.s3_bucket_block for record in records)
+    needs_prefect = any(record.api_block or record.destination_block for record in records)
     if (needs_prefect and not args.local) or backend.use_prefect(args):
         from . import orchestrated
 
         backend.prepare_prefect(args.verbose)
-        rows = orchestrated.pending(book)
+        if any(services.is_emulator_url(record.base_url) for record in records):
+            os.environ.setdefault("OPENAI_API_KEY", services.EMULATOR_KEY)  # the emulator's key is no secret
+        rows = orchestrated.pending(book, None)
     else:
         from . import local
 

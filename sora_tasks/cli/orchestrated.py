@@ -8,101 +8,95 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
+from ..blocks import VideosApi
 from ..core import progress as feed
 from ..core.ledger import Ledger
-from . import services
+from ..core.spec import VideoSpec
 from .backend import Target
 from .display import Reporter
 
 
-def _connection(target: Target) -> dict[str, Any]:
-    return {"base_url": target.base_url, "api_key_secret": target.api_key_secret, "provider": target.provider}
+def api_parameter(target: Target) -> VideosApi | str:
+    """The saved block's name when the call uses it as saved; otherwise an unsaved block.
+
+    Prefect stores a block parameter with its key masked, and a run in this process gets
+    the object itself; a key from OPENAI_API_KEY is never put in it (the flow reads the env).
+    """
+    if target.api_block is not None and not target.overridden:
+        return target.api_block
+    return VideosApi(**target.settings.model_dump())
 
 
-def _use_key(target: Target) -> None:
-    # The flows read OPENAI_API_KEY themselves; the emulator's key is not a secret.
-    if target.emulator:
-        os.environ["OPENAI_API_KEY"] = target.api_key() or ""
-
-
-def _common(args: argparse.Namespace, target: Target) -> dict[str, Any]:
-    return {
-        "prompt": args.prompt,
-        "image": args.image,
-        "model": args.model,
-        "duration": args.duration,
-        "resolution": args.resolution,
-        "fit": args.fit,
-        "request_id": args.request_id,
-        "extra_fields": dict(args.extra) or None,
-        **_connection(target),
-    }
-
-
-def generate(args: argparse.Namespace, target: Target, reporter: Reporter) -> str:
+def generate(args: argparse.Namespace, target: Target, spec: VideoSpec, reporter: Reporter) -> str:
     from flows.generate import generate_video
 
-    _use_key(target)
     unsubscribe = feed.subscribe(reporter.update)
     try:
         result = generate_video(
+            spec,
             output=args.output,
-            max_wait=args.max_wait,
+            api=api_parameter(target),
+            destination=args.destination_block,
             thumbnail=args.thumbnail,
             ledger=args.ledger,
-            **_common(args, target),
         )
     finally:
         unsubscribe()
     reporter.delivered(
         uri=result.uri,
         size=result.bytes,
-        seconds=result.seconds,
-        resolution=result.size,
+        duration=result.duration,
+        resolution=result.resolution,
         model=result.model,
         video_id=result.video_id,
     )
     return str(result.uri)
 
 
-def submit(args: argparse.Namespace, target: Target) -> str:
+def submit(args: argparse.Namespace, target: Target, spec: VideoSpec) -> str:
     from flows.manual import submit_video
 
-    _use_key(target)
-    submitted = submit_video(output=args.output, ledger=Ledger(args.ledger).location, **_common(args, target))
+    submitted = submit_video(
+        spec,
+        output=args.output,
+        api=api_parameter(target),
+        destination=args.destination_block,
+        ledger=Ledger(args.ledger).location,
+    )
     return str(submitted.video_id)
 
 
 def status(args: argparse.Namespace, target: Target) -> str:
     from flows.manual import video_status
 
-    _use_key(target)
-    return json.dumps(video_status(args.video_id, **_connection(target)), indent=2)
+    return json.dumps(video_status(args.video_id, api=api_parameter(target)), indent=2)
 
 
 def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str:
     from flows.manual import collect_video
 
-    _use_key(target)
-    result = collect_video(args.video_id, output=args.output, **_connection(target))
-    Ledger(args.ledger).remove(args.video_id)  # delivered: `pending` must not deliver it again
+    result = collect_video(
+        args.video_id,
+        output=args.output,
+        api=api_parameter(target),
+        destination=args.destination_block,
+        ledger=Ledger(args.ledger).location,
+    )
     reporter.delivered(
         uri=result.uri,
         size=result.bytes,
-        seconds=result.seconds,
-        resolution=result.size,
+        duration=result.duration,
+        resolution=result.resolution,
         model=result.model,
         video_id=result.video_id,
     )
     return str(result.uri)
 
 
-def pending(book: Ledger) -> list[dict[str, Any]]:
+def pending(book: Ledger, target: Target | None) -> list[dict[str, Any]]:
     from flows.deferred import collect_pending
 
-    if any(services.is_emulator_url(record.base_url) for record in book.pending()):
-        os.environ.setdefault("OPENAI_API_KEY", services.EMULATOR_KEY)
-    return list(collect_pending(ledger=book.location, limit=10_000))
+    api = api_parameter(target) if target is not None else None
+    return list(collect_pending(ledger=book.location, limit=10_000, api=api))

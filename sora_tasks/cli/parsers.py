@@ -24,7 +24,9 @@ def _connection(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument("--base-url", help="Videos API base URL (default: $OPENAI_BASE_URL or api.openai.com)")
     group.add_argument(
-        "--api-key-secret", help="name of a Prefect Secret block holding the API key (default: $OPENAI_API_KEY)"
+        "--api-block",
+        help="name of a saved VideosApi block (URL, key, provider, polling) to use instead of flags and env "
+        "(default: $SORA_API_BLOCK); runs as a Prefect flow run",
     )
     group.add_argument(
         "--emulator",
@@ -44,6 +46,14 @@ def _connection(parser: argparse.ArgumentParser) -> None:
         "the active Prefect profile, or `sora-video up --prefect`)",
     )
     engine.add_argument("--local", action="store_true", help="run without Prefect even when an API is configured")
+
+
+def _destination(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--destination-block",
+        help="name of a saved prefect-aws S3Bucket block: --output is then a key inside its bucket and folder, "
+        "written with its credentials (runs as a Prefect flow run)",
+    )
 
 
 def _display(parser: argparse.ArgumentParser) -> None:
@@ -84,10 +94,13 @@ def generate_parser() -> argparse.ArgumentParser:
         help="local path or s3://bucket/key; may use {video_id}, {date}, {model} (default: %(default)s)",
     )
     parser.add_argument("--fit", default="cover", choices=("cover", "contain", "stretch"), help="how --image is fitted")
+    _destination(parser)
     parser.add_argument(
         "--async", dest="submit_only", action="store_true", help="submit and print the video id without waiting"
     )
-    parser.add_argument("--max-wait", type=float, default=1200.0, help="seconds to wait for the video (default: 1200)")
+    parser.add_argument(
+        "--max-wait", type=float, help="seconds to wait for the video (default: the block's, else 1200)"
+    )
     parser.add_argument(
         "--extra",
         type=parse_extra,
@@ -123,6 +136,7 @@ def collect_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("video_id")
     parser.add_argument("--output", default="videos/{video_id}.mp4", help="local path or s3://bucket/key")
+    _destination(parser)
     parser.add_argument("--ledger", help="the --async ledger to clear it from (default: $SORA_LEDGER)")
     _connection(parser)
     _display(parser)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .records import RecordStore, sora_home
 from .storage import S3Client
@@ -26,14 +26,14 @@ def default_location() -> str:
 @dataclass(frozen=True)
 class PendingVideo:
     video_id: str
-    output: str
+    output: str  # a path or s3:// URI template
     model: str = ""
-    seconds: str = ""
-    size: str = ""
-    base_url: str | None = None
-    api_key_secret: str | None = None  # a block *name*, never a key
+    duration: str = ""
+    resolution: str = ""
+    base_url: str | None = None  # None: $OPENAI_BASE_URL on the sweeping machine
     provider: str | None = None  # a profile name (sora_tasks.core.providers)
-    s3_bucket_block: str | None = None  # output is then a key in that block's bucket
+    api_block: str | None = None  # a saved VideosApi block's *name*, never a key
+    destination_block: str | None = None  # a saved S3Bucket block lending its credentials
     reason: str = "submitted"
     submitted_at: float = field(default_factory=time.time)
 
@@ -59,6 +59,9 @@ class Ledger:
         return self._store.is_local
 
     def add(self, record: PendingVideo) -> None:
+        """Record a job; a relative output path is made absolute, as a sweep may run elsewhere."""
+        if "://" not in record.output:
+            record = replace(record, output=os.path.abspath(os.path.expanduser(record.output)))
         self._store.put(record.video_id, record.to_json())
 
     def remove(self, video_id: str) -> bool:

@@ -153,8 +153,8 @@ class Delivered:
     bytes: int
     sha256: str
     model: str
-    seconds: str
-    size: str
+    duration: str
+    resolution: str
     expires_at: int | None = None
     reused: bool = False
     thumbnail_uri: str | None = None

@@ -34,8 +34,8 @@ class Receipt:
     video_id: str
     base_url: str
     model: str
-    seconds: str
-    size: str
+    duration: str
+    resolution: str
     created_at: float = field(default_factory=time.time)
 
     def to_json(self) -> str:

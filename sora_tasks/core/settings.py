@@ -1,0 +1,78 @@
+"""How to reach a Videos API server: one settings object for the flows, the CLI and the adapter.
+
+The Prefect ``VideosApi`` block, the CLI's flags and the seed's ``SoraVideoAdapter``
+arguments all become this. The key is a ``SecretStr``: its repr, ``str`` and JSON form are
+``**********``, so logging or serialising the settings never shows it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from .client import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, VideosClient, resolve_base_url
+from .providers import ProviderProfile, resolve_profile
+
+
+class ApiSettings(BaseModel):
+    """Where and how to call the Videos API. ``None`` values fall back to the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str | None = None  # None: $OPENAI_BASE_URL, else OpenAI's host
+    api_key: SecretStr | None = None  # None: $OPENAI_API_KEY where the client is built
+    # A profile name from sora_tasks.core.providers, "auto" to ask the server, or
+    # None: "openai" for OpenAI's host, "generic" for any other /v1/videos server.
+    provider: str | None = None
+    model: str = "sora-2"  # used when a request names no model
+    request_timeout: float = 60.0
+    max_retries: int = 3  # the SDK's, for reads only: a create is never re-sent
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    max_wait: float = DEFAULT_MAX_WAIT
+    # A Prefect global concurrency limit with slot decay shared by every worker calling
+    # the same account (e.g. "sora-api"); None: creates are not rate-limited.
+    rate_limit_name: str | None = None
+
+    @property
+    def resolved_base_url(self) -> str:
+        return resolve_base_url(self.base_url)
+
+    @property
+    def profile(self) -> ProviderProfile:
+        return resolve_profile(self.provider, self.resolved_base_url)
+
+    def new_client(self) -> VideosClient:
+        """A client of its own, for a caller that closes it."""
+        key = self.api_key.get_secret_value() if self.api_key else None
+        return VideosClient(
+            api_key=key,
+            base_url=self.resolved_base_url,
+            max_retries=self.max_retries,
+            timeout=self.request_timeout,
+            provider=self.profile,
+        )
+
+    def client(self) -> VideosClient:
+        """This thread's client for these settings, kept for every later call.
+
+        Keeping it keeps HTTP connections alive across tasks. One per thread, not one
+        per process: the SDK's connection pool takes a lock for every request and
+        checks every pooled socket under it, and twenty batch threads sharing one
+        pool spent more time queueing for that lock than talking to the server.
+        """
+        key = (
+            self.api_key.get_secret_value() if self.api_key else None,
+            self.resolved_base_url,
+            self.max_retries,
+            self.request_timeout,
+            self.provider,
+        )
+        clients: dict[tuple[Any, ...], VideosClient] = _per_thread.__dict__.setdefault("clients", {})
+        if key not in clients:
+            clients[key] = self.new_client()
+        return clients[key]
+
+
+_per_thread = threading.local()
