@@ -275,6 +275,8 @@ def test_console_script_documents_the_flags() -> None:
         "--moderate",
         "--slow",
         "--request-log",
+        "--idle-exit",
+        "--url-file",
     ):
         assert flag in out
 

@@ -278,6 +278,8 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
             await app(scope, receive, send)
             return
         started = time.time()
+        state.last_request_at = time.monotonic()
+        state.requests_in_flight += 1
         method, path = scope["method"], scope["path"]
         endpoint = endpoint_of(method, path)
         outcome = {"status": 0, "bytes": 0, "recorded": False}
@@ -329,6 +331,8 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
             else:
                 await app(scope, receive, counting_send)
         finally:
+            state.requests_in_flight -= 1
+            state.last_request_at = time.monotonic()
             record()
 
     return gateway

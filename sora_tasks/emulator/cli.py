@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import threading
+import time
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -34,6 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--pad-bytes", type=int, default=0, help="grow each MP4 by a valid `free` box of this many bytes"
     )
     parser.add_argument("--request-log", type=Path, help="append one JSON line per request to this file")
+    parser.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="exit after this many seconds without a request (default: 0, never)",
+    )
+    parser.add_argument(
+        "--url-file",
+        type=Path,
+        metavar="PATH",
+        help="once listening, write the base URL (with the real port, for --port 0) to PATH",
+    )
     parser.add_argument(
         "--reuse-renders",
         action="store_true",
@@ -84,12 +102,54 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     state = EmulatorState(config=config, faults=faults)
-    print(f"Sora emulator on http://{args.host}:{args.port}/v1 (set OPENAI_BASE_URL to this)", flush=True)
     server = uvicorn.Server(uvicorn.Config(wrap_with_gateway(build_app(state), state), log_level="info"))
+    _stop_cleanly_on_signals(server)
     try:
-        server.run(sockets=[bind_socket(args.host, args.port)])
+        sock = bind_socket(args.host, args.port)
+        # Listen now, not when uvicorn starts: a client that read the URL file is queued, not refused.
+        sock.listen()
+        base_url = f"http://{args.host}:{sock.getsockname()[1]}/v1"
+        print(f"Sora emulator on {base_url} (set OPENAI_BASE_URL to this)", flush=True)
+        if args.url_file is not None:
+            _write_atomically(args.url_file, base_url)
+        if args.idle_exit > 0:
+            threading.Thread(
+                target=_exit_when_idle, args=(server, state, args.idle_exit), name="sora-emulator-idle", daemon=True
+            ).start()
+        server.run(sockets=[sock])
     finally:
         state.close()
+
+
+def _stop_cleanly_on_signals(server: uvicorn.Server) -> None:
+    """SIGINT and SIGTERM end the process through `finally`, so `state.close()` stops the render workers.
+
+    uvicorn handles both while it serves, and once it has stopped it raises the signal
+    again; with the default handler that killed the process before `state.close()`.
+    """
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if not server.should_exit:  # uvicorn is not serving yet: stop here
+            raise SystemExit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A parent polling for the file must never read it half-written.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _exit_when_idle(server: uvicorn.Server, state: EmulatorState, seconds: float) -> None:
+    while not server.should_exit:
+        idle = time.monotonic() - state.last_request_at
+        if idle >= seconds and state.requests_in_flight == 0:
+            server.should_exit = True
+            return
+        time.sleep(min(0.5, max(0.05, seconds - idle)))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .faults import FaultPlan
 from .render import RenderedAssets, render_job
+from .workers import stop_processes, watch_parent
 
 # Share of the render time a job spends "queued" before it starts "in_progress".
 QUEUED_SHARE = 0.1
@@ -85,17 +86,35 @@ class EmulatorState:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sora-emulator-")))
     _pool: Executor | None = None
+    _spawner: ThreadPoolExecutor | None = None
     _shared: dict[str, Future[RenderedAssets]] = field(default_factory=dict)
+    # For --idle-exit: monotonic time of the last request seen, and requests still running.
+    last_request_at: float = field(default_factory=time.monotonic)
+    requests_in_flight: int = 0
 
     @property
     def pool(self) -> Executor:
         # Separate processes: encoding never competes with the API's event loop for
         # the GIL. "spawn", because forking a process that runs threads is unsafe.
+        # watch_parent makes each worker exit with this process, SIGKILL included.
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.config.render_workers, mp_context=multiprocessing.get_context("spawn")
+                self.config.render_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=watch_parent,
+                initargs=(os.getpid(),),
             )
         return self._pool
+
+    def _submit(self, *args: Any, **kwargs: Any) -> Future[RenderedAssets]:
+        # ProcessPoolExecutor starts workers in the thread that calls submit(), and Linux
+        # sends PDEATHSIG when that thread ends: submit from one thread that lives as long
+        # as the pool, never from a short-lived one (an anyio worker thread, say).
+        with self._lock:
+            if self._spawner is None:
+                self._spawner = ThreadPoolExecutor(1, thread_name_prefix="sora-emulator-spawner")
+            spawner = self._spawner
+        return spawner.submit(lambda: self.pool.submit(render_job, *args, **kwargs)).result()
 
     @property
     def jobs_created(self) -> int:
@@ -140,8 +159,7 @@ class EmulatorState:
                 existing = self._shared.get(shared_key)
             if existing is not None:
                 return existing
-        render = self.pool.submit(
-            render_job,
+        render = self._submit(
             self._workdir / (shared_key if self.config.reuse_renders else video_id),
             prompt="shared render" if self.config.reuse_renders else prompt,
             size=size,
@@ -246,6 +264,12 @@ class EmulatorState:
         self.faults.clear()
 
     def close(self) -> None:
+        """Stop the render workers, busy ones included, and delete the rendered files."""
+        if self._spawner is not None:
+            self._spawner.shutdown(wait=True)  # no submit (so no new worker) is under way now
         if self._pool is not None:
+            # shutdown() lets a worker finish the encode it is in, and forgets its processes.
+            processes = list((getattr(self._pool, "_processes", None) or {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
+            stop_processes(processes)
         shutil.rmtree(self._workdir, ignore_errors=True)
