@@ -107,15 +107,15 @@ def test_async_prints_an_id_and_status_and_collect_work_against_a_server(tmp_pat
     assert early.returncode == 1 and "collect it later" in early.stderr and not (tmp_path / "x.mp4").exists()
     emulator.state.config.render_seconds = 0.0  # the clock now says done
     emulator.state.get(video_id).render.result()
-    collected = sora_video("collect", video_id, "--output", str(tmp_path / "{video_id}.mp4"), env=env)
-    assert collected.returncode == 0, collected.stderr
-    assert probe_mp4(tmp_path / f"{video_id}.mp4").frames == 8 * 24
-
     # The seed's `--async --output fabric.mp4`: the recorded job is delivered there by a sweep.
     swept = sora_video("pending", env=env)
     assert swept.returncode == 0 and f"{video_id}\tdelivered" in swept.stdout, swept.stderr
     assert probe_mp4(tmp_path / "fabric.mp4").frames == 8 * 24
     assert list((tmp_path / "ledger").glob("*.json")) == []
+    # An explicit collect still delivers a finished video anywhere, as often as asked.
+    collected = sora_video("collect", video_id, "--output", str(tmp_path / "{video_id}.mp4"), env=env)
+    assert collected.returncode == 0, collected.stderr
+    assert probe_mp4(tmp_path / f"{video_id}.mp4").frames == 8 * 24
 
 
 def test_providers_are_listed() -> None:

@@ -41,6 +41,7 @@ class Reporter:
         self._bar: Any = None
         self._task: Any = None
         self._last: tuple[str, int] = ("", -LINE_STEP)
+        self._after: list[str] = []  # lines that wait until the bar is gone
 
     def __enter__(self) -> Reporter:
         if self.mode == "bar":
@@ -65,6 +66,9 @@ class Reporter:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+        for line in self._after:
+            self.say(line)
+        self._after.clear()
 
     def say(self, message: str) -> None:
         """A line for the person, above the bar if one is showing."""
@@ -104,7 +108,11 @@ class Reporter:
     def delivered(
         self, *, uri: str, size: int, duration: str | int, resolution: str, model: str, video_id: str
     ) -> None:
-        self.say(
+        line = (
             f"delivered {uri}: {human_bytes(size)}, {duration} s {resolution} {model}, video {video_id}, "
             f"in {time.monotonic() - self.started:.1f} s"
         )
+        if self._bar is not None:
+            self._after.append(line)
+        else:
+            self.say(line)
