@@ -2,6 +2,7 @@
 
     make bench   # everything; writes the table into docs/benchmarks.md, the plot and the profile
     python bench/run.py --sizes 200 --parts batch --repeats 1   # a one-minute look
+    python bench/run.py --parts cli --repeats 5   # `sora-video` against a plain SDK script, two minutes
 
 Every measurement runs in its own process (bench/worker.py) against a `sora-emulator`
 process and a moto S3 server process, with a Prefect server started here; figures
@@ -15,6 +16,8 @@ import io
 import json
 import math
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +35,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 BUCKET = "bench"
-PARTS = ("batch", "memory", "overhead", "preprocess")
+PARTS = ("batch", "memory", "overhead", "preprocess", "cli")
 
 
 def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
@@ -191,6 +194,192 @@ def batch_rows(batches: list[BatchFigures], c: int, render: float) -> list[tuple
     return rows
 
 
+# -- the command line ---------------------------------------------------------------
+
+CLI_PROMPT = "A paper boat drifting down a rainy street at dusk"
+CLI_OVERHEAD_TARGET, CLI_FIRST_TARGET, CLI_INVALID_TARGET = 3.0, 15.0, 1.5
+INVALID_CALLS = {
+    "invalid --resolution 1920x1080": ["--resolution", "1920x1080"],
+    "missing --image": ["--image", "missing.jpg"],
+}
+
+
+@dataclass
+class Call:
+    wall: float
+    cpu: float  # user + system time of the process (and of any child it waited for)
+    code: int
+    stderr: str
+
+
+def timed_call(command: list[str], env: dict[str, str], cwd: Path) -> Call:
+    """One whole process, interpreter start to exit, on the wall clock."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Call(wall, cpu, done.returncode, done.stderr)
+
+
+def cli_env(work: Path, name: str, prefect_api: str | None) -> dict[str, str]:
+    """A fresh environment for `sora-video`: empty SORA_HOME and PREFECT_HOME, a key, this checkout's code.
+
+    Without ``prefect_api`` nothing points at a Prefect API (no PREFECT_API_URL, no
+    profile in the fresh PREFECT_HOME), so the CLI runs the plain core.
+    """
+    home = work / f"cli-{name}"
+    shutil.rmtree(home, ignore_errors=True)  # --keep may hold an earlier run's
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    dropped = ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH", "SORA_LEDGER", "OPENAI_BASE_URL")
+    env = {key: value for key, value in os.environ.items() if key not in dropped}
+    path = os.pathsep.join(part for part in (str(ROOT), env.get("PYTHONPATH")) if part)
+    env.update(
+        SORA_HOME=str(home / "sora"), PREFECT_HOME=str(home / "prefect"), OPENAI_API_KEY="sk-bench", PYTHONPATH=path
+    )
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
+    return env
+
+
+@dataclass
+class CliFigures:
+    sdk_first: Call | None = None
+    sdk: list[Call] = field(default_factory=list)
+    first: dict[str, Call] = field(default_factory=dict)
+    later: dict[str, list[Call]] = field(default_factory=dict)
+    invalid: dict[str, list[Call]] = field(default_factory=dict)
+    invalid_requests: dict[str, int] = field(default_factory=dict)
+
+
+def walls(calls: list[Call]) -> str:
+    return ", ".join(f"{call.wall:.2f}" for call in calls)
+
+
+def bench_cli(render: float, repeats: int, prefect_api: str, work: Path) -> CliFigures:
+    """`sora-video` against the bare SDK, each a whole process, on one emulator rendering in ``render`` s."""
+    figures = CliFigures()
+    log = work / "requests-cli.jsonl"
+    log.unlink(missing_ok=True)
+    plain, tracked = cli_env(work, "plain", None), cli_env(work, "prefect", prefect_api)
+    with servers.emulator(render, log) as base_url:
+
+        def sdk(i: int) -> Call:
+            output = work / f"cli-sdk-{i}.mp4"
+            output.unlink(missing_ok=True)
+            command = [sys.executable, str(ROOT / "bench" / "sdk_video.py"), base_url, CLI_PROMPT, str(output)]
+            return checked(timed_call(command, plain, work), output, "SDK script")
+
+        def cli(kind: str, env: dict[str, str], i: int) -> Call:
+            output = work / f"cli-{kind}-{i}.mp4"
+            output.unlink(missing_ok=True)
+            command = [str(servers.BIN / "sora-video"), "--prompt", CLI_PROMPT, "--output", str(output)]
+            command += ["--base-url", base_url, "--request-id", f"bench-{kind}-{i}-{time.time_ns()}"]
+            creates = servers.count_requests(log)["create"]
+            call = checked(timed_call(command, env, Path(env["SORA_HOME"]).parent / "run"), output, kind)
+            if servers.count_requests(log)["create"] != creates + 1:
+                raise RuntimeError(f"sora-video ({kind}) call {i} did not make exactly one create")
+            return call
+
+        print(f"  load average before: {os.getloadavg()[0]:.2f}", flush=True)
+        # The SDK's first process pays for a cold page cache; it is not the baseline.
+        figures.sdk_first = sdk(0)
+        print(f"  plain SDK script, first call: {figures.sdk_first.wall:.2f} s", flush=True)
+        figures.first["plain"] = cli("plain", plain, 1)
+        print(f"  sora-video, first call in a fresh environment: {figures.first['plain'].wall:.2f} s", flush=True)
+        figures.later["plain"] = []
+        for i in range(2, repeats + 2):  # interleaved, so a change in machine load hits both sides
+            figures.sdk.append(sdk(i))
+            figures.later["plain"].append(cli("plain", plain, i))
+            sdk_wall, cli_wall = figures.sdk[-1].wall, figures.later["plain"][-1].wall
+            print(f"  call {i}: SDK {sdk_wall:.2f} s, sora-video {cli_wall:.2f} s", flush=True)
+        figures.first["prefect"] = cli("prefect", tracked, 1)
+        figures.later["prefect"] = [cli("prefect", tracked, i) for i in range(2, repeats + 2)]
+        first = figures.first["prefect"].wall
+        print(
+            f"  sora-video with a Prefect API: first {first:.2f} s, then {walls(figures.later['prefect'])} s",
+            flush=True,
+        )
+        run_dir = Path(plain["SORA_HOME"]).parent / "run"  # holds no missing.jpg
+        for label, flags in INVALID_CALLS.items():
+            before = sum(servers.count_requests(log).values())
+            command = [str(servers.BIN / "sora-video"), "--prompt", "x", *flags, "--base-url", base_url]
+            figures.invalid[label] = [timed_call(command, plain, run_dir) for _ in range(repeats)]
+            figures.invalid_requests[label] = sum(servers.count_requests(log).values()) - before
+            print(f"  {label}: {walls(figures.invalid[label])} s", flush=True)
+        print(f"  load average after: {os.getloadavg()[0]:.2f}", flush=True)
+    return figures
+
+
+def checked(call: Call, output: Path, what: str) -> Call:
+    if call.code != 0 or not output.exists() or output.stat().st_size == 0:
+        raise RuntimeError(f"{what} failed (exit {call.code}):\n{call.stderr[-3000:]}")
+    return call
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value <= target else "NOT met"
+
+
+def cli_rows(figures: CliFigures, render: float) -> list[tuple[str, str, str]]:
+    def wall(calls: list[Call]) -> float:
+        return statistics.median(call.wall for call in calls)
+
+    def cpu(calls: list[Call]) -> str:
+        return f"CPU {statistics.median(call.cpu for call in calls):.2f} s"
+
+    assert figures.sdk_first is not None
+    sdk, later = wall(figures.sdk), f"calls 2-{len(figures.sdk) + 1}"
+    plain, tracked = figures.later["plain"], figures.later["prefect"]
+    first_over = figures.first["plain"].wall - render
+    rows = [
+        (
+            f"one video at T={render:g} s, whole process: plain SDK script",
+            spread([call.wall for call in figures.sdk]),
+            f"create_and_poll + download_content; {cpu(figures.sdk)}; its first call {figures.sdk_first.wall:.2f} s",
+        ),
+        (
+            f"  sora-video, no Prefect API, {later}",
+            spread([call.wall for call in plain]),
+            f"SDK + {wall(plain) - sdk:.2f} s; {cpu(plain)}; "
+            f"target <= {CLI_OVERHEAD_TARGET:g} s: {verdict(wall(plain) - sdk, CLI_OVERHEAD_TARGET)}",
+        ),
+        (
+            "  sora-video, no Prefect API, first call (fresh SORA_HOME, PREFECT_HOME)",
+            f"{figures.first['plain'].wall:.2f} s",
+            f"T + {first_over:.2f} s; target <= T + {CLI_FIRST_TARGET:g} s: {verdict(first_over, CLI_FIRST_TARGET)}",
+        ),
+        (
+            f"  sora-video with a Prefect API (a flow run), {later}",
+            spread([call.wall for call in tracked]),
+            f"SDK + {wall(tracked) - sdk:.2f} s; {cpu(tracked)}; first call {figures.first['prefect'].wall:.2f} s; "
+            "no target",
+        ),
+    ]
+    for number, (label, calls) in enumerate(figures.invalid.items()):
+        wrong = [
+            problem
+            for problem, count in (
+                ("exit status not 2", sum(call.code != 2 for call in calls)),
+                ("Traceback on stderr", sum("Traceback" in call.stderr for call in calls)),
+                ("requests reached the emulator", figures.invalid_requests[label]),
+            )
+            if count
+        ]
+        checks = "exit 2, no traceback, no request" if not wrong else "FAILED: " + ", ".join(wrong)
+        prefix = "sora-video, whole process: " if number == 0 else "  "
+        met = verdict(wall(calls), CLI_INVALID_TARGET)
+        rows.append(
+            (
+                f"{prefix}{label}",
+                spread([call.wall for call in calls]),
+                f"{checks}; {cpu(calls)}; target <= {CLI_INVALID_TARGET:g} s: {met}",
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10,50,200,500", help="batch sizes N, comma-separated")
@@ -254,6 +443,10 @@ def main() -> None:
                     f"flow CPU {overhead['profile_cpu']:.2f} s/video; profile in {profile.name}",
                 )
             )
+        if "cli" in parts:
+            repeats = max(5, args.repeats)
+            print(f"sora-video against the plain SDK, T={args.render:g} s, {repeats} calls each", flush=True)
+            rows += cli_rows(bench_cli(args.render, repeats, str(PREFECT_API_URL.value()), work), args.render)
     if "preprocess" in parts:
         pre = bench_preprocess(max(5, args.repeats))
         rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))

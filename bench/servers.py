@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -54,15 +55,27 @@ def emulator(render_seconds: float, request_log: Path, pad_bytes: int = 0) -> It
         "--pad-bytes", str(pad_bytes),
         "--request-log", str(request_log),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group: its render workers outlive a SIGTERM to it alone.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_until_up(process, f"http://127.0.0.1:{port}/v1/models", "sora-emulator")
         _encode_shared_clip(f"http://127.0.0.1:{port}/v1")
         request_log.unlink(missing_ok=True)  # the log counts the measured requests only
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process and its children (one process group), then SIGKILL what is left of it."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
         process.wait(timeout=30)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def _encode_shared_clip(base_url: str) -> None:
