@@ -16,7 +16,8 @@ from prefect.blocks.core import Block
 from prefect_aws import S3Bucket
 from pydantic import Field, SecretStr
 
-from .core.client import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, VideosClient
+from .core.client import VideosClient
+from .core.endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL
 from .core.errors import ConfigurationError, InvalidRequestError
 from .core.settings import ApiSettings
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING
 
 from ..core.errors import ConfigurationError, InvalidRequestError
-from ..core.images import PreparedImage, prepare_image
 from ..core.request import VideoRequest
+
+if TYPE_CHECKING:
+    from ..core.images import PreparedImage
 from ..core.spec import VideoSpec, build_request
 from ..core.storage import check_bucket, resolve_destination, validate_output
 from .backend import Target
@@ -71,5 +74,9 @@ def check_generate(args: argparse.Namespace, target: Target) -> tuple[VideoSpec,
     if args.max_wait is not None and args.max_wait <= 0:
         raise InvalidRequestError(f"--max-wait must be a positive number of seconds, got {args.max_wait}")
     check_output(args.output, args.destination_block)
-    image = prepare_image(args.image, request.size, fit=args.fit) if args.image else None
+    image = None
+    if args.image:
+        from ..core.images import prepare_image  # Pillow, only when there is an image
+
+        image = prepare_image(args.image, request.size, fit=args.fit)
     return spec, request, image

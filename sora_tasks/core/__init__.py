@@ -1,6 +1,14 @@
-"""The engine-agnostic core: no Prefect import, usable from any orchestrator or script."""
+"""The engine-agnostic core: no Prefect import, usable from any orchestrator or script.
 
-from .client import DownloadedFile, VideosClient, job_error
+Names are imported on first use (PEP 562), so checking input does not pay for the
+OpenAI SDK or Pillow until a client or an image is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigurationError,
     DownloadError,
@@ -15,14 +23,39 @@ from .errors import (
     VideoNotReadyError,
     VideoTimeoutError,
 )
-from .images import FITS, PreparedImage, prepare_image
-from .request import MODEL_SIZES, SECONDS, VideoRequest
-from .storage import Destination, StoredVideo, resolve_destination, store_file
+
+if TYPE_CHECKING:
+    from .client import DownloadedFile, VideosClient, job_error
+    from .images import FITS, PreparedImage, prepare_image
+    from .request import MODEL_SIZES, SECONDS, VideoRequest
+    from .settings import ApiSettings
+    from .spec import VideoSpec, build_request
+    from .storage import Destination, StoredVideo, resolve_destination, store_file
+
+_LAZY = {
+    "DownloadedFile": "client",
+    "VideosClient": "client",
+    "job_error": "client",
+    "FITS": "request",
+    "PreparedImage": "images",
+    "prepare_image": "images",
+    "MODEL_SIZES": "request",
+    "SECONDS": "request",
+    "VideoRequest": "request",
+    "ApiSettings": "settings",
+    "VideoSpec": "spec",
+    "build_request": "spec",
+    "Destination": "storage",
+    "StoredVideo": "storage",
+    "resolve_destination": "storage",
+    "store_file": "storage",
+}
 
 __all__ = [
     "FITS",
     "MODEL_SIZES",
     "SECONDS",
+    "ApiSettings",
     "ConfigurationError",
     "Destination",
     "DownloadError",
@@ -39,10 +72,18 @@ __all__ = [
     "VideoJobError",
     "VideoNotReadyError",
     "VideoRequest",
+    "VideoSpec",
     "VideoTimeoutError",
     "VideosClient",
+    "build_request",
     "job_error",
     "prepare_image",
     "resolve_destination",
     "store_file",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

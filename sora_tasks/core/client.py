@@ -30,6 +30,7 @@ import openai
 from openai import DefaultHttpxClient, OpenAI
 from openai.types import Video
 
+from .endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, resolve_base_url
 from .errors import (
     ConfigurationError,
     DownloadError,
@@ -48,9 +49,6 @@ from .request import VideoRequest
 
 logger = logging.getLogger("sora_tasks")
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MAX_WAIT = 20 * 60.0  # sora-2-pro at 12 s can take well over ten minutes
-DEFAULT_POLL_INTERVAL = 5.0
 DOWNLOAD_CHUNK = 1024 * 1024
 # How far back a job may have been created and still count as "the one we just sent".
 RECONCILE_WINDOW = 120.0
@@ -89,14 +87,6 @@ def _note_hosted_deprecation(base_url: str) -> None:
             "OpenAI scheduled the hosted Sora API to shut down on 2026-09-24; set base_url to a "
             "compatible /v1/videos server (LiteLLM, vLLM-Omni, SGLang) if api.openai.com refuses."
         )
-
-
-def resolve_base_url(base_url: str | None) -> str:
-    url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).strip().rstrip("/")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL such as https://host/v1, got {url!r}")
-    return url
 
 
 def resolve_api_key(api_key: str | None) -> str:

@@ -17,12 +17,13 @@ from typing import IO, Literal
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidRequestError
+from .request import FITS, Fit
 
-Fit = Literal["cover", "contain", "stretch"]
+__all__ = ["FITS", "Fit", "PreparedImage", "prepare_image"]
+
 OutputFormat = Literal["PNG", "JPEG", "WEBP"]
 ImageSource = str | Path | bytes | bytearray | IO[bytes] | Image.Image
 
-FITS: tuple[Fit, ...] = ("cover", "contain", "stretch")
 FORMATS: dict[str, tuple[str, str]] = {
     "PNG": ("image/png", "png"),
     "JPEG": ("image/jpeg", "jpg"),

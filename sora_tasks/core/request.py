@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .errors import InvalidRequestError
 
@@ -23,6 +23,9 @@ MODEL_SIZES: dict[str, tuple[str, ...]] = {
     "sora-2-pro-2025-10-06": PRO_SIZES,
 }
 SECONDS = ("4", "8", "12")
+# How a reference image is fitted to the size: cover crops, contain pads, stretch distorts.
+Fit = Literal["cover", "contain", "stretch"]
+FITS: tuple[Fit, ...] = ("cover", "contain", "stretch")
 PROMPT_LIMIT = 32_000
 _SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 

@@ -8,12 +8,15 @@ arguments all become this. The key is a ``SecretStr``: its repr, ``str`` and JSO
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from .client import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, VideosClient, resolve_base_url
+from .endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, resolve_base_url
 from .providers import ProviderProfile, resolve_profile
+
+if TYPE_CHECKING:
+    from .client import VideosClient
 
 
 class ApiSettings(BaseModel):
@@ -45,6 +48,8 @@ class ApiSettings(BaseModel):
 
     def new_client(self) -> VideosClient:
         """A client of its own, for a caller that closes it."""
+        from .client import VideosClient  # the SDK is imported only once a client is needed
+
         key = self.api_key.get_secret_value() if self.api_key else None
         return VideosClient(
             api_key=key,

@@ -11,8 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .images import Fit
-from .request import VideoRequest
+from .request import Fit, VideoRequest
 from .settings import ApiSettings
 
 
