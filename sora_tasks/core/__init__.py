@@ -2,6 +2,7 @@
 
 from .client import DownloadedFile, VideosClient, job_error
 from .errors import (
+    BatchFailedError,
     ConfigurationError,
     DownloadError,
     InvalidRequestError,
@@ -23,6 +24,7 @@ __all__ = [
     "FITS",
     "MODEL_SIZES",
     "SECONDS",
+    "BatchFailedError",
     "ConfigurationError",
     "Destination",
     "DownloadError",
