@@ -2,8 +2,9 @@
 
 Rows fan out on a thread pool capped at ``max_in_flight`` jobs; creates pass a
 Prefect global rate limit (``rate_limit_name``) so many workers share one API
-quota. A bad or failed row is reported, never allowed to sink the others. The
-cost is estimated and shown before anything is paid for.
+quota. A bad or failed row is reported, never allowed to sink the others; the
+run then ends with :class:`BatchFailedError` naming them. The cost is estimated
+and shown before anything is paid for.
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed, wait
-from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.transactions import CommitMode, transaction
 
 from sora_tasks.connection import ApiSettings
 from sora_tasks.core.client import DEFAULT_MAX_WAIT
-from sora_tasks.core.errors import InvalidRequestError
+from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.pricing import estimate_cost, price_per_second
 from sora_tasks.core.slots import RenderingSlots, claim_rendering_slot
@@ -113,11 +112,12 @@ def generate_videos(
     max_wait: float = DEFAULT_MAX_WAIT,
     poll_interval: float = 5.0,
     provider: str | None = None,
-) -> State[list[dict[str, Any]]]:
+) -> list[dict[str, Any]]:
     """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
 
-    The run ends Completed when every row was delivered and Failed (with the same
-    per-row table as its result) when any row was invalid or failed.
+    Returns the per-row outcome table when every row was delivered. Otherwise raises
+    :class:`BatchFailedError` (the run ends Failed) with the same table as ``rows``,
+    after the table artifact is written and every bad row is logged.
     """
     if max_in_flight < 1:
         raise InvalidRequestError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -179,12 +179,17 @@ def generate_videos(
             )
     outcomes.sort(key=lambda outcome: outcome["row"])
     create_table_artifact(table=outcomes, description=f"generate-videos: {manifest}")
+    for outcome in outcomes:
+        if outcome["status"] != "delivered":
+            video = f" (video {outcome['video_id']})" if outcome.get("video_id") else ""
+            logger.warning("row %d %s%s: %s", outcome["row"], outcome["status"], video, outcome["error"])
     delivered = sum(1 for outcome in outcomes if outcome["status"] == "delivered")
-    message = f"{delivered} of {len(outcomes)} rows delivered"
-    logger.info(message)
-    if delivered == len(outcomes):
-        return Completed(message=message, data=outcomes)
-    return Failed(message=message, data=outcomes)
+    logger.info("%d of %d rows delivered", delivered, len(outcomes))
+    if delivered < len(outcomes):
+        # An exception, not a Failed state carrying the table: a Python caller gets something it can
+        # catch (a list cannot be raised) and the run's state message names the bad rows.
+        raise BatchFailedError(outcomes)
+    return outcomes
 
 
 def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:

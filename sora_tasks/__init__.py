@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.errors import (
+    BatchFailedError,
     ConfigurationError,
     DownloadError,
     InvalidRequestError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .adapter import SoraVideoAdapter, VideoJob
 
 __all__ = [
+    "BatchFailedError",
     "ConfigurationError",
     "DownloadError",
     "InvalidRequestError",

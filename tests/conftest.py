@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +73,36 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
     emulator_server.state.config.api_key = None
     emulator_server.faults.retry_after_seconds = 0.2
     return emulator_server
+
+
+@pytest.fixture(scope="module")
+def prefect_server_env() -> Iterator[dict[str, str]]:
+    """A real `prefect server start` on 127.0.0.1; yields the variables that point a client at it.
+
+    Module-scoped: each module registers deployments of the same names its own way
+    (`prefect deploy`, `python -m deployments.serve`), so modules must not share one.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = {
+        "PREFECT_HOME": tempfile.mkdtemp(prefix="prefect-server-"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **settings},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until_answering(f"{settings['PREFECT_API_URL']}/health", what="Prefect server", timeout=90, process=server)
+        yield settings
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 from flows.batch import generate_videos
+from sora_tasks.core.errors import BatchFailedError
 from sora_tasks.core.manifest import join_output
 from sora_tasks.core.pricing import estimate_cost
 from sora_tasks.core.request import VideoRequest
@@ -47,7 +50,10 @@ def peak_jobs_in_flight(emulator: Any) -> int:
     return peak
 
 
-def test_batch_reports_every_row_and_caps_jobs_in_flight(emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_batch_reports_every_row_and_caps_jobs_in_flight(  # type: ignore[no-untyped-def]
+    emulator, s3, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     emulator.faults.moderation_words = ("forbidden",)
     emulator.state.config.render_seconds = 1.0
     tag = uuid.uuid4().hex[:6]
@@ -65,16 +71,30 @@ def test_batch_reports_every_row_and_caps_jobs_in_flight(emulator, s3, bucket: s
             {"prompt": f"row seven {tag}"},
         ],
     )
-    state = generate_videos(
-        manifest=manifest,
-        output_prefix=f"s3://{bucket}/batch",
-        max_in_flight=2,
-        base_url=emulator.base_url,
-        poll_interval=0.1,
-        return_state=True,
+    with pytest.raises(BatchFailedError) as raised:
+        generate_videos(
+            manifest=manifest,
+            output_prefix=f"s3://{bucket}/batch",
+            max_in_flight=2,
+            base_url=emulator.base_url,
+            poll_interval=0.1,
+        )
+    error = raised.value
+    outcomes = error.rows
+    assert isinstance(error, RuntimeError) and (error.delivered, error.invalid, error.failed) == (5, 1, 1)
+    moderated = outcomes[3]["video_id"]
+    assert str(error) == (
+        "2 of 7 rows not delivered: row 3 invalid (resolution '1920x1080' is not supported by sora-2 (the Videos API "
+        f"offers no 1080p size); allowed: 720x1280, 1280x720), row 4 failed (video {moderated}, ModerationBlockedError: "
+        "moderation_blocked: Your request was blocked by our moderation system.)"
     )
-    assert state.is_failed() and state.message == "5 of 7 rows delivered"
-    outcomes = state.result(raise_on_failure=False)
+    # Each bad row is logged once by the flow, with its reason and (when it has one) its video id.
+    logged = [r.getMessage() for r in caplog.records if r.name == "prefect.flow_runs" and r.levelno == logging.WARNING]
+    assert [m for m in logged if m.startswith("row ")] == [
+        f"row 3 invalid: {outcomes[2]['error']}",
+        f"row 4 failed (video {moderated}): {outcomes[3]['error']}",
+    ]
+    assert "5 of 7 rows delivered" in caplog.text
     assert [o["row"] for o in outcomes] == [1, 2, 3, 4, 5, 6, 7]
     assert [o["status"] for o in outcomes] == [
         "delivered",
@@ -155,6 +175,7 @@ def test_bad_manifests(emulator, tmp_path: Path) -> None:  # type: ignore[no-unt
         generate_videos(manifest=str(tmp_path / "empty.jsonl"), base_url=emulator.base_url)
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"prompt": "ok"}\nnot json\n[1, 2]\n{"prompt": "x", "colour": "red"}\n{"prompt": ""}\n')
+    # As a deployment run would: a Failed state, its message naming the first bad rows.
     state = generate_videos(
         manifest=str(mixed),
         output_prefix=str(tmp_path / "o"),
@@ -162,9 +183,17 @@ def test_bad_manifests(emulator, tmp_path: Path) -> None:  # type: ignore[no-unt
         poll_interval=0.1,
         return_state=True,
     )
-    outcomes = state.result(raise_on_failure=False)
+    assert state.is_failed() and state.message is not None
+    assert "BatchFailedError: 4 of 5 rows not delivered: row 2 invalid (line 2 is not JSON" in state.message
+    assert state.message.endswith(" and 1 more")
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, BatchFailedError) and (error.delivered, error.invalid, error.failed) == (1, 4, 0)
+    outcomes = error.rows
     assert [o["status"] for o in outcomes] == ["delivered", "invalid", "invalid", "invalid", "invalid"]
     assert "not JSON" in outcomes[1]["error"] and "unknown column" in outcomes[3]["error"]
+    # Prefect pickles the exception into its result store: it must come back whole.
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.rows == outcomes and str(copy) == str(error) and copy.invalid == 4
 
 
 def test_shared_rate_limit_spaces_out_creates(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

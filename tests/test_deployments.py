@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,44 +15,21 @@ from deployments.serve import build_deployments
 
 from .media import probe_mp4
 from .prefect_api import prefect_api
-from .waiting import wait_until_answering
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def prefect_server(s3_endpoint: str) -> Iterator[dict[str, str]]:
-    # Depends on the S3 server so the worker inherits its endpoint and credentials.
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": tempfile.mkdtemp(prefix="prefect-server-"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "SORA_PROJECT_DIR": str(PROJECT),
-    }
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_until_answering(f"{env['PREFECT_API_URL']}/health", what="Prefect server", timeout=90)
-        prefect(env, "work-pool", "create", "sora", "--type", "process")
-        prefect(env, "--no-prompt", "deploy", "--all")
-        yield env
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+def prefect_server(prefect_server_env: dict[str, str], s3_endpoint: str) -> dict[str, str]:
+    """The module's server with prefect.yaml's work pool and deployments; the env its CLI and worker run with.
+
+    Built after the S3 server so the worker inherits its endpoint and credentials.
+    """
+    env = {**os.environ, **prefect_server_env, "SORA_PROJECT_DIR": str(PROJECT)}
+    prefect(env, "work-pool", "create", "sora", "--type", "process")
+    prefect(env, "--no-prompt", "deploy", "--all")
+    return env
 
 
 def prefect(env: dict[str, str], *args: str) -> str:
@@ -181,6 +154,40 @@ def test_batch_deployment(prefect_server: dict[str, str], emulator, s3, bucket: 
     assert flow_run_state(prefect_server, flow_run_id) == "COMPLETED", log
     keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="nightly/")["Contents"])
     assert keys == sorted(f"nightly/{job.id}.mp4" for job in emulator.state.listing()) and len(keys) == 3
+
+
+def test_batch_deployment_with_a_bad_row_ends_failed(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    rows = [{"prompt": "a good row via deployment"}, {"prompt": "a bad row", "resolution": "1920x1080"}]
+    s3.put_object(Bucket=bucket, Key="manifests/bad.jsonl", Body="\n".join(map(json.dumps, rows)).encode())
+    flow_run_id = run_deployment(
+        prefect_server,
+        "generate-videos/nightly-batch",
+        manifest=f"s3://{bucket}/manifests/bad.jsonl",
+        output_prefix=f"s3://{bucket}/nightly",
+        base_url=emulator.base_url,
+        poll_interval=0.2,
+    )
+    log = work_once(prefect_server)
+    run = prefect_api("GET", f"/flow_runs/{flow_run_id}", api_url=prefect_server["PREFECT_API_URL"])
+    assert run["state"]["type"] == "FAILED", log  # the exception is the flow's own: Failed, not Crashed
+    message = run["state"]["message"]
+    assert "BatchFailedError: 1 of 2 rows not delivered: row 2 invalid (resolution '1920x1080'" in message
+    [job] = emulator.state.listing()  # the good row was still delivered
+    assert s3.head_object(Bucket=bucket, Key=f"nightly/{job.id}.mp4")["ContentType"] == "video/mp4"
+    warnings = row_warnings(prefect_server, flow_run_id)
+    assert len(warnings) == 1 and warnings[0].startswith("row 2 invalid: resolution '1920x1080' is not supported")
+
+
+def row_warnings(env: dict[str, str], flow_run_id: str) -> list[str]:
+    """The flow run's warnings about rows, as stored by the Prefect API (they arrive in batches)."""
+    deadline = time.monotonic() + 30
+    while True:
+        logs = api(env, "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+        assert isinstance(logs, list)
+        found = [entry["message"] for entry in logs if entry["level"] == 30 and entry["message"].startswith("row ")]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

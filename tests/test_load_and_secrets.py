@@ -13,7 +13,7 @@ import pytest
 from flows.batch import generate_videos
 from flows.generate import generate_video
 from flows.manual import collect_video, submit_video
-from sora_tasks.core import VideoJobError
+from sora_tasks.core import BatchFailedError, VideoJobError
 from sora_tasks.emulator import EmulatorConfig, FaultPlan, run_emulator
 
 from .conftest import SENTINEL_API_KEY, SENTINEL_AWS_SECRET
@@ -34,15 +34,14 @@ def test_200_video_batch_survives_ten_percent_faults(s3, bucket: str, tmp_path: 
     manifest = tmp_path / "load.jsonl"
     manifest.write_text("".join(json.dumps({"prompt": f"load video {n}"}) + "\n" for n in range(200)))
     with run_emulator(config, faults) as emulator:
-        state = generate_videos(
+        # A row not delivered raises BatchFailedError, whose message names it.
+        outcomes = generate_videos(
             manifest=str(manifest),
             output_prefix=f"s3://{bucket}/load",
             max_in_flight=20,
             base_url=emulator.base_url,
             poll_interval=0.25,
-            return_state=True,
         )
-        outcomes = state.result(raise_on_failure=False)
         faulted = sum(1 for r in emulator.state.requests if r.status in (0, 429, 500, 503))
         cut = emulator.state.count("content") - sum(1 for o in outcomes if o["status"] == "delivered")
         created = emulator.state.jobs_created
@@ -105,14 +104,15 @@ def test_no_secret_reaches_logs_artifacts_parameters_results_or_errors(  # type:
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"prompt": "secret scan row"}\n{"prompt": "", "model": "x"}\n')
     emulator.state.config.api_key = SENTINEL_API_KEY
-    batch = generate_videos(
-        manifest=str(manifest),
-        output_prefix=str(tmp_path / "b"),
-        base_url=emulator.base_url,
-        poll_interval=0.1,
-        return_state=True,
-    )
-    texts.append(json.dumps(batch.result(raise_on_failure=False)))
+    with pytest.raises(BatchFailedError) as batch:  # its second row is invalid
+        generate_videos(
+            manifest=str(manifest),
+            output_prefix=str(tmp_path / "b"),
+            base_url=emulator.base_url,
+            poll_interval=0.1,
+        )
+    assert [row["status"] for row in batch.value.rows] == ["delivered", "invalid"]
+    texts.append(json.dumps(batch.value.rows) + repr(batch.value) + str(batch.value))
 
     texts.append(_everything_prefect_recorded())
     texts.append(json.dumps([record.as_dict() for record in emulator.state.requests]))

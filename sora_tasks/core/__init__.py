@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    BatchFailedError,
     ConfigurationError,
     DownloadError,
     InvalidRequestError,
@@ -56,6 +57,7 @@ __all__ = [
     "MODEL_SIZES",
     "SECONDS",
     "ApiSettings",
+    "BatchFailedError",
     "ConfigurationError",
     "Destination",
     "DownloadError",

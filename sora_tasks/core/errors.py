@@ -9,6 +9,8 @@ the ``video_id``, so a caller can always recover the job.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SoraError(Exception):
     """Base class of every error raised by prefect-sora."""
@@ -113,3 +115,42 @@ class StorageError(SoraError, RuntimeError):
         super().__init__(message)
         self.video_id = video_id
         self.local_path = local_path
+
+
+class BatchFailedError(SoraError, RuntimeError):
+    """Not every row of a batch was delivered; ``rows`` is the whole per-row outcome table.
+
+    Each row is a dict with at least ``row`` (its number in the manifest), ``status``
+    (``delivered``, ``invalid`` or ``failed``) and, unless delivered, ``error``; a failed
+    row that was paid for keeps its ``video_id``.
+    """
+
+    # Rows named in the message; the rest are counted ("and N more").
+    LISTED_ROWS = 3
+    REASON_CHARS = 120
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = sorted(rows, key=lambda row: int(row["row"]))
+        self.delivered = sum(1 for row in self.rows if row["status"] == "delivered")
+        self.invalid = sum(1 for row in self.rows if row["status"] == "invalid")
+        self.failed = len(self.rows) - self.delivered - self.invalid
+        bad = [row for row in self.rows if row["status"] != "delivered"]
+        shown = bad[: self.LISTED_ROWS]
+        listed = ", ".join(f"row {row['row']} {row['status']} ({_short_reason(row)})" for row in shown)
+        more = f" and {len(bad) - self.LISTED_ROWS} more" if len(bad) > self.LISTED_ROWS else ""
+        super().__init__(f"{len(bad)} of {len(self.rows)} rows not delivered: {listed}{more}")
+
+    def __reduce__(self) -> tuple[type[BatchFailedError], tuple[list[dict[str, Any]]]]:
+        # Prefect pickles a flow's exception into its result store; rebuild it from the rows.
+        return (type(self), (self.rows,))
+
+
+def _short_reason(row: dict[str, Any]) -> str:
+    reason = str(row.get("error") or "no error recorded")
+    video_id = row.get("video_id")
+    if video_id:
+        # Job errors already say "video <id> failed: ..."; name the id once, in full.
+        reason = reason.replace(f"video {video_id} failed: ", "").replace(f"video {video_id}: ", "")
+    limit = BatchFailedError.REASON_CHARS
+    reason = reason if len(reason) <= limit else reason[: limit - 3] + "..."
+    return f"video {video_id}, {reason}" if video_id else reason
