@@ -24,13 +24,15 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.transactions import CommitMode, transaction
+from prefect_aws import S3Bucket
 
-from sora_tasks.connection import ApiSettings
-from sora_tasks.core.client import DEFAULT_MAX_WAIT
+from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket
 from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.pricing import estimate_cost, price_per_second
+from sora_tasks.core.settings import ApiSettings
 from sora_tasks.core.slots import RenderingSlots, claim_rendering_slot
+from sora_tasks.core.storage import check_bucket, resolve_destination
 from sora_tasks.tasks import (
     create_video,
     for_worker_threads,
@@ -39,7 +41,8 @@ from sora_tasks.tasks import (
     wait_for_video,
 )
 
-from .generate import deliver, preflight
+from .delivery import Delivery
+from .generate import deliver
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
 # The batch progress artifact moves in steps of this many percentage points.
@@ -60,7 +63,9 @@ _create_in_thread = for_worker_threads(create_video)
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_on_transient,
 )
-def generate_row(row: ManifestRow, settings: ApiSettings, rendering_slots: RenderingSlots) -> dict[str, Any]:
+def generate_row(
+    row: ManifestRow, settings: ApiSettings, rendering_slots: RenderingSlots, bucket: S3Bucket | None = None
+) -> dict[str, Any]:
     """One row, as two task runs: this one and its paid create.
 
     The other steps are the sync flow's task functions, called inside this run: a
@@ -85,7 +90,9 @@ def generate_row(row: ManifestRow, settings: ApiSettings, rendering_slots: Rende
         # its job renders all the same, so it counts against the limit here.
         claim_rendering_slot()
         video = wait_for_video.fn(video_id, settings, progress_artifact=False)
-    return deliver(video_id, row.request, settings, row.output, video, {}, batch_row=True).model_dump()
+    return deliver(
+        video_id, row.request, settings, Delivery(row.output, bucket), video, {}, batch_row=True
+    ).model_dump()
 
 
 def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
@@ -93,8 +100,8 @@ def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
         "row": row.number,
         "prompt": row.request.prompt[:60],
         "model": row.request.model,
-        "seconds": row.request.seconds,
-        "size": row.request.size,
+        "duration": int(row.request.seconds),
+        "resolution": row.request.size,
         **fields,
     }
 
@@ -103,17 +110,18 @@ def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
 def generate_videos(
     manifest: str,
     output_prefix: str = DEFAULT_OUTPUT_PREFIX,
+    api: VideosApi | str | None = None,
+    destination: S3Bucket | str | None = None,
     max_in_flight: int = 10,
-    rate_limit_name: str | None = "sora-api",
     max_cost_usd: float | None = None,
     prices: dict[str, float] | None = None,
-    base_url: str | None = None,
-    api_key_secret: str | None = None,
-    max_wait: float = DEFAULT_MAX_WAIT,
-    poll_interval: float = 5.0,
-    provider: str | None = None,
 ) -> list[dict[str, Any]]:
     """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
+
+    ``api`` is a :class:`VideosApi` block or its name (None: the environment); its
+    ``rate_limit_name`` is the Prefect global concurrency limit every worker shares. With
+    ``destination`` (an ``S3Bucket`` block or its name) ``manifest`` and ``output_prefix``
+    are keys inside that bucket and folder, read and written with its credentials.
 
     Returns the per-row outcome table when every row was delivered. Otherwise raises
     :class:`BatchFailedError` (the run ends Failed) with the same table as ``rows``,
@@ -122,16 +130,19 @@ def generate_videos(
     if max_in_flight < 1:
         raise InvalidRequestError(f"max_in_flight must be at least 1, got {max_in_flight}")
     logger = get_run_logger()
-    settings = ApiSettings(
-        base_url=base_url,
-        api_key_secret=api_key_secret,
-        max_wait=max_wait,
-        poll_interval=poll_interval,
-        rate_limit_name=existing_rate_limit(rate_limit_name),
-        provider=provider,
+    settings = load_api(api)
+    settings = settings.model_copy(update={"rate_limit_name": existing_rate_limit(settings.rate_limit_name)})
+    bucket = load_bucket(destination)
+    if bucket is not None:
+        manifest = key_in_bucket(bucket, manifest, what="manifest")
+        output_prefix = key_in_bucket(bucket, output_prefix, what="output_prefix")
+    rows, invalid = load_manifest(
+        manifest, output_prefix=output_prefix, settings=settings, client=bucket_client(bucket)
     )
-    rows, invalid = load_manifest(manifest, output_prefix=output_prefix, profile=settings.profile)
-    preflight(settings, rows[0].output if rows else None)
+    settings.client()  # a missing key or a malformed URL fails here, before anything is paid
+    buckets = {resolve_destination(row.output, video_id="v", model="m").bucket for row in rows} - {None}
+    for name in sorted(name for name in buckets if name):
+        check_bucket(name, bucket_client(bucket))
     # The provider's own prices unless the caller gave some; none known: OpenAI's table.
     prices = prices if prices is not None else (settings.profile.price_per_second or None)
     estimate, unpriced = estimate_cost((row.request for row in rows), prices)
@@ -153,7 +164,7 @@ def generate_videos(
     with runner:
         futures = []
         for row in rows:
-            parameters = {"row": row, "settings": settings, "rendering_slots": slots}
+            parameters = {"row": row, "settings": settings, "rendering_slots": slots, "bucket": bucket}
             futures.append((row, runner.submit(generate_row, parameters=parameters)))
         track_batch([future for _, future in futures], manifest)
         # wait() records each future's final state; without it, .state asks the

@@ -34,12 +34,10 @@ def pending_record(
     reason: str = "submitted",
 ) -> PendingVideo:
     """What a later sweep needs to deliver the video: where, and how to reach the server (never a key)."""
-    return PendingVideo(
-        video_id=video_id,
-        output=delivery.output,
-        model=request.model,
-        duration=request.seconds,
-        resolution=request.size,
+    return PendingVideo.of(
+        video_id,
+        request,
+        delivery.output,
         base_url=settings.base_url,
         provider=settings.provider,
         api_block=saved_name(api),

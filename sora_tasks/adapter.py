@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from PIL import Image
+from pydantic import SecretStr
 
-from .core.client import VideosClient, job_error, status_dict
+from .core.client import job_error, status_dict
 from .core.errors import VideoNotReadyError
 from .core.images import Fit, prepare_image
 from .core.pipeline import create_job
 from .core.request import VideoRequest
+from .core.settings import ApiSettings
+from .core.spec import VideoSpec, build_request
 
 logger = logging.getLogger("sora_tasks.adapter")
 
@@ -83,10 +86,19 @@ class SoraVideoAdapter:
     ) -> None:
         """``provider`` names the server kind (``sora-video providers``; "auto" asks it);
         ``extra_fields`` are create fields it accepts (e.g. ``{"seed": 7}``), sent with every job."""
-        self._client = VideosClient(api_key=api_key, base_url=base_url, provider=provider)
+        # The same settings object the flows and the CLI build, from the seed's arguments.
+        self.settings = ApiSettings(
+            base_url=base_url,
+            api_key=SecretStr(api_key) if api_key else None,
+            provider=provider,
+            model=model_version,
+            poll_interval=float(polling_interval),
+            max_wait=float(max_polling_time),
+        )
+        self._client = self.settings.new_client()
         self.extra_fields = dict(extra_fields or {})
         # Validate the model and extra fields now, as the seed validates the model.
-        self._client.profile.build_request("check", model=model_version, extra=self.extra_fields)
+        build_request(VideoSpec(prompt="check", extra_fields=self.extra_fields), self.settings)
         self.model_version = model_version
         self.polling_interval = float(polling_interval)
         self.max_polling_time = float(max_polling_time)
@@ -186,9 +198,8 @@ class SoraVideoAdapter:
         self, prompt: str, duration: int | str, resolution: str, image: ImageInput | None = None, fit: Fit = "cover"
     ) -> str:
         """Validate, fit the image, create: everything before the job exists, in one place."""
-        request = self._client.profile.build_request(
-            prompt, model=self.model_version, duration=duration, resolution=resolution, extra=self.extra_fields
-        )
+        spec = VideoSpec(prompt=prompt, duration=duration, resolution=resolution, extra_fields=self.extra_fields)
+        request = build_request(spec, self.settings)
         prepared = prepare_image(image, request.size, fit=fit) if image is not None else None
         return self._create(request, prepared)
 

@@ -17,6 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 from flows.batch import generate_videos
+from sora_tasks.blocks import VideosApi
 from sora_tasks.core.errors import BatchFailedError
 from sora_tasks.core.manifest import join_output
 from sora_tasks.core.pricing import estimate_cost
@@ -76,8 +77,7 @@ def test_batch_reports_every_row_and_caps_jobs_in_flight(  # type: ignore[no-unt
             manifest=manifest,
             output_prefix=f"s3://{bucket}/batch",
             max_in_flight=2,
-            base_url=emulator.base_url,
-            poll_interval=0.1,
+            api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
         )
     error = raised.value
     outcomes = error.rows
@@ -134,8 +134,7 @@ def test_csv_manifest_on_s3_all_delivered(emulator, s3, bucket: str, tmp_path: P
     outcomes = generate_videos(
         manifest=f"s3://{bucket}/manifests/today.csv",
         output_prefix=str(tmp_path / "out"),
-        base_url=emulator.base_url,
-        poll_interval=0.1,
+        api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
     )
     assert [o["status"] for o in outcomes] == ["delivered"] * 4
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"clip-{n}.mp4" for n in range(4)]
@@ -149,7 +148,9 @@ def test_row_outliving_the_sdk_retries_is_retried_whole_without_a_second_create(
     emulator.faults.inject("500", endpoint="retrieve", count=4)
     manifest = write_jsonl(tmp_path / "flaky.jsonl", [{"prompt": f"flaky poll {uuid.uuid4().hex[:6]}"}])
     outcomes = generate_videos(
-        manifest=manifest, output_prefix=str(tmp_path / "o"), base_url=emulator.base_url, poll_interval=0.1
+        manifest=manifest,
+        output_prefix=str(tmp_path / "o"),
+        api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
     )
     assert [o["status"] for o in outcomes] == ["delivered"]
     assert emulator.state.count("create") == 1 and emulator.state.jobs_created == 1
@@ -163,24 +164,23 @@ def test_cost_guard_refuses_before_any_request(emulator, tmp_path: Path) -> None
         tmp_path / "big.jsonl", [{"prompt": f"pro {n}", "model": "sora-2-pro", "seconds": 12} for n in range(10)]
     )
     with pytest.raises(ValueError, match=r"estimated cost \$36.00 for 10 videos exceeds max_cost_usd \$5.00"):
-        generate_videos(manifest=manifest, max_cost_usd=5.0, base_url=emulator.base_url)
+        generate_videos(manifest=manifest, max_cost_usd=5.0, api=VideosApi(base_url=emulator.base_url))
     assert emulator.state.requests == []
 
 
 def test_bad_manifests(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="no such file"):
-        generate_videos(manifest=str(tmp_path / "missing.jsonl"), base_url=emulator.base_url)
+        generate_videos(manifest=str(tmp_path / "missing.jsonl"), api=VideosApi(base_url=emulator.base_url))
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="has no rows"):
-        generate_videos(manifest=str(tmp_path / "empty.jsonl"), base_url=emulator.base_url)
+        generate_videos(manifest=str(tmp_path / "empty.jsonl"), api=VideosApi(base_url=emulator.base_url))
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"prompt": "ok"}\nnot json\n[1, 2]\n{"prompt": "x", "colour": "red"}\n{"prompt": ""}\n')
     # As a deployment run would: a Failed state, its message naming the first bad rows.
     state = generate_videos(
         manifest=str(mixed),
         output_prefix=str(tmp_path / "o"),
-        base_url=emulator.base_url,
-        poll_interval=0.1,
+        api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
         return_state=True,
     )
     assert state.is_failed() and state.message is not None
@@ -208,9 +208,7 @@ def test_shared_rate_limit_spaces_out_creates(emulator, tmp_path: Path) -> None:
         manifest=manifest,
         output_prefix=str(tmp_path / "o"),
         max_in_flight=5,
-        rate_limit_name=name,
-        base_url=emulator.base_url,
-        poll_interval=0.1,
+        api=VideosApi(base_url=emulator.base_url, poll_interval=0.1, rate_limit_name=name),
     )
     creates = sorted(r.at for r in emulator.state.requests if r.endpoint == "create")
     assert len(creates) == 5
@@ -229,3 +227,24 @@ def test_pricing_and_output_joining() -> None:
     assert join_output("s3://b/p/", "x/{video_id}.mp4") == "s3://b/p/x/{video_id}.mp4"
     assert join_output("s3://b/p", None) == "s3://b/p/{video_id}.mp4"
     assert join_output("s3://b/p", "s3://other/k.mp4") == "s3://other/k.mp4"
+
+
+def test_batch_reads_its_manifest_and_writes_through_an_s3bucket_block(emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    rows = [{"prompt": f"bucket block row {n} {uuid.uuid4().hex[:6]}"} for n in range(2)]
+    s3.put_object(Bucket=bucket, Key="team/in/today.jsonl", Body="\n".join(map(json.dumps, rows)).encode())
+    block = S3Bucket(bucket_name=bucket, bucket_folder="team", credentials=AwsCredentials())
+    outcomes = generate_videos(
+        manifest="in/today.jsonl",
+        output_prefix="out/{date}",
+        api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
+        destination=block,
+    )
+    assert [o["status"] for o in outcomes] == ["delivered", "delivered"]
+    for outcome in outcomes:
+        assert outcome["uri"].startswith(f"s3://{bucket}/team/out/") and outcome["uri"].endswith(".mp4")
+        key = outcome["uri"].removeprefix(f"s3://{bucket}/")
+        assert probe_mp4(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).frames == 96
+    with pytest.raises(ValueError, match="manifest is a key inside its bucket"):
+        generate_videos(manifest=f"s3://{bucket}/team/in/today.jsonl", destination=block)

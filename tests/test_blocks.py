@@ -82,7 +82,10 @@ def test_the_block_type_registers_with_its_description_and_example(prefect_serve
         json={"block_schemas": {"block_type_id": {"any_": [block_type["id"]]}}},
         api_url=prefect_server_env["PREFECT_API_URL"],
     )[0]
-    assert schema["fields"]["properties"]["api_key"]["format"] == "password"  # shown as a secret in the UI
+    assert schema["fields"]["secret_fields"] == ["api_key"]  # stored encrypted, never shown
+    assert {"format": "password", "type": "string", "writeOnly": True} in schema["fields"]["properties"]["api_key"][
+        "anyOf"
+    ]
     assert {"base_url", "provider", "model", "poll_interval", "max_wait", "rate_limit_name"} <= set(
         schema["fields"]["properties"]
     )
@@ -133,7 +136,13 @@ def test_a_saved_block_drives_every_flow_and_the_cli_and_its_key_is_never_record
 
     api_url = prefect_server_env["PREFECT_API_URL"]
     answers: list[Any] = []
-    for path in ("/flow_runs/filter", "/task_runs/filter", "/logs/filter", "/artifacts/filter", "/block_documents/filter"):
+    for path in (
+        "/flow_runs/filter",
+        "/task_runs/filter",
+        "/logs/filter",
+        "/artifacts/filter",
+        "/block_documents/filter",
+    ):
         answers.append(prefect_api("POST", path, json={"limit": 200}, api_url=api_url))
     answers.append(prefect_api("POST", "/events/filter", json={"limit": 200}, api_url=api_url))
     recorded = json.dumps(answers)

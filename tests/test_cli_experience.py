@@ -42,7 +42,9 @@ def keyless(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 def test_keyless_async_then_status_then_collect_deliver_and_pending_then_has_nothing(tmp_path: Path) -> None:
     ledger = str(tmp_path / "ledger")
-    submitted = keyless("--prompt", "Fabric in slow motion", "--async", "--output", "fabric.mp4", "--ledger", ledger, cwd=tmp_path)
+    submitted = keyless(
+        "--prompt", "Fabric in slow motion", "--async", "--output", "fabric.mp4", "--ledger", ledger, cwd=tmp_path
+    )
     assert submitted.returncode == 0, submitted.stderr
     video_id = submitted.stdout.strip()
     assert re.fullmatch(r"video_[0-9a-f]+", video_id), submitted.stdout
@@ -73,7 +75,9 @@ def test_keyless_async_then_status_then_collect_deliver_and_pending_then_has_not
 
 def test_pending_reports_what_it_delivered_and_what_still_renders(tmp_path: Path) -> None:
     ledger = str(tmp_path / "ledger")
-    first = keyless("--prompt", "A lighthouse at night", "--async", "--output", "a.mp4", "--ledger", ledger, cwd=tmp_path)
+    first = keyless(
+        "--prompt", "A lighthouse at night", "--async", "--output", "a.mp4", "--ledger", ledger, cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     early = keyless("pending", "--ledger", ledger, cwd=tmp_path)
     assert early.returncode == 0, early.stderr
@@ -97,7 +101,9 @@ def test_pending_reports_what_it_delivered_and_what_still_renders(tmp_path: Path
     ],
 )
 def test_invalid_input_exits_2_in_one_line_with_nothing_sent(emulator, args: tuple[str, ...], says: str) -> None:  # type: ignore[no-untyped-def]
-    result = sora_video("--prompt", "A fox", *args, env={"OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-x"})
+    result = sora_video(
+        "--prompt", "A fox", *args, env={"OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-x"}
+    )
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -120,7 +126,9 @@ def test_a_failure_is_one_line_naming_the_video_and_verbose_adds_the_traceback(e
     quiet = sora_video("--prompt", "a forbidden scene", "--output", str(tmp_path / "x.mp4"), env=env)
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
     assert re.search(r"failed \(video video_\w+, code moderation_blocked\)", quiet.stderr), quiet.stderr
-    loud = sora_video("-v", "--prompt", "a forbidden scene", "--request-id", "2", "--output", str(tmp_path / "x.mp4"), env=env)
+    loud = sora_video(
+        "-v", "--prompt", "a forbidden scene", "--request-id", "2", "--output", str(tmp_path / "x.mp4"), env=env
+    )
     assert loud.returncode == 1 and "Traceback" in loud.stderr
 
 
@@ -198,13 +206,19 @@ def test_a_rerun_of_the_same_request_follows_the_paid_job(emulator, tmp_path: Pa
 def test_with_a_prefect_api_configured_a_call_is_a_flow_run(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from prefect.settings import PREFECT_API_URL
 
-    env = {"OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-x", "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env = {
+        "OPENAI_BASE_URL": emulator.base_url,
+        "OPENAI_API_KEY": "sk-x",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
     result = sora_video("--prompt", "A tracked run", "--output", str(tmp_path / "{video_id}.mp4"), env=env)
     assert result.returncode == 0, result.stderr
     video_id = Path(result.stdout.strip()).stem
     assert f"video {video_id}" in result.stderr and "Traceback" not in result.stderr
     runs: list[dict[str, Any]] = prefect_api(
-        "POST", "/flow_runs/filter", json={"flows": {"name": {"any_": ["generate-video"]}}, "sort": "START_TIME_DESC", "limit": 50}
+        "POST",
+        "/flow_runs/filter",
+        json={"flows": {"name": {"any_": ["generate-video"]}}, "sort": "START_TIME_DESC", "limit": 50},
     )
     matching = [run for run in runs if run["parameters"]["video"]["prompt"] == "A tracked run"]
     assert matching and matching[0]["state_type"] == "COMPLETED"

@@ -92,10 +92,9 @@ def test_adhoc_deployment_runs_on_a_worker(prefect_server: dict[str, str], emula
     flow_run_id = run_deployment(
         prefect_server,
         "generate-video/adhoc",
-        prompt="A deployed fox",
-        base_url=emulator.base_url,
+        video="A deployed fox",
+        api={"base_url": emulator.base_url, "poll_interval": 0.2},
         output=f"s3://{bucket}/{{video_id}}.mp4",
-        poll_interval=0.2,
     )
     log = work_once(prefect_server)
     assert flow_run_state(prefect_server, flow_run_id) == "COMPLETED", log
@@ -121,7 +120,7 @@ def recorded_events(env: dict[str, str], video_id: str, wanted: set[str]) -> set
 
 def test_manual_mode_through_deployments(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
     submit_id = run_deployment(
-        prefect_server, "submit-video/submit", prompt="Manual through deployments", base_url=emulator.base_url
+        prefect_server, "submit-video/submit", video="Manual through deployments", api={"base_url": emulator.base_url}
     )
     log = work_once(prefect_server)
     assert flow_run_state(prefect_server, submit_id) == "COMPLETED", log
@@ -131,7 +130,7 @@ def test_manual_mode_through_deployments(prefect_server: dict[str, str], emulato
         prefect_server,
         "collect-video/collect",
         video_id=job.id,
-        base_url=emulator.base_url,
+        api={"base_url": emulator.base_url},
         output=f"s3://{bucket}/manual/{{video_id}}.mp4",
     )
     log = work_once(prefect_server)
@@ -147,8 +146,7 @@ def test_batch_deployment(prefect_server: dict[str, str], emulator, s3, bucket: 
         "generate-videos/nightly-batch",
         manifest=f"s3://{bucket}/manifests/nightly.jsonl",
         output_prefix=f"s3://{bucket}/nightly",
-        base_url=emulator.base_url,
-        poll_interval=0.2,
+        api={"base_url": emulator.base_url, "poll_interval": 0.2},
     )
     log = work_once(prefect_server)
     assert flow_run_state(prefect_server, flow_run_id) == "COMPLETED", log
@@ -164,8 +162,7 @@ def test_batch_deployment_with_a_bad_row_ends_failed(prefect_server: dict[str, s
         "generate-videos/nightly-batch",
         manifest=f"s3://{bucket}/manifests/bad.jsonl",
         output_prefix=f"s3://{bucket}/nightly",
-        base_url=emulator.base_url,
-        poll_interval=0.2,
+        api={"base_url": emulator.base_url, "poll_interval": 0.2},
     )
     log = work_once(prefect_server)
     run = prefect_api("GET", f"/flow_runs/{flow_run_id}", api_url=prefect_server["PREFECT_API_URL"])
@@ -196,8 +193,8 @@ def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator
     submit_id = run_deployment(
         prefect_server,
         "submit-video/submit",
-        prompt="Submitted through a deployment",
-        base_url=emulator.base_url,
+        video="Submitted through a deployment",
+        api={"base_url": emulator.base_url},
         output=str(tmp_path / "{video_id}.mp4"),
         ledger=ledger,
     )

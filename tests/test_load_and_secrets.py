@@ -13,6 +13,7 @@ import pytest
 from flows.batch import generate_videos
 from flows.generate import generate_video
 from flows.manual import collect_video, submit_video
+from sora_tasks.blocks import VideosApi
 from sora_tasks.core import BatchFailedError, VideoJobError
 from sora_tasks.emulator import EmulatorConfig, FaultPlan, run_emulator
 
@@ -39,8 +40,7 @@ def test_200_video_batch_survives_ten_percent_faults(s3, bucket: str, tmp_path: 
             manifest=str(manifest),
             output_prefix=f"s3://{bucket}/load",
             max_in_flight=20,
-            base_url=emulator.base_url,
-            poll_interval=0.25,
+            api=VideosApi(base_url=emulator.base_url, poll_interval=0.25),
         )
         faulted = sum(1 for r in emulator.state.requests if r.status in (0, 429, 500, 503))
         cut = emulator.state.count("content") - sum(1 for o in outcomes if o["status"] == "delivered")
@@ -83,23 +83,27 @@ def test_no_secret_reaches_logs_artifacts_parameters_results_or_errors(  # type:
     emulator.state.config.api_key = SENTINEL_API_KEY
     texts: list[str] = []
     ok = generate_video(
-        prompt=unique_prompt, base_url=emulator.base_url, output=f"s3://{bucket}/{{video_id}}.mp4", poll_interval=0.1
+        unique_prompt,
+        api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
+        output=f"s3://{bucket}/{{video_id}}.mp4",
     )
     texts.append(ok.model_dump_json())
-    submitted = submit_video(prompt=unique_prompt + " manual", base_url=emulator.base_url)
+    submitted = submit_video(unique_prompt + " manual", api=VideosApi(base_url=emulator.base_url))
     emulator.state.get(submitted.video_id).render.result()
     texts.append(
-        collect_video(submitted.video_id, output=str(tmp_path / "m.mp4"), base_url=emulator.base_url).model_dump_json()
+        collect_video(
+            submitted.video_id, output=str(tmp_path / "m.mp4"), api=VideosApi(base_url=emulator.base_url)
+        ).model_dump_json()
     )
     emulator.faults.moderation_words = ("boat",)
     with pytest.raises(VideoJobError) as failed:
         generate_video(
-            prompt=unique_prompt + " fails", base_url=emulator.base_url, output="out/x.mp4", poll_interval=0.1
+            unique_prompt + " fails", api=VideosApi(base_url=emulator.base_url, poll_interval=0.1), output="out/x.mp4"
         )
     texts.append(repr(failed.value) + str(failed.value))
     emulator.state.config.api_key = "sk-some-other-key"  # the server now refuses our key
     with pytest.raises(ValueError) as refused:
-        generate_video(prompt=unique_prompt + " refused", base_url=emulator.base_url, output="out/y.mp4")
+        generate_video(unique_prompt + " refused", api=VideosApi(base_url=emulator.base_url), output="out/y.mp4")
     texts.append(repr(refused.value) + str(refused.value))
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"prompt": "secret scan row"}\n{"prompt": "", "model": "x"}\n')
@@ -108,8 +112,7 @@ def test_no_secret_reaches_logs_artifacts_parameters_results_or_errors(  # type:
         generate_videos(
             manifest=str(manifest),
             output_prefix=str(tmp_path / "b"),
-            base_url=emulator.base_url,
-            poll_interval=0.1,
+            api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
         )
     assert [row["status"] for row in batch.value.rows] == ["delivered", "invalid"]
     texts.append(json.dumps(batch.value.rows) + repr(batch.value) + str(batch.value))

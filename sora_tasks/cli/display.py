@@ -8,9 +8,28 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Mode = Literal["bar", "lines", "quiet"]
+
+
+class DeliveredVideo(Protocol):
+    """What both engines return for a delivered video (the core's ``Delivered``, the flows' ``VideoResult``)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def duration(self) -> str | int: ...
+    @property
+    def resolution(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def video_id(self) -> str: ...
+
+
 # Plain status lines appear on a status change and at least every this many points.
 LINE_STEP = 25
 
@@ -105,12 +124,11 @@ class Reporter:
             self._last = (status, progress)
             self.say(f"{video.id}: {status} {progress}% ({time.monotonic() - self.started:.1f} s)")
 
-    def delivered(
-        self, *, uri: str, size: int, duration: str | int, resolution: str, model: str, video_id: str
-    ) -> None:
+    def delivered(self, result: DeliveredVideo) -> None:
+        """The one-line summary: destination, size, duration, resolution, model, video id, time."""
         line = (
-            f"delivered {uri}: {human_bytes(size)}, {duration} s {resolution} {model}, video {video_id}, "
-            f"in {time.monotonic() - self.started:.1f} s"
+            f"delivered {result.uri}: {human_bytes(result.bytes)}, {result.duration} s {result.resolution} "
+            f"{result.model}, video {result.video_id}, in {time.monotonic() - self.started:.1f} s"
         )
         if self._bar is not None:
             self._after.append(line)

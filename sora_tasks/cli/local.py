@@ -61,27 +61,13 @@ def generate(
         raise
     finally:
         client.close()
-    reporter.delivered(
-        uri=delivered.uri,
-        size=delivered.bytes,
-        duration=delivered.duration,
-        resolution=delivered.resolution,
-        model=delivered.model,
-        video_id=delivered.video_id,
-    )
+    reporter.delivered(delivered)
     return delivered.uri
 
 
 def _record(video_id: str, request: VideoRequest, output: str, settings: ApiSettings, reason: str) -> PendingVideo:
-    return PendingVideo(
-        video_id=video_id,
-        output=output,
-        model=request.model,
-        duration=request.seconds,
-        resolution=request.size,
-        base_url=settings.base_url,
-        provider=settings.provider,
-        reason=reason,
+    return PendingVideo.of(
+        video_id, request, output, base_url=settings.base_url, provider=settings.provider, reason=reason
     )
 
 
@@ -126,14 +112,7 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
     finally:
         client.close()
     Ledger(args.ledger).remove(args.video_id)  # delivered: `pending` must not deliver it again
-    reporter.delivered(
-        uri=delivered.uri,
-        size=delivered.bytes,
-        duration=delivered.duration,
-        resolution=delivered.resolution,
-        model=delivered.model,
-        video_id=delivered.video_id,
-    )
+    reporter.delivered(delivered)
     return delivered.uri
 
 

@@ -44,14 +44,7 @@ def generate(args: argparse.Namespace, target: Target, spec: VideoSpec, reporter
         )
     finally:
         unsubscribe()
-    reporter.delivered(
-        uri=result.uri,
-        size=result.bytes,
-        duration=result.duration,
-        resolution=result.resolution,
-        model=result.model,
-        video_id=result.video_id,
-    )
+    reporter.delivered(result)
     return str(result.uri)
 
 
@@ -84,14 +77,7 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
         destination=args.destination_block,
         ledger=Ledger(args.ledger).location,
     )
-    reporter.delivered(
-        uri=result.uri,
-        size=result.bytes,
-        duration=result.duration,
-        resolution=result.resolution,
-        model=result.model,
-        video_id=result.video_id,
-    )
+    reporter.delivered(result)
     return str(result.uri)
 
 

@@ -93,8 +93,7 @@ def resolve_api_key(api_key: str | None) -> str:
     key = api_key or os.environ.get("OPENAI_API_KEY")
     if not key or not key.strip():
         raise ConfigurationError(
-            "no API key: set OPENAI_API_KEY, pass api_key, or name a Prefect Secret block "
-            "(api_key_secret=...) holding it"
+            "no API key: set OPENAI_API_KEY, pass api_key, or use a VideosApi block (api=...) that holds one"
         )
     return key.strip()
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from .records import RecordStore, sora_home
+from .request import VideoRequest
 from .storage import S3Client
 
 
@@ -36,6 +37,33 @@ class PendingVideo:
     destination_block: str | None = None  # a saved S3Bucket block lending its credentials
     reason: str = "submitted"
     submitted_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(
+        cls,
+        video_id: str,
+        request: VideoRequest,
+        output: str,
+        *,
+        base_url: str | None,
+        provider: str | None,
+        api_block: str | None = None,
+        destination_block: str | None = None,
+        reason: str = "submitted",
+    ) -> PendingVideo:
+        """The record of a job made for ``request``: where it goes and how to reach its server."""
+        return cls(
+            video_id=video_id,
+            output=output,
+            model=request.model,
+            duration=request.seconds,
+            resolution=request.size,
+            base_url=base_url,
+            provider=provider,
+            api_block=api_block,
+            destination_block=destination_block,
+            reason=reason,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

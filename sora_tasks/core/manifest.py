@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequestError
-from .images import FITS, Fit
-from .providers import PROFILES, ProviderProfile
-from .request import VideoRequest
-from .storage import read_s3_object, validate_output
+from .request import FITS, Fit, VideoRequest
+from .settings import ApiSettings
+from .spec import VideoSpec, build_request
+from .storage import S3Client, read_s3_object, validate_output
 
 KNOWN_COLUMNS = (
     "prompt", "image", "model", "duration", "seconds", "resolution", "size", "output", "fit", "request_id", "extra",
@@ -42,9 +42,9 @@ class InvalidRow:
     fields: dict[str, Any]
 
 
-def read_manifest_text(source: str) -> str:
+def read_manifest_text(source: str, client: S3Client | None = None) -> str:
     if source.startswith("s3://"):
-        return read_s3_object(source).decode("utf-8-sig")
+        return read_s3_object(source, client).decode("utf-8-sig")
     path = Path(source).expanduser()
     if not path.is_file():
         raise InvalidRequestError(f"manifest: no such file: {path}")
@@ -90,25 +90,25 @@ def _extra_fields(value: Any) -> dict[str, Any] | None:
     return value
 
 
-def validate_row(
-    number: int, fields: dict[str, Any], prefix: str, profile: ProviderProfile
-) -> ManifestRow | InvalidRow:
+def validate_row(number: int, fields: dict[str, Any], prefix: str, settings: ApiSettings) -> ManifestRow | InvalidRow:
     if "__error__" in fields:
         return InvalidRow(number, str(fields["__error__"]), {})
     unknown = sorted(set(fields) - set(KNOWN_COLUMNS))
     try:
         if unknown:
             raise InvalidRequestError(f"unknown column(s) {unknown}; known: {', '.join(KNOWN_COLUMNS)}")
-        request = profile.build_request(
-            str(fields.get("prompt") or ""),
-            model=str(fields.get("model") or "sora-2"),
-            duration=fields.get("duration") or fields.get("seconds") or 4,
-            resolution=str(fields.get("resolution") or fields.get("size") or "1280x720"),
-            extra=_extra_fields(fields.get("extra")),
-        )
         fit = str(fields.get("fit") or "cover")
         if fit not in FITS:
             raise InvalidRequestError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+        spec = VideoSpec(
+            prompt=str(fields.get("prompt") or ""),
+            model=str(fields["model"]) if fields.get("model") else None,
+            duration=fields.get("duration") or fields.get("seconds") or 4,
+            resolution=str(fields.get("resolution") or fields.get("size") or "1280x720"),
+            fit=fit,
+            extra_fields=_extra_fields(fields.get("extra")) or {},
+        )
+        request = build_request(spec, settings)
         output = join_output(prefix, fields.get("output") or None)
         validate_output(output)
         image = str(fields["image"]) if fields.get("image") else None
@@ -120,16 +120,23 @@ def validate_row(
 
 
 def load_manifest(
-    source: str, *, output_prefix: str = "", profile: ProviderProfile | None = None
+    source: str,
+    *,
+    output_prefix: str = "",
+    settings: ApiSettings | None = None,
+    client: S3Client | None = None,
 ) -> tuple[list[ManifestRow], list[InvalidRow]]:
-    """Valid rows and invalid ones (with the reason); rows are checked against ``profile``."""
-    profile = profile or PROFILES["openai"]
-    rows = parse_rows(read_manifest_text(source), source)
+    """Valid rows and invalid ones (with the reason), each checked as ``build_request`` checks a flow's.
+
+    Without ``settings``, rows are checked against OpenAI's models and sizes.
+    """
+    settings = settings or ApiSettings(provider="openai")
+    rows = parse_rows(read_manifest_text(source, client), source)
     if not rows:
         raise InvalidRequestError(f"manifest {source} has no rows")
     valid: list[ManifestRow] = []
     invalid: list[InvalidRow] = []
     for number, fields in enumerate(rows, start=1):
-        checked = validate_row(number, fields, output_prefix, profile)
+        checked = validate_row(number, fields, output_prefix, settings)
         (valid if isinstance(checked, ManifestRow) else invalid).append(checked)  # type: ignore[arg-type]
     return valid, invalid
