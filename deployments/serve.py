@@ -44,6 +44,7 @@ def build_deployments() -> list[Any]:
         collect_video.to_deployment(name="collect", tags=["sora"]),
         collect_pending.to_deployment(name="collect-pending", tags=["sora"], interval=60, concurrency_limit=1),
         generate_videos.to_deployment(name="nightly-batch", tags=["sora"], cron="0 2 * * *", paused=True),
+        generate_videos.to_deployment(name="shard", tags=["sora", "shard"]),
     ]
 
 

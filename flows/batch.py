@@ -1,15 +1,22 @@
 """Batch generation for data teams: a manifest in, one delivered video per row out.
 
-Rows fan out on a thread pool capped at ``max_in_flight`` jobs; creates pass a
-Prefect global rate limit (``rate_limit_name``) so many workers share one API
-quota. A bad or failed row is reported, never allowed to sink the others; the
-run then ends with :class:`BatchFailedError` naming them. The cost is estimated
-and shown before anything is paid for.
+Each row is one task run that makes or finds its video through the core's durable
+receipts, so a row is never paid for twice: not on a retry, not on a rerun tomorrow,
+not on another worker. Rows run on the flow's task runner (threads by default, Dask
+when set), at most ``max_in_flight`` rendering per process and at most the account's
+``render_limit_name`` slots across every worker; creates pass the ``rate_limit_name``
+limit. With ``spread``, the manifest is split into row ranges, each run as a flow run of
+the shard deployment on whatever workers serve its pool, and the parent writes one
+table of every row. A bad or failed row is reported, never allowed to sink the others;
+the cost is estimated before anything is paid for.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -20,79 +27,112 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
-from prefect.transactions import CommitMode, transaction
 from prefect_aws import S3Bucket
 
 from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket
 from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
+from sora_tasks.core.images import prepare_image
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
+from sora_tasks.core.pipeline import produce
 from sora_tasks.core.pricing import estimate_cost, price_per_second
+from sora_tasks.core.receipts import Receipts
+from sora_tasks.core.receipts import default_location as default_receipts
+from sora_tasks.core.records import RecordStore
 from sora_tasks.core.settings import ApiSettings
-from sora_tasks.core.slots import RenderingSlots, claim_rendering_slot
+from sora_tasks.core.slots import forget, holding_slot
 from sora_tasks.core.storage import check_bucket, resolve_destination
-from sora_tasks.tasks import (
-    create_video,
-    for_worker_threads,
-    preprocess_image,
-    retry_on_transient,
-    wait_for_video,
-)
+from sora_tasks.tasks import before_create, emit_video_event, rendering_slot, retry_on_transient
 
-from .delivery import Delivery
-from .generate import deliver
+from .delivery import saved_name
+from .spread import ShardRows, Spread, run_spread
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
 # The batch progress artifact moves in steps of this many percentage points.
 BATCH_PROGRESS_STEP = 10.0
 
 
-# Rows run in the task runner's worker threads, where Prefect timeouts cannot act.
-_create_in_thread = for_worker_threads(create_video)
+@dataclass(frozen=True)
+class RowContext:
+    """What every row of one run shares; plain data, so any task runner can ship it."""
+
+    settings: ApiSettings
+    receipts: str
+    batch_key: str  # names this run's per-process rendering slots
+    max_in_flight: int
+    bucket: S3Bucket | None = None
 
 
-# The slots are a live object, not data: nothing to hash for a cache key.
 @task(
     name="generate-row",
     task_run_name="row-{row.number}",
-    cache_policy=NO_CACHE,
+    cache_policy=NO_CACHE,  # idempotency lives in the receipts, not in a cache
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_on_transient,
 )
-def generate_row(
-    row: ManifestRow, settings: ApiSettings, rendering_slots: RenderingSlots, bucket: S3Bucket | None = None
-) -> dict[str, Any]:
-    """One row, as two task runs: this one and its paid create.
+def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
+    """One row in one task run: find it delivered, follow its paid job, or make it; then deliver.
 
-    The other steps are the sync flow's task functions, called inside this run: a
-    task run per step was five runs a row, and at hundreds of rows the Prefect API's
-    bookkeeping of them took more CPU than the rows did. Polls and downloads keep the
-    SDK's retries and uploads boto3's. A transient failure that outlasts them makes
-    Prefect retry the whole row, and the row's create then answers from its cache with
-    the same video id, so a retry never pays twice (tested with injected faults).
-
-    create-video claims a slot right before its request and the slot is freed once
-    the job stops rendering, so at most ``max_in_flight`` jobs run at the provider;
-    starting the next rows and delivering finished ones happen outside the slots.
+    A transient failure that outlasts the SDK's and boto3's retries makes Prefect retry
+    the whole row; the receipt written when the create answered makes the retry follow
+    the same job (tested with injected faults), and a create whose answer was lost is
+    reconciled against the server's job list.
     """
-    prepared = preprocess_image.fn(row.image, row.request.size, row.fit) if row.image else None
-    with rendering_slots.for_job():
-        # Nested task runs commit their cache records with the parent's transaction,
-        # so a row failing later would forget the paid create and a retry would pay
-        # again. Eager: the create's record is written as soon as it has the id.
-        with transaction(commit_mode=CommitMode.EAGER):
-            video_id = _create_in_thread(row.request, settings, prepared, row.request_id)
-        # A retried row's create is answered from the cache and claims nothing itself;
-        # its job renders all the same, so it counts against the limit here.
-        claim_rendering_slot()
-        video = wait_for_video.fn(video_id, settings, progress_artifact=False)
-    return deliver(
-        video_id, row.request, settings, Delivery(row.output, bucket), video, {}, batch_row=True
-    ).model_dump()
+    settings = shared.settings
+    s3 = bucket_client(shared.bucket)
+    in_bucket = shared.bucket is not None and shared.receipts.startswith(f"s3://{shared.bucket.bucket_name}/")
+    receipts = Receipts(shared.receipts, s3 if in_bucket else None)
+    prepared = prepare_image(row.image, row.request.size, fit=row.fit) if row.image else None
+    context = TaskRunContext.get()
+    retrying = context is not None and context.task_run.run_count > 1
+    since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
+
+    def rendering() -> Any:
+        return _both(holding_slot(shared.batch_key, shared.max_in_flight), rendering_slot(settings))
+
+    delivered = produce(
+        settings.client(),
+        row.request,
+        row.output,
+        image=prepared,
+        request_id=row.request_id,
+        receipts=receipts,
+        max_wait=settings.max_wait,
+        poll_interval=settings.poll_interval,
+        s3=s3,
+        rendering=rendering,
+        before_create=before_create(settings),
+        reconcile_since=since,
+    )
+    if delivered.how != "already delivered":
+        emit_video_event("uploaded", delivered.video_id, uri=delivered.uri, bytes=delivered.bytes, how=delivered.how)
+    return {"video_id": delivered.video_id, "uri": delivered.uri, "how": delivered.how}
+
+
+class _both:
+    """Two context managers as one: the process's slot, then the account's."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self._managers = (first, second)
+
+    def __enter__(self) -> None:
+        self._managers[0].__enter__()
+        try:
+            self._managers[1].__enter__()
+        except BaseException:
+            self._managers[0].__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._managers[1].__exit__(*exc_info)
+        finally:
+            self._managers[0].__exit__(*exc_info)
 
 
 def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
@@ -106,6 +146,15 @@ def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
     }
 
 
+def invalid_record(bad: InvalidRow) -> dict[str, Any]:
+    return {
+        "row": bad.number,
+        "prompt": str(bad.fields.get("prompt", ""))[:60],
+        "status": "invalid",
+        "error": bad.error,
+    }
+
+
 @flow(name="generate-videos")
 def generate_videos(
     manifest: str,
@@ -115,79 +164,151 @@ def generate_videos(
     max_in_flight: int = 10,
     max_cost_usd: float | None = None,
     prices: dict[str, float] | None = None,
+    spread: Spread | None = None,
+    shard: ShardRows | None = None,
+    state: str | None = None,
 ) -> list[dict[str, Any]]:
     """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
 
     ``api`` is a :class:`VideosApi` block or its name (None: the environment); its
-    ``rate_limit_name`` is the Prefect global concurrency limit every worker shares. With
-    ``destination`` (an ``S3Bucket`` block or its name) ``manifest`` and ``output_prefix``
-    are keys inside that bucket and folder, read and written with its credentials.
+    ``rate_limit_name`` and ``render_limit_name`` are the Prefect limits every worker
+    shares. With ``destination`` (an ``S3Bucket`` block or its name) ``manifest`` and
+    ``output_prefix`` are keys inside that bucket and folder. ``spread`` runs the rows as
+    shards on other workers (see :class:`Spread`); ``shard`` is what the parent hands each
+    of them. ``state`` is where receipts of paid jobs live (default: beside the outputs
+    in S3, else this machine's ``~/.prefect-sora``).
 
-    Returns the per-row outcome table when every row was delivered. Otherwise raises
+    Returns the per-row outcome table when every row was delivered (``how`` says whether
+    it was created, resumed, recreated or already delivered). Otherwise raises
     :class:`BatchFailedError` (the run ends Failed) with the same table as ``rows``,
     after the table artifact is written and every bad row is logged.
     """
     if max_in_flight < 1:
         raise InvalidRequestError(f"max_in_flight must be at least 1, got {max_in_flight}")
-    logger = get_run_logger()
     settings = load_api(api)
-    settings = settings.model_copy(update={"rate_limit_name": existing_rate_limit(settings.rate_limit_name)})
+    settings = settings.model_copy(
+        update={
+            "rate_limit_name": existing_limit(settings.rate_limit_name, "rate"),
+            "render_limit_name": existing_limit(settings.render_limit_name, "render"),
+        }
+    )
     bucket = load_bucket(destination)
+    given = {"manifest": manifest, "output_prefix": output_prefix}  # as a shard must be handed them
     if bucket is not None:
         manifest = key_in_bucket(bucket, manifest, what="manifest")
         output_prefix = key_in_bucket(bucket, output_prefix, what="output_prefix")
+    state = state or default_receipts(output_prefix)
     rows, invalid = load_manifest(
         manifest, output_prefix=output_prefix, settings=settings, client=bucket_client(bucket)
     )
+    if shard is not None:
+        rows = [row for row in rows if shard.first <= row.number <= shard.last]
+        invalid = []  # the parent reports those
     settings.client()  # a missing key or a malformed URL fails here, before anything is paid
     buckets = {resolve_destination(row.output, video_id="v", model="m").bucket for row in rows} - {None}
     for name in sorted(name for name in buckets if name):
         check_bucket(name, bucket_client(bucket))
     # The provider's own prices unless the caller gave some; none known: OpenAI's table.
     prices = prices if prices is not None else (settings.profile.price_per_second or None)
-    estimate, unpriced = estimate_cost((row.request for row in rows), prices)
-    report_estimate(manifest, rows, invalid, estimate, unpriced, max_cost_usd)
-    if max_cost_usd is not None and estimate > max_cost_usd:
-        raise InvalidRequestError(
-            f"estimated cost ${estimate:.2f} for {len(rows)} videos exceeds max_cost_usd ${max_cost_usd:.2f}; "
-            "nothing was submitted"
+    if shard is None:
+        estimate, unpriced = estimate_cost((row.request for row in rows), prices)
+        report_estimate(manifest, rows, invalid, estimate, unpriced, max_cost_usd)
+        if max_cost_usd is not None and estimate > max_cost_usd:
+            raise InvalidRequestError(
+                f"estimated cost ${estimate:.2f} for {len(rows)} videos exceeds max_cost_usd ${max_cost_usd:.2f}; "
+                "nothing was submitted"
+            )
+    if spread is not None:
+        outcomes = run_spread(
+            spread,
+            manifest=manifest,
+            rows=rows,
+            invalid=invalid,
+            parameters={
+                **given,
+                "api": saved_name(api),
+                "destination": saved_name(destination),
+                "max_in_flight": max_in_flight,
+                "prices": prices,
+                "state": state,
+            },
+            api=api,
+            destination=destination,
+            state=state,
+            output_prefix=output_prefix,
+            client=bucket_client(bucket),
         )
+        if not spread.wait:
+            return outcomes
+    else:
+        outcomes = [invalid_record(bad) for bad in invalid]
+        outcomes += run_rows(rows, settings, bucket, state, max_in_flight, manifest, prices)
+        if shard is not None:
+            RecordStore(f"{state}/batches/{shard.batch}", bucket_client(bucket)).put(
+                shard.record_name, json.dumps(outcomes)
+            )
+    return finish(outcomes, manifest)
 
-    outcomes: list[dict[str, Any]] = [
-        {"row": bad.number, "prompt": str(bad.fields.get("prompt", ""))[:60], "status": "invalid", "error": bad.error}
-        for bad in invalid
-    ]
-    slots = RenderingSlots(max_in_flight)
-    # A second thread per slot stands ready at the slot gate (its row's tasks
-    # already started) or delivers a finished video, so freed slots refill at once.
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=2 * max_in_flight)
-    with runner:
-        futures = []
-        for row in rows:
-            parameters = {"row": row, "settings": settings, "rendering_slots": slots, "bucket": bucket}
-            futures.append((row, runner.submit(generate_row, parameters=parameters)))
-        track_batch([future for _, future in futures], manifest)
-        # wait() records each future's final state; without it, .state asks the
-        # Prefect API, whose copy can still say Running (states arrive as events).
-        wait([future for _, future in futures])
-    for row, future in futures:
-        cost = (price_per_second(row.request, prices) or 0.0) * int(row.request.seconds)
-        if future.state.is_completed():
-            result = future.result()
-            outcomes.append(
-                _row_record(row, status="delivered", video_id=result["video_id"], uri=result["uri"], cost_usd=cost)
-            )
-        else:
-            error = future.state.result(raise_on_failure=False)
-            outcomes.append(
-                _row_record(
-                    row,
-                    status="failed",
-                    video_id=getattr(error, "video_id", None),
-                    error=f"{type(error).__name__}: {error}",
-                    cost_usd=cost if getattr(error, "video_id", None) else 0.0,
-                )
-            )
+
+def run_rows(
+    rows: list[ManifestRow],
+    settings: ApiSettings,
+    bucket: S3Bucket | None,
+    state: str,
+    max_in_flight: int,
+    manifest: str,
+    prices: dict[str, float] | None,
+) -> list[dict[str, Any]]:
+    """Every row on the flow's task runner; one outcome record per row."""
+    shared = RowContext(settings, state, f"batch-{uuid.uuid4().hex}", max_in_flight, bucket)
+    context = FlowRunContext.get()
+    flow_runner = context.task_runner if context is not None else None
+    try:
+        if flow_runner is None or isinstance(flow_runner, ThreadPoolTaskRunner):
+            # Threads: a second one per slot stands ready at the slot gate (its row's task
+            # run already started) or delivers a finished video, so freed slots refill at once.
+            runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=2 * max_in_flight)
+            with runner:
+                futures = [
+                    (row, runner.submit(generate_row, parameters={"row": row, "shared": shared})) for row in rows
+                ]
+                track_batch([future for _, future in futures], manifest)
+                # wait() records each future's final state; without it, .state asks the
+                # Prefect API, whose copy can still say Running (states arrive as events).
+                wait([future for _, future in futures])
+        else:  # the flow's own runner, e.g. generate_videos.with_options(task_runner=DaskTaskRunner(...))
+            futures = [(row, generate_row.submit(row, shared)) for row in rows]  # type: ignore[misc]
+            track_batch([future for _, future in futures], manifest)
+            wait([future for _, future in futures])
+    finally:
+        forget(shared.batch_key)
+    return [row_outcome(row, future, prices) for row, future in futures]
+
+
+def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, float] | None) -> dict[str, Any]:
+    cost = (price_per_second(row.request, prices) or 0.0) * int(row.request.seconds)
+    if future.state.is_completed():
+        result = future.result()
+        paid = cost if result["how"] in ("created", "recreated") else 0.0
+        return _row_record(
+            row, status="delivered", how=result["how"], video_id=result["video_id"], uri=result["uri"], cost_usd=paid
+        )
+    error = future.state.result(raise_on_failure=False)
+    video_id = getattr(error, "video_id", None)
+    if video_id:
+        emit_video_event("failed", video_id, code=getattr(error, "code", type(error).__name__), message=str(error))
+    return _row_record(
+        row,
+        status="failed",
+        video_id=video_id,
+        error=f"{type(error).__name__}: {error}",
+        cost_usd=cost if video_id else 0.0,
+    )
+
+
+def finish(outcomes: list[dict[str, Any]], manifest: str) -> list[dict[str, Any]]:
+    """One table, one line per bad row, and the run's outcome."""
+    logger = get_run_logger()
     outcomes.sort(key=lambda outcome: outcome["row"])
     create_table_artifact(table=outcomes, description=f"generate-videos: {manifest}")
     for outcome in outcomes:
@@ -195,7 +316,8 @@ def generate_videos(
             video = f" (video {outcome['video_id']})" if outcome.get("video_id") else ""
             logger.warning("row %d %s%s: %s", outcome["row"], outcome["status"], video, outcome["error"])
     delivered = sum(1 for outcome in outcomes if outcome["status"] == "delivered")
-    logger.info("%d of %d rows delivered", delivered, len(outcomes))
+    already = sum(1 for outcome in outcomes if outcome.get("how") == "already delivered")
+    logger.info("%d of %d rows delivered (%d already delivered earlier)", delivered, len(outcomes), already)
     if delivered < len(outcomes):
         # An exception, not a Failed state carrying the table: a Python caller gets something it can
         # catch (a list cannot be raised) and the run's state message names the bad rows.
@@ -211,8 +333,11 @@ def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:
     """
     if not futures:
         return
-    artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]
-        progress=0.0, description=f"generate-videos: rows finished of {len(futures)} ({manifest})"
+    artifact_id = cast(
+        UUID,
+        create_progress_artifact(
+            progress=0.0, description=f"generate-videos: rows finished of {len(futures)} ({manifest})"
+        ),
     )
     shown = 0.0
     for finished, _ in enumerate(as_completed(futures), start=1):
@@ -222,11 +347,11 @@ def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:
             shown = percent
 
 
-def existing_rate_limit(name: str | None) -> str | None:
+def existing_limit(name: str | None, kind: str) -> str | None:
     """The limit's name if it exists on the Prefect server, else None (with a warning).
 
     Asking Prefect for slots of a missing limit still costs a serialized API call per
-    create; checking once here keeps a batch without a limit at full speed.
+    row; checking once here keeps a batch without a limit at full speed.
     """
     if not name:
         return None
@@ -239,11 +364,13 @@ def existing_rate_limit(name: str | None) -> str | None:
         except ObjectNotFound:
             limit = None
     if limit is None or not limit.active:
+        how = "--limit 2 --slot-decay-per-second 1" if kind == "rate" else "--limit 20"
         get_run_logger().warning(
-            "rate limit %r does not exist or is inactive: creates are not rate-limited "
-            "(create it with `prefect gcl create %s --limit 2 --slot-decay-per-second 1`)",
+            "%s limit %r does not exist or is inactive: it is not applied (create it with `prefect gcl create %s %s`)",
+            kind,
             name,
             name,
+            how,
         )
         return None
     return name
@@ -265,8 +392,12 @@ def report_estimate(
         f"- invalid rows (not submitted): {len(invalid)}",
         f"- estimated cost: **${estimate:.2f}**"
         + (f" (limit ${max_cost_usd:.2f})" if max_cost_usd is not None else ""),
+        "- rows an earlier run already delivered or paid for are not paid again",
     ]
     if unpriced:
         lines.append(f"- no price known for: {', '.join(unpriced)} (counted as $0)")
     get_run_logger().info("batch estimate: %d videos, %d s, $%.2f", len(rows), seconds, estimate)
     create_markdown_artifact(markdown="\n".join(lines), description="cost estimate before submitting")
+
+
+__all__ = ["ShardRows", "Spread", "generate_videos"]

@@ -13,6 +13,9 @@ from prefect_aws import S3Bucket
 from sora_tasks.blocks import VideosApi, load_api
 from sora_tasks.core.client import DownloadedFile
 from sora_tasks.core.errors import StorageError, VariantUnavailableError, VideoNotReadyError
+from sora_tasks.core.pipeline import Delivered, find_delivered, record_delivery, request_key
+from sora_tasks.core.receipts import Receipts
+from sora_tasks.core.receipts import default_location as default_receipts
 from sora_tasks.core.request import VideoRequest
 from sora_tasks.core.settings import ApiSettings
 from sora_tasks.core.spec import VideoSpec, as_spec, build_request
@@ -21,6 +24,7 @@ from sora_tasks.tasks import (
     create_video,
     download_video,
     preprocess_image,
+    rendering_slot,
     upload_video,
     wait_for_video,
 )
@@ -42,6 +46,7 @@ def deliver(
     *,
     batch_row: bool = False,
     thumbnail: bool = False,
+    fingerprint: str | None = None,
 ) -> VideoResult:
     """Download and store a completed video; the local copy is removed only once stored.
 
@@ -54,7 +59,7 @@ def deliver(
     timings["download"] = time.monotonic() - started
     started = time.monotonic()
     try:
-        stored = upload(downloaded, delivery.output, request, delivery.bucket)
+        stored = upload(downloaded, delivery.output, request, delivery.bucket, fingerprint)
     except StorageError as error:
         expires = video.get("expires_at")
         if expires:
@@ -135,31 +140,63 @@ def generate_video(
     delivery = resolve_delivery(output, destination)
     # Raises on a missing key or a malformed URL before anything is paid; the client is
     # kept for this thread's tasks.
-    settings.client()
+    client = settings.client()
+    receipts_at = default_receipts(delivery.output)
+    receipts = Receipts(receipts_at, delivery.s3_client())
     timings: dict[str, float] = {}
     started = time.monotonic()
     prepared = preprocess_image(spec.image, request.size, spec.fit) if spec.image else None
     timings["preprocess"] = time.monotonic() - started
+    key = request_key(client, request, prepared, spec.request_id)
+    done = find_delivered(receipts, key, delivery.output, model=request.model, s3=delivery.s3_client())
+    if done is not None:
+        get_run_logger().info("already delivered at %s (video %s): nothing to pay for", done.uri, done.video_id)
+        result = already_delivered(done)
+        report(result)
+        return result
 
-    started = time.monotonic()
-    video_id = create_video(request, settings, prepared, spec.request_id)
-    timings["create"] = time.monotonic() - started
-    get_run_logger().info("video id %s (keep it: `sora-video collect %s` recovers it)", video_id, video_id)
-    try:
+    with rendering_slot(settings):
         started = time.monotonic()
-        waiter = wait_for_video.with_options(timeout_seconds=settings.max_wait + 120)
+        video_id = create_video(request, settings, prepared, spec.request_id, receipts_at, delivery.bucket)
+        timings["create"] = time.monotonic() - started
+        get_run_logger().info("video id %s (keep it: `sora-video collect %s` recovers it)", video_id, video_id)
         try:
-            rendered = waiter(video_id, settings)
-        except VideoNotReadyError as error:
-            if error.status != "not_found":
-                raise
-            # A cached create pointed at a job the server no longer knows (deleted,
-            # expired, server reset): pay for a fresh one rather than fail forever.
-            get_run_logger().warning("cached video %s is gone from the server; creating a new one", video_id)
-            video_id = create_video.with_options(refresh_cache=True)(request, settings, prepared, spec.request_id)
-            rendered = waiter(video_id, settings)
-        timings["wait"] = time.monotonic() - started
-        return deliver(video_id, request, settings, delivery, rendered, timings, thumbnail=thumbnail)
+            started = time.monotonic()
+            waiter = wait_for_video.with_options(timeout_seconds=settings.max_wait + 120)
+            try:
+                rendered = waiter(video_id, settings)
+            except VideoNotReadyError as error:
+                if error.status != "not_found":
+                    raise
+                # A recorded job the server no longer knows (deleted, expired, server reset):
+                # pay for a fresh one rather than fail forever.
+                get_run_logger().warning("recorded video %s is gone from the server; creating a new one", video_id)
+                receipts.forget(key)
+                video_id = create_video(request, settings, prepared, spec.request_id, receipts_at, delivery.bucket)
+                rendered = waiter(video_id, settings)
+            timings["wait"] = time.monotonic() - started
+        except Exception as error:
+            keep_for_collection(error, video_id, request, delivery, settings, api, ledger)
+            raise
+    try:
+        result = deliver(video_id, request, settings, delivery, rendered, timings, thumbnail=thumbnail, fingerprint=key)
     except Exception as error:
         keep_for_collection(error, video_id, request, delivery, settings, api, ledger)
         raise
+    record_delivery(receipts, key, result)
+    return result
+
+
+def already_delivered(done: Delivered) -> VideoResult:
+    return VideoResult(
+        video_id=done.video_id,
+        status="completed",
+        uri=done.uri,
+        bytes=done.bytes,
+        sha256=done.sha256,
+        model=done.model,
+        duration=int(done.duration) if str(done.duration).isdigit() else 0,
+        resolution=done.resolution,
+        expires_at=done.expires_at,
+        how=done.how,
+    )

@@ -15,6 +15,7 @@ from sora_tasks.core.client import status_dict
 from sora_tasks.core.errors import InvalidRequestError
 from sora_tasks.core.ledger import Ledger
 from sora_tasks.core.pipeline import ensure_collectable
+from sora_tasks.core.receipts import default_location as default_receipts
 from sora_tasks.core.request import VideoRequest
 from sora_tasks.core.settings import ApiSettings
 from sora_tasks.core.spec import VideoSpec, as_spec, build_request
@@ -49,7 +50,10 @@ def submit_video(
     book = Ledger(ledger) if ledger is not None else None
     settings.client()
     prepared = preprocess_image(spec.image, request.size, spec.fit) if spec.image else None
-    video_id = create_video(request, settings, prepared, spec.request_id)
+    receipts = default_receipts(delivery.output if delivery else None)
+    video_id = create_video(
+        request, settings, prepared, spec.request_id, receipts, delivery.bucket if delivery else None
+    )
     if book is not None and delivery is not None:
         book.add(pending_record(video_id, request, delivery, settings, api))
         get_run_logger().info("submitted %s; recorded in %s for collect-pending", video_id, book.location)

@@ -77,6 +77,14 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
         "e.g. sora-api; empty: creates are not rate-limited.",
     )
 
+    render_limit_name: str | None = Field(
+        default=None,
+        title="Render limit name",
+        description="A Prefect global concurrency limit (no slot decay) bounding how many jobs render at once "
+        "across every worker, e.g. sora-rendering; a slot is held while a job renders and freed when it ends "
+        "or its holder dies. Empty: only each batch's max_in_flight.",
+    )
+
     def settings(self) -> ApiSettings:
         """The engine-agnostic settings the tasks use."""
         return ApiSettings(
@@ -89,6 +97,7 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
             poll_interval=self.poll_interval,
             max_wait=self.max_wait,
             rate_limit_name=self.rate_limit_name,
+            render_limit_name=self.render_limit_name,
         )
 
     def get_client(self) -> VideosClient:

@@ -2,13 +2,15 @@
 
 Each task adds what Prefect is good at and nothing else: retries with jittered
 exponential backoff for transient failures only, run-logger logging, artifacts,
-events and, for create, a cache key so one request is paid for once.
+events; a create is recorded in durable receipts (not a cache), so one request is paid
+for once on any machine.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -17,7 +19,7 @@ from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.concurrency.sync import rate_limit
+from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.context import TaskRunContext
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
@@ -28,17 +30,15 @@ from .core import progress
 from .core.client import DownloadedFile, Variant
 from .core.errors import TransientError
 from .core.images import Fit, ImageSource, PreparedImage, prepare_image
+from .core.pipeline import submit
+from .core.receipts import Receipts
 from .core.request import VideoRequest
 from .core.settings import ApiSettings
-from .core.slots import claim_rendering_slot
 from .core.storage import StoredVideo, object_metadata, resolve_destination, store_file
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Completed assets expire about an hour after completion; a cached create older
-# than that would point at a video that can no longer be downloaded.
-CREATE_CACHE_EXPIRATION = timedelta(minutes=50)
 # Progress artifact granularity in percentage points.
 PROGRESS_STEP = 20
 
@@ -62,7 +62,8 @@ _transient_retries: dict[str, Any] = {
 }
 
 
-def _emit(event: str, video_id: str, **payload: Any) -> None:
+def emit_video_event(event: str, video_id: str, **payload: Any) -> None:
+    """``sora.video.<event>`` about one video (resource ``sora.video.<id>``), for automations."""
     emit_event(
         event=f"sora.video.{event}",
         resource={"prefect.resource.id": f"sora.video.{video_id}", "prefect.resource.name": video_id},
@@ -83,43 +84,68 @@ def preprocess_image(image: ImageSource, size: str, fit: Fit = "cover") -> Prepa
     return prepared
 
 
-def create_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Same request + same server + same request_id -> same job, across retries and reruns."""
-    request: VideoRequest = parameters["request"]
-    image: PreparedImage | None = parameters.get("image")
-    settings: ApiSettings = parameters["settings"]
-    fingerprint = request.fingerprint(
-        image_sha256=image.sha256 if image else None, request_id=parameters.get("request_id")
-    )
-    return f"sora-create-{settings.resolved_base_url}-{fingerprint}"
+RENDER_LEASE_SECONDS = 120.0
+"""A rendering slot's lease: renewed while its holder lives, freed this long after it dies."""
 
 
-@task(
-    name="create-video",
-    timeout_seconds=300,
-    cache_key_fn=create_cache_key,
-    cache_expiration=CREATE_CACHE_EXPIRATION,
-    **_transient_retries,
-)
+@contextmanager
+def rendering_slot(settings: ApiSettings) -> Iterator[None]:
+    """Hold one slot of the account's render limit (a Prefect global concurrency limit) while a job renders.
+
+    The slot is leased: Prefect renews it while this process lives and frees it when the
+    lease runs out after a crash, so a dead worker never keeps a slot for good.
+    """
+    if not settings.render_limit_name:
+        yield
+        return
+    with concurrency(settings.render_limit_name, occupy=1, lease_duration=RENDER_LEASE_SECONDS, strict=False):
+        yield
+
+
+def before_create(settings: ApiSettings) -> Callable[[], None] | None:
+    """The account's create rate limit, taken right before each paid create."""
+    name = settings.rate_limit_name
+    if not name:
+        return None
+    return lambda: rate_limit(name, strict=False)
+
+
+@task(name="create-video", timeout_seconds=300, cache_policy=NO_CACHE, **_transient_retries)
 def create_video(
     request: VideoRequest,
     settings: ApiSettings,
     image: PreparedImage | None = None,
     request_id: str | None = None,
+    receipts: str | None = None,
+    bucket: S3Bucket | None = None,
 ) -> str:
-    """Start one paid job and return its id. The SDK never re-sends it by itself."""
-    claim_rendering_slot()
-    if settings.rate_limit_name:
-        rate_limit(settings.rate_limit_name, strict=False)
+    """Start one paid job and return its id, or the id of the job an earlier run paid for.
+
+    ``receipts`` (a folder or ``s3://`` prefix; ``bucket`` lends S3 credentials) records
+    the job the moment the create answers, so a retry, a rerun or another worker follows
+    it instead of paying again. The SDK never re-sends a create by itself.
+    """
     client = settings.client()
     context = TaskRunContext.get()
     retrying = context is not None and context.task_run.run_count > 1
     # On a retry, first adopt any job the failed attempt made after all.
     since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
-    video = client.create(request, image, reconcile_since=since)
-    get_run_logger().info("created %s: %s, %s s, %s", video.id, request.model, request.seconds, request.size)
-    _emit("created", video.id, model=request.model, seconds=request.seconds, size=request.size)
-    return video.id
+    submitted = submit(
+        client,
+        request,
+        image,
+        request_id=request_id,
+        receipts=Receipts(receipts, bucket_client(bucket)) if receipts else None,
+        reconcile_since=since,
+        before_create=before_create(settings),
+    )
+    logger = get_run_logger()
+    if submitted.reused:
+        logger.info("following %s, paid for by an earlier run of this request", submitted.video_id)
+        return submitted.video_id
+    logger.info("created %s: %s, %s s, %s", submitted.video_id, request.model, request.seconds, request.size)
+    emit_video_event("created", submitted.video_id, model=request.model, seconds=request.seconds, size=request.size)
+    return submitted.video_id
 
 
 # Its timeout is the flow's max_wait plus a margin, set per call with .with_options().
@@ -155,11 +181,11 @@ def wait_for_video(video_id: str, settings: ApiSettings, progress_artifact: bool
         )
     except Exception as error:
         code = getattr(error, "code", type(error).__name__)
-        _emit("failed", video_id, code=code, message=str(error))
+        emit_video_event("failed", video_id, code=code, message=str(error))
         raise
     if artifact_id and shown < 100:
         update_progress_artifact(artifact_id, 100.0)
-    _emit("completed", video_id)
+    emit_video_event("completed", video_id)
     return video.model_dump(mode="json")
 
 
@@ -179,13 +205,23 @@ def download_video(
 
 @task(name="upload-video", timeout_seconds=3600, cache_policy=NO_CACHE, **_transient_retries)
 def upload_video(
-    downloaded: DownloadedFile, output: str, request: VideoRequest, bucket: S3Bucket | None = None
+    downloaded: DownloadedFile,
+    output: str,
+    request: VideoRequest,
+    bucket: S3Bucket | None = None,
+    fingerprint: str | None = None,
 ) -> StoredVideo:
     """Deliver the file to a local path or S3 (with an S3Bucket block's credentials) and verify what landed."""
     client = bucket_client(bucket)
     destination = resolve_destination(output, video_id=downloaded.video_id, model=request.model)
     metadata = object_metadata(
-        downloaded.video_id, request.model, request.seconds, request.size, request.prompt_sha256, downloaded.sha256
+        downloaded.video_id,
+        request.model,
+        request.seconds,
+        request.size,
+        request.prompt_sha256,
+        downloaded.sha256,
+        fingerprint,
     )
     stored = store_file(
         downloaded.path,
@@ -198,18 +234,5 @@ def upload_video(
     get_run_logger().info(
         "stored %s at %s (%d bytes, sha256 %s)", downloaded.video_id, stored.uri, stored.bytes, stored.sha256
     )
-    _emit("uploaded", downloaded.video_id, uri=stored.uri, bytes=stored.bytes, sha256=stored.sha256)
+    emit_video_event("uploaded", downloaded.video_id, uri=stored.uri, bytes=stored.bytes, sha256=stored.sha256)
     return stored
-
-
-def for_worker_threads(task_: Task[P, R]) -> Task[P, R]:
-    """The same task without a Prefect timeout, for task runners' worker threads.
-
-    Prefect cannot enforce ``timeout_seconds`` outside the main thread: it warns on
-    every run and spends a watcher thread per run (measured: about 0.2 s per batch
-    row on two cores). There the SDK's request timeout, ``max_wait`` and boto3's
-    socket timeouts are the bounds instead.
-    """
-    untimed = task_.with_options()
-    untimed.timeout_seconds = None  # with_options() reads None as "keep the current value"
-    return untimed

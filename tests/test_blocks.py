@@ -50,7 +50,7 @@ for how, given in (("object", api), ("name", "sora-test")):
     done[how + "-collect"] = collect_video(submitted.video_id, output=how + "/again.mp4", api=given,
                                            destination="videos-test").uri
     outcomes = generate_videos(manifest="manifests/three.jsonl", output_prefix="batch-" + how, api=given,
-                               destination="videos-test", rate_limit_name=None)
+                               destination="videos-test")
     done[how + "-batch"] = [row["uri"] for row in outcomes]
 print(json.dumps(done))
 """

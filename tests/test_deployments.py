@@ -80,6 +80,7 @@ def test_all_deployments_are_registered_with_their_schedules(prefect_server: dic
         ("collect", "flows/manual.py:collect_video"),
         ("collect-pending", "flows/deferred.py:collect_pending"),
         ("nightly-batch", "flows/batch.py:generate_videos"),
+        ("shard", "flows/batch.py:generate_videos"),
     }
     schedules = {d["name"]: d["schedules"] for d in deployments}
     assert schedules["collect-pending"][0]["schedule"]["interval"] == 60

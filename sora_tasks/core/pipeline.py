@@ -14,9 +14,10 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from openai.types import Video
 
@@ -25,7 +26,7 @@ from .errors import StorageError, TransientError, VariantUnavailableError, Video
 from .images import PreparedImage
 from .receipts import Receipt, Receipts, receipt_key
 from .request import VideoRequest
-from .storage import S3Client, object_metadata, resolve_destination, store_file, variant_output
+from .storage import S3Client, object_metadata, resolve_destination, store_file, stored_object, variant_output
 
 logger = logging.getLogger("sora_tasks")
 T = TypeVar("T")
@@ -69,6 +70,18 @@ class Submitted:
     video_id: str
     # True when an earlier run's job for the same request was taken up (nothing paid now).
     reused: bool
+    # True when an earlier run's job was gone or unusable and a new one was paid for.
+    recreated: bool = False
+    key: str = ""
+
+
+def request_key(
+    client: VideosClient, request: VideoRequest, image: PreparedImage | None = None, request_id: str | None = None
+) -> str:
+    """The receipt key (the request's fingerprint on this server), also stored in the video's metadata."""
+    return receipt_key(
+        client.base_url, request.fingerprint(image_sha256=image.sha256 if image else None, request_id=request_id)
+    )
 
 
 def submit(
@@ -78,22 +91,33 @@ def submit(
     *,
     request_id: str | None = None,
     receipts: Receipts | None = None,
+    reconcile_since: float | None = None,
+    before_create: Callable[[], None] | None = None,
 ) -> Submitted:
-    """The job for this request: an earlier run's, if it is still usable, else a new one."""
-    key = receipt_key(
-        client.base_url, request.fingerprint(image_sha256=image.sha256 if image else None, request_id=request_id)
+    """The job for this request: an earlier run's, if it is still usable, else a new one.
+
+    The receipt is written as soon as the create answers, before anything can lose it.
+    ``reconcile_since`` (a retry's first attempt time) adopts a job that attempt made
+    after all; ``before_create`` runs right before a paid create (a rate limit).
+    """
+    key = request_key(client, request, image, request_id)
+    earlier = receipts.find(key) if receipts is not None else None
+    if earlier is not None and _still_usable(client, earlier.video_id):
+        logger.info("request already paid for: following %s", earlier.video_id)
+        return Submitted(earlier.video_id, reused=True, key=key)
+    if before_create is not None:
+        before_create()
+    started = time.time()
+    video = retry_transient(
+        lambda attempt: client.create(
+            request, image, reconcile_since=reconcile_since if attempt == 1 else (reconcile_since or started)
+        ),
+        attempts=3,
+        what="create",
     )
     if receipts is not None:
-        earlier = receipts.find(key)
-        if earlier is not None and _still_usable(client, earlier.video_id):
-            logger.info("request already paid for: following %s", earlier.video_id)
-            return Submitted(earlier.video_id, reused=True)
-        if earlier is not None:
-            receipts.forget(key)
-    video = create_job(client, request, image)
-    if receipts is not None:
         receipts.record(Receipt(key, video.id, client.base_url, request.model, request.seconds, request.size))
-    return Submitted(video.id, reused=False)
+    return Submitted(video.id, reused=False, recreated=earlier is not None, key=key)
 
 
 def _still_usable(client: VideosClient, video_id: str) -> bool:
@@ -158,6 +182,9 @@ class Delivered:
     expires_at: int | None = None
     reused: bool = False
     thumbnail_uri: str | None = None
+    # created, resumed (an earlier run's job), recreated (the earlier job was gone) or
+    # already delivered (nothing asked of the server at all).
+    how: str = "created"
 
 
 def deliver(
@@ -168,6 +195,7 @@ def deliver(
     prompt: str | None = None,
     s3: S3Client | None = None,
     thumbnail: bool = False,
+    fingerprint: str | None = None,
 ) -> Delivered:
     """Download a completed video and store it at ``output``; the local copy goes once stored."""
     downloaded = retry_transient(lambda _: client.download(video.id), what=f"downloading {video.id}")
@@ -181,7 +209,7 @@ def deliver(
                 destination,
                 sha256=downloaded.sha256,
                 content_type=downloaded.content_type or "video/mp4",
-                metadata=object_metadata(video.id, model, seconds, size, prompt_sha256, downloaded.sha256),
+                metadata=object_metadata(video.id, model, seconds, size, prompt_sha256, downloaded.sha256, fingerprint),
                 client=s3,
             ),
             what=f"storing {video.id}",
@@ -226,6 +254,145 @@ def collect(client: VideosClient, video_id: str, output: str, *, s3: S3Client | 
     return deliver(client, video, output, s3=s3)
 
 
+def find_delivered(
+    receipts: Receipts | None, key: str, output: str, *, model: str, s3: S3Client | None = None
+) -> Delivered | None:
+    """The video this request already delivered, if it is still where it was put; no API call.
+
+    Two ways to know: the receipt names the delivered object, or ``output`` names one fixed
+    place (no ``{video_id}``) that holds an object whose metadata carries this fingerprint.
+    """
+    receipt = receipts.find(key) if receipts is not None else None
+    if receipt is not None and receipt.delivered_uri:
+        found = stored_object(resolve_destination(receipt.delivered_uri, video_id=receipt.video_id, model=model), s3)
+        if found is not None and found[0] == receipt.delivered_bytes and found[1].get("fingerprint", key) == key:
+            return Delivered(
+                receipt.video_id,
+                receipt.delivered_uri,
+                found[0],
+                receipt.delivered_sha256 or "",
+                receipt.model,
+                receipt.duration,
+                receipt.resolution,
+                receipt.expires_at,
+                reused=True,
+                how="already delivered",
+            )
+    fixed = resolve_destination(output, video_id="video_a", model=model)
+    if fixed.uri != resolve_destination(output, video_id="video_b", model=model).uri or fixed.path is not None:
+        return None
+    found = stored_object(fixed, s3)
+    if found is None or found[1].get("fingerprint") != key:
+        return None
+    metadata = found[1]
+    return Delivered(
+        metadata.get("video-id", ""),
+        fixed.uri,
+        found[0],
+        metadata.get("sha256", ""),
+        metadata.get("model", model),
+        metadata.get("seconds", ""),
+        metadata.get("size", ""),
+        reused=True,
+        how="already delivered",
+    )
+
+
+class StoredResult(Protocol):
+    """What a delivery returns, in the core (``Delivered``) or the flows (``VideoResult``)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def expires_at(self) -> int | None: ...
+
+
+def record_delivery(receipts: Receipts | None, key: str, delivered: StoredResult) -> None:
+    """Complete the receipt: a rerun anywhere then knows the video is delivered."""
+    if receipts is None:
+        return
+    receipt = receipts.find(key)
+    if receipt is not None:
+        receipts.record(
+            replace(
+                receipt,
+                delivered_uri=delivered.uri,
+                delivered_bytes=delivered.bytes,
+                delivered_sha256=delivered.sha256,
+                expires_at=delivered.expires_at,
+            )
+        )
+
+
+def produce(
+    client: VideosClient,
+    request: VideoRequest,
+    output: str,
+    *,
+    image: PreparedImage | None = None,
+    request_id: str | None = None,
+    receipts: Receipts | None = None,
+    max_wait: float,
+    poll_interval: float,
+    on_progress: ProgressCallback | None = None,
+    on_submitted: Callable[[Submitted], None] | None = None,
+    thumbnail: bool = False,
+    s3: S3Client | None = None,
+    rendering: Callable[[], AbstractContextManager[object]] = nullcontext,
+    before_create: Callable[[], None] | None = None,
+    reconcile_since: float | None = None,
+) -> Delivered:
+    """The video for ``request`` at ``output``, paying only for what no earlier run did.
+
+    Already delivered: returned with no API call. Paid for but not delivered: that job is
+    followed. Otherwise one job is created. ``rendering()`` is held from right before the
+    create until the job stops rendering (a concurrency slot); ``before_create`` runs
+    right before a paid create (a rate limit).
+    """
+    key = request_key(client, request, image, request_id)
+    done = find_delivered(receipts, key, output, model=request.model, s3=s3)
+    if done is not None:
+        logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
+        return done
+    with rendering():
+        submitted = submit(
+            client,
+            request,
+            image,
+            request_id=request_id,
+            receipts=receipts,
+            reconcile_since=reconcile_since,
+            before_create=before_create,
+        )
+        if on_submitted is not None:
+            on_submitted(submitted)
+        try:
+            video = wait(
+                client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress
+            )
+        except VideoNotReadyError as error:
+            if error.status != "not_found" or not submitted.reused:
+                raise
+            # Gone between the receipt check and the first poll (a server reset): pay once more.
+            logger.warning("video %s vanished from the server; creating a new one", submitted.video_id)
+            if receipts is not None:
+                receipts.forget(key)
+            submitted = submit(client, request, image, request_id=request_id, receipts=receipts)
+            submitted = replace(submitted, recreated=True)
+            video = wait(
+                client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress
+            )
+    delivered = deliver(client, video, output, prompt=request.prompt, s3=s3, thumbnail=thumbnail, fingerprint=key)
+    how = "recreated" if submitted.recreated else "resumed" if submitted.reused else "created"
+    delivered = replace(delivered, reused=submitted.reused, how=how)
+    record_delivery(receipts, key, delivered)
+    return delivered
+
+
 def generate(
     client: VideosClient,
     request: VideoRequest,
@@ -242,11 +409,17 @@ def generate(
     s3: S3Client | None = None,
 ) -> Delivered:
     """Create (or take up the earlier job for) ``request``, wait, and deliver to ``output``."""
-    submitted = submit(client, request, image, request_id=request_id, receipts=receipts)
-    if on_submitted is not None:
-        on_submitted(submitted)
-    video = wait(client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress)
-    delivered = deliver(client, video, output, prompt=request.prompt, s3=s3, thumbnail=thumbnail)
-    if submitted.reused:
-        return Delivered(**{**delivered.__dict__, "reused": True})
-    return delivered
+    return produce(
+        client,
+        request,
+        output,
+        image=image,
+        request_id=request_id,
+        receipts=receipts,
+        max_wait=max_wait,
+        poll_interval=poll_interval,
+        on_progress=on_progress,
+        on_submitted=on_submitted,
+        thumbnail=thumbnail,
+        s3=s3,
+    )

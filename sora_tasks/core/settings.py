@@ -37,6 +37,10 @@ class ApiSettings(BaseModel):
     # A Prefect global concurrency limit with slot decay shared by every worker calling
     # the same account (e.g. "sora-api"); None: creates are not rate-limited.
     rate_limit_name: str | None = None
+    # A Prefect global concurrency limit bounding jobs rendering at once for the account:
+    # a slot is held from right before the create until the job stops rendering, and
+    # released by its lease if the holder dies. None: only the batch's max_in_flight.
+    render_limit_name: str | None = None
 
     @property
     def resolved_base_url(self) -> str:

@@ -1,9 +1,9 @@
-"""Rendering slots: at most N jobs rendering at the provider at once, in one process.
+"""Rendering slots in one process: at most N jobs of one batch rendering at once here.
 
-A batch row holds a slot from the moment its create is sent until its job stops
-rendering. The slot is claimed right before the paid request, not when the row
-starts, so everything before it (task-run bookkeeping, image fitting) overlaps other
-jobs' render time and a freed slot is refilled in milliseconds.
+The account-wide bound is a Prefect global concurrency limit (``render_limit_name``);
+this is the per-process cap (a batch's ``max_in_flight``). Slots are looked up by a key
+(the batch's id) in a process-wide registry rather than passed around, so the rows that
+carry the key stay plain data that any task runner (threads, Dask processes) can ship.
 """
 
 from __future__ import annotations
@@ -11,48 +11,32 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+
+_registry: dict[str, threading.BoundedSemaphore] = {}
+_registry_lock = threading.Lock()
 
 
-@dataclass
-class _Claim:
-    slots: threading.BoundedSemaphore
-    held: bool = False
+def _slots(key: str, limit: int) -> threading.BoundedSemaphore:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    with _registry_lock:
+        if key not in _registry:
+            _registry[key] = threading.BoundedSemaphore(limit)
+        return _registry[key]
 
 
-@dataclass
-class RenderingSlots:
-    limit: int
-    _semaphore: threading.BoundedSemaphore = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise ValueError(f"limit must be at least 1, got {self.limit}")
-        self._semaphore = threading.BoundedSemaphore(self.limit)
-
-    @contextmanager
-    def for_job(self) -> Iterator[None]:
-        """Scope of one job: a slot claimed inside it is released when it ends."""
-        claim = _Claim(self._semaphore)
-        token = _current_claim.set(claim)
-        try:
-            yield
-        finally:
-            _current_claim.reset(token)
-            if claim.held:
-                claim.slots.release()
+@contextmanager
+def holding_slot(key: str, limit: int) -> Iterator[None]:
+    """Hold one of ``limit`` slots named ``key`` in this process while the block runs."""
+    slots = _slots(key, limit)
+    slots.acquire()
+    try:
+        yield
+    finally:
+        slots.release()
 
 
-_current_claim: ContextVar[_Claim | None] = ContextVar("sora_rendering_claim", default=None)
-
-
-def claim_rendering_slot() -> None:
-    """Block until this job holds a slot; a no-op outside ``for_job`` or when held already.
-
-    Called right before a create request. A retried create keeps the slot it has.
-    """
-    claim = _current_claim.get()
-    if claim is not None and not claim.held:
-        claim.slots.acquire()
-        claim.held = True
+def forget(key: str) -> None:
+    """Drop a finished batch's slots."""
+    with _registry_lock:
+        _registry.pop(key, None)

@@ -202,9 +202,16 @@ def read_s3_object(uri: str, client: S3Client | None = None) -> bytes:
 
 
 def object_metadata(
-    video_id: str, model: str, seconds: str, size: str, prompt_sha256: str, sha256: str
+    video_id: str,
+    model: str,
+    seconds: str,
+    size: str,
+    prompt_sha256: str,
+    sha256: str,
+    fingerprint: str | None = None,
 ) -> dict[str, str]:
-    return {
+    """S3 object metadata; ``fingerprint`` (the request's receipt key) lets a rerun see it is done."""
+    metadata = {
         "video-id": video_id,
         "model": model,
         "seconds": seconds,
@@ -212,6 +219,24 @@ def object_metadata(
         "prompt-sha256": prompt_sha256,
         "sha256": sha256,
     }
+    if fingerprint:
+        metadata["fingerprint"] = fingerprint
+    return metadata
+
+
+def stored_object(destination: Destination, client: S3Client | None = None) -> tuple[int, dict[str, str]] | None:
+    """(size, metadata) of what is at ``destination`` now, or None if nothing is there."""
+    if destination.path is not None:
+        return (destination.path.stat().st_size, {}) if destination.path.is_file() else None
+    from botocore.exceptions import ClientError
+
+    try:
+        head = (client or s3_client()).head_object(Bucket=destination.bucket, Key=destination.key)
+    except ClientError as error:
+        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return None
+        raise
+    return int(head["ContentLength"]), dict(head.get("Metadata", {}))
 
 
 def store_file(

@@ -1,0 +1,219 @@
+"""A batch spread over two real `prefect worker start` processes, with no shared local disk.
+
+`prefect server start`, the emulator and moto run as servers on 127.0.0.1; each worker
+has its own PREFECT_HOME and working directory, so only the Prefect server and S3 are
+shared. The parent batch runs in a process of its own, as a user's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .media import sha256
+from .prefect_api import prefect_api
+from .test_batch import peak_jobs_in_flight
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RENDER_LIMIT = 5
+
+pytestmark = pytest.mark.slow
+
+PARENT = """
+import json, sys
+from flows.batch import generate_videos
+from flows.spread import Spread
+from sora_tasks import BatchFailedError
+manifest, prefix, shards = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    rows = generate_videos(manifest=manifest, output_prefix=prefix, api="sora-spread", max_in_flight=4,
+                           spread=Spread(shards=shards, work_pool="sora"))
+except BatchFailedError as error:
+    rows = error.rows
+print(json.dumps(rows))
+"""
+
+
+def prefect(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "prefect"), *args], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def spread_server(
+    prefect_server_env: dict[str, str], s3_endpoint: str, emulator_server: Any
+) -> Iterator[dict[str, str]]:
+    env = {**os.environ, **prefect_server_env, "SORA_PROJECT_DIR": str(PROJECT)}
+    prefect(env, "work-pool", "create", "sora", "--type", "process")
+    prefect(env, "--no-prompt", "deploy", "--name", "shard")
+    prefect(env, "gcl", "create", "sora-rendering", "--limit", str(RENDER_LIMIT))
+    save = (
+        "from sora_tasks.blocks import VideosApi\n"
+        f"VideosApi(base_url={emulator_server.base_url!r}, poll_interval=0.1, "
+        "render_limit_name='sora-rendering').save('sora-spread', overwrite=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", save], env=env, cwd=PROJECT, check=True, timeout=120)
+    yield env
+
+
+def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    """A worker with a PREFECT_HOME and working directory of its own: nothing on disk is shared."""
+    home = tempfile.mkdtemp(prefix=f"worker-{name}-")
+    return subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "sora", "--name", name, "--limit", "4"],
+        env={**env, "PREFECT_HOME": home, "PREFECT_LOCAL_STORAGE_PATH": os.path.join(home, "storage")},
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def start_parent(env: dict[str, str], manifest: str, prefix: str, shards: int = 4) -> subprocess.Popen[str]:
+    home = tempfile.mkdtemp(prefix="parent-")  # a fresh machine each time: no cache survives
+    return subprocess.Popen(
+        [sys.executable, "-c", PARENT, manifest, prefix, str(shards)],
+        env={**env, "PREFECT_HOME": home},
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(parent: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    out, err = parent.communicate(timeout=600)
+    assert parent.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def put_manifest(s3: Any, bucket: str, key: str, prompts: list[str]) -> str:
+    s3.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode())
+    return f"s3://{bucket}/{key}"
+
+
+def test_forty_rows_over_two_workers_then_reruns_pay_only_for_what_is_missing(  # type: ignore[no-untyped-def]
+    spread_server: dict[str, str], emulator, s3, bucket: str
+) -> None:
+    emulator.state.config.render_seconds = 1.0
+    tag = uuid.uuid4().hex[:6]
+    prompts = [f"spread row {n} {tag}" for n in range(40)]
+    manifest = put_manifest(s3, bucket, "manifests/forty.jsonl", prompts)
+    workers = [start_worker(spread_server, "a"), start_worker(spread_server, "b")]
+    try:
+        rows = finish(start_parent(spread_server, manifest, f"s3://{bucket}/out"))
+        assert [row["status"] for row in rows] == ["delivered"] * 40, rows
+        assert [row["row"] for row in rows] == list(range(1, 41))
+        assert emulator.state.jobs_created == 40 and emulator.state.count("create") == 40
+        assert peak_jobs_in_flight(emulator) <= RENDER_LIMIT
+        for row in rows:
+            body = s3.get_object(Bucket=bucket, Key=row["uri"].removeprefix(f"s3://{bucket}/"))["Body"].read()
+            assert sha256(body) == sha256(emulator.state.get(row["video_id"]).render.result().video.read_bytes())
+        shards = prefect_api(
+            "POST",
+            "/flow_runs/filter",
+            json={"flow_runs": {"tags": {"all_": ["shard"]}}, "limit": 50},
+            api_url=spread_server["PREFECT_API_URL"],
+        )
+        assert len(shards) == 4 and {run["state_type"] for run in shards} == {"COMPLETED"}
+
+        # A new machine: no Prefect cache, no local state. Everything is already delivered.
+        again = finish(start_parent(spread_server, manifest, f"s3://{bucket}/out"))
+        assert [row["how"] for row in again] == ["already delivered"] * 40
+        assert [row["uri"] for row in again] == [row["uri"] for row in rows]
+        assert emulator.state.count("create") == 40
+
+        # One prompt changed: exactly one new job.
+        prompts[17] = f"a changed row {tag}"
+        changed = finish(
+            start_parent(
+                spread_server, put_manifest(s3, bucket, "manifests/forty.jsonl", prompts), f"s3://{bucket}/out"
+            )
+        )
+        assert emulator.state.count("create") == 41
+        assert [row["how"] for row in changed].count("created") == 1 and changed[17]["how"] == "created"
+    finally:
+        for worker in workers:
+            stop(worker)
+
+
+def test_a_worker_killed_mid_batch_costs_nothing_extra_on_the_rerun(  # type: ignore[no-untyped-def]
+    spread_server: dict[str, str], emulator, s3, bucket: str
+) -> None:
+    emulator.state.config.render_seconds = 2.0
+    tag = uuid.uuid4().hex[:6]
+    manifest = put_manifest(s3, bucket, "manifests/kill.jsonl", [f"killed row {n} {tag}" for n in range(40)])
+    doomed, survivor = start_worker(spread_server, "doomed"), start_worker(spread_server, "survivor")
+    parent = start_parent(spread_server, manifest, f"s3://{bucket}/kill")
+    try:
+        deadline = time.monotonic() + 120
+        while emulator.state.jobs_created < 12 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert emulator.state.jobs_created >= 12, "the batch never got going"
+        stop(doomed, signal.SIGKILL)  # the worker and the flow runs it started, mid-render
+        stop(parent, signal.SIGKILL)  # its doomed shards would never report
+        rows = finish(start_parent(spread_server, manifest, f"s3://{bucket}/kill"))
+    finally:
+        stop(parent, signal.SIGKILL)
+        stop(doomed, signal.SIGKILL)
+        stop(survivor)
+    assert [row["status"] for row in rows] == ["delivered"] * 40, rows
+    assert emulator.state.count("create") <= 40 and emulator.state.jobs_created <= 40
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="kill/")["Contents"]]
+    assert len(keys) == len({row["uri"] for row in rows}) == 40
+    assert {row["how"] for row in rows} <= {"created", "resumed", "already delivered"}
+
+
+def test_spread_refuses_what_other_machines_cannot_see_before_paying(  # type: ignore[no-untyped-def]
+    spread_server: dict[str, str], emulator, s3, bucket: str, tmp_path: Path
+) -> None:
+    local = tmp_path / "m.jsonl"
+    local.write_text('{"prompt": "x"}\n')
+    s3_manifest = put_manifest(s3, bucket, "manifests/refuse.jsonl", ["x", "y"])
+    cases = {
+        f"manifest={str(local)!r}, output_prefix='s3://{bucket}/o', spread=Spread()": "manifest",
+        f"manifest={s3_manifest!r}, output_prefix={str(tmp_path)!r}, spread=Spread()": "output_prefix",
+        f"manifest={s3_manifest!r}, output_prefix='s3://{bucket}/o', spread=Spread(shards=0)": "shards must be at least 1",
+        f"manifest={s3_manifest!r}, output_prefix='s3://{bucket}/o', spread=Spread(work_pool='nope')": "no work pool named 'nope'",
+        f"manifest={s3_manifest!r}, output_prefix='s3://{bucket}/o', spread=Spread(deployment='generate-videos/nope')": "no deployment named",
+        f"manifest={s3_manifest!r}, output_prefix='s3://{bucket}/o', api=VideosApi(), spread=Spread()": "api: a spread batch needs a saved block",
+    }
+    for arguments, says in cases.items():
+        code = (
+            "from flows.batch import generate_videos\nfrom flows.spread import Spread\n"
+            "from sora_tasks.blocks import VideosApi\n"
+            f"generate_videos({arguments}, state='s3://{bucket}/state')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=spread_server, cwd=PROJECT, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode != 0 and says in done.stderr, (arguments, done.stderr[-2000:])
+    assert emulator.state.requests == []
