@@ -83,8 +83,11 @@ def batch_sdk(args: dict[str, Any]) -> None:
 def big_flow(args: dict[str, Any]) -> None:
     """The sync flow delivering one (padded, large) video to S3."""
     from flows.generate import generate_video
+    from sora_tasks.blocks import VideosApi
 
-    generate_video(prompt="a large video", base_url=args["base_url"], output=f"s3://{args['bucket']}/big-flow.mp4")
+    generate_video(
+        "a large video", api=VideosApi(base_url=args["base_url"]), output=f"s3://{args['bucket']}/big-flow.mp4"
+    )
 
 
 def big_bytes(args: dict[str, Any]) -> None:
@@ -104,12 +107,14 @@ def overhead(args: dict[str, Any]) -> None:
     from pyinstrument import Profiler
 
     from flows.generate import generate_video
+    from sora_tasks.blocks import VideosApi
 
     videos, base_url = args["videos"], args["base_url"]
     client = OpenAI(base_url=base_url)
+    api = VideosApi(base_url=base_url, poll_interval=0.02)
     with tempfile.TemporaryDirectory() as work:
         client.videos.create_and_poll(prompt="warm-up", poll_interval_ms=20)
-        generate_video(prompt="warm-up", base_url=base_url, output=f"{work}/w.mp4", poll_interval=0.02)
+        generate_video("warm-up", api=api, output=f"{work}/w.mp4")
         started = time.perf_counter()
         for i in range(videos):
             video = client.videos.create_and_poll(prompt=f"sdk {i}", poll_interval_ms=20)
@@ -120,7 +125,7 @@ def overhead(args: dict[str, Any]) -> None:
         started = time.perf_counter()
         with profiler:
             for i in range(videos):
-                generate_video(prompt=f"flow {i}", base_url=base_url, output=f"{work}/f{i}.mp4", poll_interval=0.02)
+                generate_video(f"flow {i}", api=api, output=f"{work}/f{i}.mp4")
         flow = (time.perf_counter() - started) / videos
     Path(args["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     print(json.dumps({"sdk": sdk, "flow": flow, "profile_cpu": profiler.last_session.cpu_time / videos}))

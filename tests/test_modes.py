@@ -14,7 +14,9 @@ from flows.hooks import seed_callbacks
 from flows.manual import collect_video, submit_video, video_status
 from sora_tasks.core import StorageError, VideoExpiredError, VideoJobError, VideoNotReadyError, VideoTimeoutError
 from sora_tasks.core.ledger import Ledger
+from sora_tasks.core.spec import VideoSpec
 
+from .apis import api_for
 from .media import sha256
 from .prefect_api import prefect_api
 
@@ -38,33 +40,36 @@ def wait_until_rendered(emulator: Any, video_id: str) -> None:
 
 def test_manual_mode_submit_status_collect(emulator, s3, bucket: str, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
     emulator.state.config.render_seconds = 60
-    submitted = submit_video(prompt=unique_prompt, duration=8, base_url=emulator.base_url)
-    assert submitted.video_id.startswith("video_") and submitted.seconds == "8"
-    status = video_status(submitted.video_id, base_url=emulator.base_url)
+    api = api_for(emulator)
+    submitted = submit_video(VideoSpec(prompt=unique_prompt, duration=8), api=api)
+    assert submitted.video_id.startswith("video_") and submitted.duration == 8
+    status = video_status(submitted.video_id, api=api)
     assert status["status"] in ("queued", "in_progress") and status["id"] == submitted.video_id
+    assert (status["duration"], status["resolution"]) == (8, "1280x720")
     with pytest.raises(VideoNotReadyError, match="collect it later"):
-        collect_video(submitted.video_id, output=f"s3://{bucket}/m.mp4", base_url=emulator.base_url)
+        collect_video(submitted.video_id, output=f"s3://{bucket}/m.mp4", api=api)
     emulator.state.config.render_seconds = 0.0
     wait_until_rendered(emulator, submitted.video_id)
-    result = collect_video(submitted.video_id, output=f"s3://{bucket}/{{video_id}}.mp4", base_url=emulator.base_url)
+    result = collect_video(submitted.video_id, output=f"s3://{bucket}/{{video_id}}.mp4", api=api)
     body = s3.get_object(Bucket=bucket, Key=f"{submitted.video_id}.mp4")["Body"].read()
-    assert sha256(body) == result.sha256 and result.seconds == "8"
+    assert sha256(body) == result.sha256 and (result.duration, result.resolution) == (8, "1280x720")
     assert emulator.state.jobs_created == 1
 
 
 def test_collect_refuses_failed_and_expired_videos(emulator, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
     emulator.faults.moderation_words = ("boat",)
-    failed = submit_video(prompt=unique_prompt, base_url=emulator.base_url)
+    api = api_for(emulator)
+    failed = submit_video(unique_prompt, api=api)
     wait_until_rendered(emulator, failed.video_id)
     with pytest.raises(VideoJobError, match="moderation_blocked"):
-        collect_video(failed.video_id, output="out/x.mp4", base_url=emulator.base_url)
+        collect_video(failed.video_id, output="out/x.mp4", api=api)
     emulator.faults.moderation_words = ()
     emulator.state.config.asset_ttl_seconds = 0.0
-    old = submit_video(prompt=unique_prompt + " later", base_url=emulator.base_url)
+    old = submit_video(unique_prompt + " later", api=api)
     wait_until_rendered(emulator, old.video_id)
     time.sleep(1.1)
     with pytest.raises(VideoExpiredError, match="expired at"):
-        collect_video(old.video_id, output="out/x.mp4", base_url=emulator.base_url)
+        collect_video(old.video_id, output="out/x.mp4", api=api)
 
 
 def test_async_mode_holds_no_flow_run_while_rendering(emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -73,9 +78,9 @@ def test_async_mode_holds_no_flow_run_while_rendering(emulator, s3, bucket: str,
     started = time.monotonic()
     ids = [
         submit_video(
-            prompt=f"async video {n} {tmp_path.name}",
+            f"async video {n} {tmp_path.name}",
             output=f"s3://{bucket}/async/{{video_id}}.mp4",
-            base_url=emulator.base_url,
+            api=api_for(emulator),
             ledger=ledger,
         ).video_id
         for n in range(3)
@@ -87,7 +92,7 @@ def test_async_mode_holds_no_flow_run_while_rendering(emulator, s3, bucket: str,
     assert [record.video_id for record in Ledger(ledger).pending()] == ids
 
     early = collect_pending(ledger=ledger)  # a sweep while rendering finds nothing to do
-    assert {row["outcome"] for row in early} == {"pending"}
+    assert {row["outcome"] for row in early} == {"rendering"}
     for video_id in ids:
         wait_until_rendered(emulator, video_id)
     rows = collect_pending(ledger=ledger)
@@ -102,12 +107,9 @@ def test_async_mode_holds_no_flow_run_while_rendering(emulator, s3, bucket: str,
 def test_async_sweep_reports_failures_and_keeps_going(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     emulator.faults.moderation_words = ("blocked",)
     ledger = str(tmp_path / "ledger")
-    bad = submit_video(
-        prompt="blocked one", output=str(tmp_path / "{video_id}.mp4"), base_url=emulator.base_url, ledger=ledger
-    )
-    good = submit_video(
-        prompt="fine one", output=str(tmp_path / "{video_id}.mp4"), base_url=emulator.base_url, ledger=ledger
-    )
+    api = api_for(emulator)
+    bad = submit_video("blocked one", output=str(tmp_path / "{video_id}.mp4"), api=api, ledger=ledger)
+    good = submit_video("fine one", output=str(tmp_path / "{video_id}.mp4"), api=api, ledger=ledger)
     for video_id in (bad.video_id, good.video_id):
         wait_until_rendered(emulator, video_id)
     outcomes = {row["video_id"]: row for row in collect_pending(ledger=ledger)}
@@ -118,7 +120,7 @@ def test_async_sweep_reports_failures_and_keeps_going(emulator, tmp_path: Path) 
 
 def test_ledger_requires_an_output(emulator) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="output is required with ledger"):
-        submit_video(prompt="p", base_url=emulator.base_url, ledger="/tmp/ledger")
+        submit_video("p", api=api_for(emulator), ledger="/tmp/ledger")
     assert emulator.state.requests == []
 
 
@@ -128,11 +130,9 @@ def test_a_timed_out_sync_run_is_recorded_and_delivered_later(emulator, tmp_path
     output = str(tmp_path / "late" / "{video_id}.mp4")
     with pytest.raises(VideoTimeoutError) as caught:
         generate_video(
-            prompt=unique_prompt,
-            base_url=emulator.base_url,
+            unique_prompt,
+            api=api_for(emulator, max_wait=0.3, poll_interval=0.1),
             output=output,
-            max_wait=0.3,
-            poll_interval=0.1,
             ledger=ledger,
         )
     video_id = caught.value.video_id
@@ -165,10 +165,9 @@ def test_a_failed_upload_keeps_the_video_and_is_collected_later(
     dropper.start()
     with pytest.raises(StorageError) as caught:
         generate_video(
-            prompt=unique_prompt,
-            base_url=emulator.base_url,
+            unique_prompt,
+            api=api_for(emulator, poll_interval=0.1),
             output=f"s3://{bucket}/videos/{{video_id}}.mp4",
-            poll_interval=0.1,
             ledger=str(tmp_path / "ledger"),
         )
     dropper.join()
@@ -188,11 +187,12 @@ def test_seed_callbacks_as_state_hooks(emulator, tmp_path: Path, unique_prompt: 
     completed: list[Any] = []
     errors: list[str] = []
     flow = generate_video.with_options(**seed_callbacks(on_complete=completed.append, on_error=errors.append))
-    result = flow(prompt=unique_prompt, base_url=emulator.base_url, output=str(tmp_path / "a.mp4"), poll_interval=0.1)
+    api = api_for(emulator, poll_interval=0.1)
+    result = flow(unique_prompt, api=api, output=str(tmp_path / "a.mp4"))
     assert completed == [result] and errors == []
     emulator.faults.moderation_words = ("boat",)
     with pytest.raises(VideoJobError):
-        flow(prompt=unique_prompt + " 2", base_url=emulator.base_url, output=str(tmp_path / "b.mp4"), poll_interval=0.1)
+        flow(unique_prompt + " 2", api=api, output=str(tmp_path / "b.mp4"))
     assert len(errors) == 1 and "moderation_blocked" in errors[0]
 
 
@@ -210,13 +210,12 @@ def sora_events(video_id: str, expected: set[str]) -> set[str]:
 
 
 def test_lifecycle_events_for_automations(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
-    result = generate_video(
-        prompt=unique_prompt, base_url=emulator.base_url, output=str(tmp_path / "e.mp4"), poll_interval=0.1
-    )
+    api = api_for(emulator, poll_interval=0.1)
+    result = generate_video(unique_prompt, api=api, output=str(tmp_path / "e.mp4"))
     wanted = {"sora.video.created", "sora.video.completed", "sora.video.uploaded"}
     assert sora_events(result.video_id, wanted) == wanted
     emulator.faults.moderation_words = ("boat",)
     with pytest.raises(VideoJobError) as caught:
-        generate_video(prompt=unique_prompt + "!", base_url=emulator.base_url, output="out/x.mp4", poll_interval=0.1)
+        generate_video(unique_prompt + "!", api=api, output="out/x.mp4")
     failed = {"sora.video.created", "sora.video.failed"}
     assert sora_events(caught.value.video_id, failed) == failed

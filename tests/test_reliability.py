@@ -14,16 +14,21 @@ import pytest
 
 from flows.generate import generate_video
 from sora_tasks.core import StorageError, TransientError, VideoRequest, VideosClient, resolve_destination, store_file
+from sora_tasks.core.spec import VideoSpec
+
+from .apis import api_for
 
 
 def test_identical_request_is_created_once_and_request_id_makes_a_new_one(
     emulator, tmp_path: Path, unique_prompt: str
 ) -> None:  # type: ignore[no-untyped-def]
-    arguments = {"prompt": unique_prompt, "base_url": emulator.base_url, "poll_interval": 0.1}
-    first = generate_video(output=str(tmp_path / "a.mp4"), **arguments)
-    again = generate_video(output=str(tmp_path / "b.mp4"), **arguments)  # a rerun of the same invocation
+    api = api_for(emulator, poll_interval=0.1)
+    first = generate_video(VideoSpec(prompt=unique_prompt), output=str(tmp_path / "a.mp4"), api=api)
+    again = generate_video(unique_prompt, output=str(tmp_path / "b.mp4"), api=api)  # a rerun of the same invocation
     assert again.video_id == first.video_id and emulator.state.count("create") == 1
-    other = generate_video(output=str(tmp_path / "c.mp4"), request_id="take-2", **arguments)
+    other = generate_video(
+        VideoSpec(prompt=unique_prompt, request_id="take-2"), output=str(tmp_path / "c.mp4"), api=api
+    )
     assert other.video_id != first.video_id and emulator.state.jobs_created == 2
 
 
@@ -32,11 +37,7 @@ def test_flow_run_retry_reuses_the_job(emulator, tmp_path: Path, unique_prompt: 
     flaky = generate_video.with_options(retries=1, retry_delay_seconds=2)
     # The first attempt gives up waiting after 0.5 s; the retry finds the same job done.
     result = flaky(
-        prompt=unique_prompt,
-        base_url=emulator.base_url,
-        output=str(tmp_path / "r.mp4"),
-        max_wait=0.5,
-        poll_interval=0.1,
+        unique_prompt, api=api_for(emulator, max_wait=0.5, poll_interval=0.1), output=str(tmp_path / "r.mp4")
     )
     assert emulator.state.jobs_created == 1 and emulator.state.count("create") == 1
     assert Path(result.uri).read_bytes() == emulator.state.get(result.video_id).render.result().video.read_bytes()
@@ -78,8 +79,9 @@ def test_killed_flow_resumes_the_same_video(emulator, tmp_path: Path, unique_pro
     script = textwrap.dedent(
         f"""
         from flows.generate import generate_video
-        result = generate_video(prompt={unique_prompt!r}, base_url={emulator.base_url!r},
-                                output={str(tmp_path / "{video_id}.mp4")!r}, poll_interval=0.2)
+        from sora_tasks.blocks import VideosApi
+        result = generate_video({unique_prompt!r}, api=VideosApi(base_url={emulator.base_url!r}, poll_interval=0.2),
+                                output={str(tmp_path / "{video_id}.mp4")!r})
         print(result.video_id)
         """
     )
