@@ -32,6 +32,7 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
+from pydantic import BaseModel, Field
 
 from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket
 from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
@@ -53,6 +54,18 @@ from .spread import ShardRows, Spread, run_spread
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
 # The batch progress artifact moves in steps of this many percentage points.
 BATCH_PROGRESS_STEP = 10.0
+
+
+class RowPaths(BaseModel):
+    """Where a manifest's rows may reach: a manifest is data, and may come from elsewhere."""
+
+    allow_outside_prefix: bool = Field(
+        default=False, description="Rows may write outside output_prefix (absolute paths, other buckets, '..')."
+    )
+    image_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders or s3:// prefixes row images may come from, besides the manifest's own folder.",
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,7 @@ def generate_videos(
     spread: Spread | None = None,
     shard: ShardRows | None = None,
     state: str | None = None,
+    paths: RowPaths | None = None,
 ) -> list[dict[str, Any]]:
     """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
 
@@ -176,7 +190,8 @@ def generate_videos(
     ``output_prefix`` are keys inside that bucket and folder. ``spread`` runs the rows as
     shards on other workers (see :class:`Spread`); ``shard`` is what the parent hands each
     of them. ``state`` is where receipts of paid jobs live (default: beside the outputs
-    in S3, else this machine's ``~/.prefect-sora``).
+    in S3, else this machine's ``~/.prefect-sora``). A row stays inside what the run was
+    given unless ``paths`` says otherwise (see :class:`RowPaths`).
 
     Returns the per-row outcome table when every row was delivered (``how`` says whether
     it was created, resumed, recreated or already delivered). Otherwise raises
@@ -199,7 +214,12 @@ def generate_videos(
         output_prefix = key_in_bucket(bucket, output_prefix, what="output_prefix")
     state = state or default_receipts(output_prefix)
     rows, invalid = load_manifest(
-        manifest, output_prefix=output_prefix, settings=settings, client=bucket_client(bucket)
+        manifest,
+        output_prefix=output_prefix,
+        settings=settings,
+        client=bucket_client(bucket),
+        allow_outside_prefix=paths.allow_outside_prefix if paths else False,
+        image_roots=paths.image_roots if paths else (),
     )
     if shard is not None:
         rows = [row for row in rows if shard.first <= row.number <= shard.last]
@@ -231,6 +251,7 @@ def generate_videos(
                 "max_in_flight": max_in_flight,
                 "prices": prices,
                 "state": state,
+                "paths": paths.model_dump() if paths else None,
             },
             api=api,
             destination=destination,
@@ -400,4 +421,4 @@ def report_estimate(
     create_markdown_artifact(markdown="\n".join(lines), description="cost estimate before submitting")
 
 
-__all__ = ["ShardRows", "Spread", "generate_videos"]
+__all__ = ["RowPaths", "ShardRows", "Spread", "generate_videos"]

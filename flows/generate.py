@@ -8,11 +8,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect_aws import S3Bucket
 
 from sora_tasks.blocks import VideosApi, load_api
 from sora_tasks.core.client import DownloadedFile
 from sora_tasks.core.errors import StorageError, VariantUnavailableError, VideoNotReadyError
+from sora_tasks.core.ledger import Ledger
 from sora_tasks.core.pipeline import Delivered, find_delivered, record_delivery, request_key
 from sora_tasks.core.receipts import Receipts
 from sora_tasks.core.receipts import default_location as default_receipts
@@ -184,6 +186,10 @@ def generate_video(
         keep_for_collection(error, video_id, request, delivery, settings, api, ledger)
         raise
     record_delivery(receipts, key, result)
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None and context.flow_run.run_count > 1:
+        # An earlier attempt of this run failed and recorded the video; it is delivered now.
+        Ledger(ledger).remove(video_id)
     return result
 
 

@@ -139,11 +139,6 @@ def test_missing_api_key_names_the_options(emulator, tmp_path: Path, monkeypatch
     assert emulator.state.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: ApiSettings.client() caches this thread's client under api_key=None, "
-    "so a client built with $OPENAI_API_KEY is reused after the variable is unset or changed",
-)
 def test_unset_api_key_is_noticed_by_a_worker_that_already_called_the_server(  # type: ignore[no-untyped-def]
     emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -79,28 +79,17 @@ def test_manual_mode_through_the_proxy(litellm_proxy: str, emulator, s3, bucket:
     assert emulator.state.count("create") == 1
 
 
-@pytest.mark.xfail(
-    raises=ModuleNotFoundError,
-    strict=True,
-    reason="product bug: flows/batch.py still imports sora_tasks.connection, removed when the flows moved to "
-    "VideosApi blocks (the batch flow is not migrated yet)",
-)
 def test_small_batch_through_the_proxy(litellm_proxy: str, emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.batch import generate_videos  # here, so the rest of this module runs while it cannot be imported
+    from flows.batch import generate_videos
 
     manifest = tmp_path / "rows.jsonl"
     manifest.write_text("".join(json.dumps({"prompt": f"proxy batch row {i} {time.time()}"}) + "\n" for i in range(3)))
-    state = generate_videos(
+    outcomes = generate_videos(
         manifest=str(manifest),
         output_prefix=f"s3://{bucket}/batch",
         max_in_flight=3,
-        rate_limit_name=None,
-        base_url=litellm_proxy,
-        provider="litellm",
-        poll_interval=0.2,
-        return_state=True,
+        api=api_for(litellm_proxy, provider="litellm", poll_interval=0.2),
     )
-    outcomes = state.result()
     assert [outcome["status"] for outcome in outcomes] == ["delivered"] * 3
     bodies = stored(s3, bucket, "batch/")
     assert sorted(sha256(body) for body in bodies.values()) == sorted(emulator_contents(emulator).values())

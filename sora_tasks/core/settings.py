@@ -7,6 +7,7 @@ arguments all become this. The key is a ``SecretStr``: its repr, ``str`` and JSO
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +72,9 @@ class ApiSettings(BaseModel):
         checks every pooled socket under it, and twenty batch threads sharing one
         pool spent more time queueing for that lock than talking to the server.
         """
+        # The key actually used, env included: a rotated or removed OPENAI_API_KEY is noticed.
         key = (
-            self.api_key.get_secret_value() if self.api_key else None,
+            self.api_key.get_secret_value() if self.api_key else os.environ.get("OPENAI_API_KEY"),
             self.resolved_base_url,
             self.max_retries,
             self.request_timeout,
