@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -105,8 +107,11 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     retrying = context is not None and context.task_run.run_count > 1
     since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
 
-    def rendering() -> Any:
-        return _both(holding_slot(shared.batch_key, shared.max_in_flight), rendering_slot(settings))
+    @contextmanager
+    def rendering() -> Iterator[None]:
+        # This process's cap first, then the account's slot: no slot is leased while queueing here.
+        with holding_slot(shared.batch_key, shared.max_in_flight), rendering_slot(settings):
+            yield
 
     delivered = produce(
         settings.client(),
@@ -125,27 +130,6 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     if delivered.how != "already delivered":
         emit_video_event("uploaded", delivered.video_id, uri=delivered.uri, bytes=delivered.bytes, how=delivered.how)
     return {"video_id": delivered.video_id, "uri": delivered.uri, "how": delivered.how}
-
-
-class _both:
-    """Two context managers as one: the process's slot, then the account's."""
-
-    def __init__(self, first: Any, second: Any) -> None:
-        self._managers = (first, second)
-
-    def __enter__(self) -> None:
-        self._managers[0].__enter__()
-        try:
-            self._managers[1].__enter__()
-        except BaseException:
-            self._managers[0].__exit__(None, None, None)
-            raise
-
-    def __exit__(self, *exc_info: Any) -> None:
-        try:
-            self._managers[1].__exit__(*exc_info)
-        finally:
-            self._managers[0].__exit__(*exc_info)
 
 
 def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def test_batch_rows_run_on_dask_worker_processes(emulator, s3, bucket: str) -> N
                 api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
                 max_in_flight=2,
             )
-            workers = {task["worker"] for task in stream.data}
+        workers = {task["worker"] for task in stream.data}  # collected as the stream's block ends
     finally:
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)

@@ -257,13 +257,18 @@ def collect(client: VideosClient, video_id: str, output: str, *, s3: S3Client | 
 def find_delivered(
     receipts: Receipts | None, key: str, output: str, *, model: str, s3: S3Client | None = None
 ) -> Delivered | None:
-    """The video this request already delivered, if it is still where it was put; no API call.
+    """The video this request already delivered to ``output``, if it is still there; no API call.
 
     Two ways to know: the receipt names the delivered object, or ``output`` names one fixed
     place (no ``{video_id}``) that holds an object whose metadata carries this fingerprint.
     """
     receipt = receipts.find(key) if receipts is not None else None
-    if receipt is not None and receipt.delivered_uri:
+    # Delivered *here*: another output (a new path, another day's {date}) gets its own copy.
+    here = (
+        receipt is not None
+        and receipt.delivered_uri == resolve_destination(output, video_id=receipt.video_id, model=model).uri
+    )
+    if receipt is not None and receipt.delivered_uri and here:
         found = stored_object(resolve_destination(receipt.delivered_uri, video_id=receipt.video_id, model=model), s3)
         if found is not None and found[0] == receipt.delivered_bytes and found[1].get("fingerprint", key) == key:
             return Delivered(
