@@ -3,6 +3,7 @@
     make bench   # everything; writes the table into docs/benchmarks.md, the plot and the profile
     python bench/run.py --sizes 200 --parts batch --repeats 1   # a one-minute look
     python bench/run.py --parts cli --repeats 5   # `sora-video` against a plain SDK script, two minutes
+    python bench/run.py --parts sweep --repeats 1   # collect-pending draining 1,000 finished jobs
 
 Every measurement runs in its own process (bench/worker.py) against a `sora-emulator`
 process and a moto S3 server process, with a Prefect server started here; figures
@@ -35,7 +36,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 BUCKET = "bench"
-PARTS = ("batch", "memory", "overhead", "preprocess", "cli")
+PARTS = ("batch", "memory", "overhead", "preprocess", "cli", "sweep")
 
 
 def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
@@ -192,6 +193,35 @@ def batch_rows(batches: list[BatchFigures], c: int, render: float) -> list[tuple
         )
     )
     return rows
+
+
+# -- the async-mode sweep -----------------------------------------------------------
+
+SWEEP_JOBS, SWEEP_WORKERS = 1000, 16
+
+
+def bench_sweep(repeats: int, env: dict[str, str], work: Path) -> tuple[str, str, str]:
+    """collect-pending draining SWEEP_JOBS finished emulator jobs, S3 ledger to S3 (bench/sweep_worker.py)."""
+    runs = []
+    for attempt in range(repeats):
+        with servers.emulator(0.0, work / f"requests-sweep-{attempt}.jsonl") as base_url:
+            args = {"base_url": base_url, "bucket": BUCKET, "n": SWEEP_JOBS, "workers": SWEEP_WORKERS}
+            command = [
+                sys.executable,
+                str(ROOT / "bench" / "sweep_worker.py"),
+                json.dumps({**args, "tag": f"sweep-{attempt}"}),
+            ]
+            done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"sweep worker failed:\n{done.stderr[-3000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"  run {attempt + 1}: {runs[-1]['wall']:.1f} s, {runs[-1]['rate']:.0f} videos/s", flush=True)
+    return (
+        f"collect-pending: {SWEEP_JOBS} finished jobs, S3 ledger -> S3, {SWEEP_WORKERS} workers",
+        spread([run["rate"] for run in runs], "videos/s", 0),
+        f"one flow run: {spread([run['wall'] for run in runs], 's', 1)} wall, "
+        f"CPU {statistics.median(run['cpu'] for run in runs):.1f} s; one INFO log line per video",
+    )
 
 
 # -- the command line ---------------------------------------------------------------
@@ -447,6 +477,9 @@ def main() -> None:
             repeats = max(5, args.repeats)
             print(f"sora-video against the plain SDK, T={args.render:g} s, {repeats} calls each", flush=True)
             rows += cli_rows(bench_cli(args.render, repeats, str(PREFECT_API_URL.value()), work), args.render)
+        if "sweep" in parts:
+            print(f"collect-pending draining {SWEEP_JOBS} finished jobs", flush=True)
+            rows.append(bench_sweep(args.repeats, env, work))
     if "preprocess" in parts:
         pre = bench_preprocess(max(5, args.repeats))
         rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from ..core import pipeline
-from ..core.client import VideosClient, status_dict
+from ..core.client import status_dict
 from ..core.errors import VideoJobError
 from ..core.images import PreparedImage
 from ..core.ledger import Ledger, PendingVideo
@@ -24,7 +24,7 @@ from ..core.receipts import Receipts
 from ..core.request import VideoRequest
 from ..core.settings import ApiSettings
 from ..core.spec import VideoSpec
-from ..core.sweep import sweep_record
+from ..core.sweep import DEFAULT_WORKERS, sweep
 from . import services
 from .backend import Target
 from .display import Reporter
@@ -116,19 +116,13 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
     return delivered.uri
 
 
-def pending(book: Ledger) -> list[dict[str, Any]]:
-    """Sweep the ledger with the core: each record with the server it was made on."""
-    clients: dict[tuple[str | None, str | None], VideosClient] = {}
+def pending(book: Ledger, workers: int = DEFAULT_WORKERS) -> list[dict[str, Any]]:
+    """Sweep the ledger with the core, ``workers`` videos at once: each record with the server it was made on."""
 
     def deliver(record: PendingVideo) -> str:
-        route = (record.base_url, record.provider)
-        if route not in clients:
-            key = SecretStr(services.EMULATOR_KEY) if services.is_emulator_url(record.base_url) else None
-            clients[route] = ApiSettings(base_url=record.base_url, provider=record.provider, api_key=key).new_client()
-        return pipeline.collect(clients[route], record.video_id, record.output).uri
+        key = SecretStr(services.EMULATOR_KEY) if services.is_emulator_url(record.base_url) else None
+        # This worker thread's client for the record's server, kept for its later records.
+        client = ApiSettings(base_url=record.base_url, provider=record.provider, api_key=key).client()
+        return pipeline.collect(client, record.video_id, record.output).uri
 
-    try:
-        return [sweep_record(record, book, deliver) for record in book.pending()]
-    finally:
-        for client in clients.values():
-            client.close()
+    return sweep(book, deliver, workers=workers)

@@ -85,4 +85,4 @@ def pending(book: Ledger, target: Target | None) -> list[dict[str, Any]]:
     from flows.deferred import collect_pending
 
     api = api_parameter(target) if target is not None else None
-    return list(collect_pending(ledger=book.location, limit=10_000, api=api))
+    return list(collect_pending(ledger=book.location, api=api))

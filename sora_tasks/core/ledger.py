@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 from .records import RecordStore, sora_home
@@ -99,11 +100,29 @@ class Ledger:
         self._store.delete(video_id)
         return True
 
+    def forget(self, video_id: str) -> None:
+        """Forget a record without looking first (a sweep that just read it): one request, no error if gone."""
+        self._store.delete(video_id)
+
     def get(self, video_id: str) -> PendingVideo | None:
         text = self._store.get(video_id)
         return PendingVideo.from_json(text) if text is not None else None
 
+    def video_ids(self) -> Iterator[str]:
+        """Every recorded video id, listed as it is consumed (S3 a page at a time), in listing order."""
+        return self._store.names()
+
+    def records(self) -> Iterator[PendingVideo]:
+        """Every record, read one at a time as it is consumed: a ledger of any size, never all in memory.
+
+        Listing order (S3: by key), not age. A record removed after it was listed (another
+        sweep delivered it meanwhile) is skipped.
+        """
+        for video_id in self.video_ids():
+            record = self.get(video_id)
+            if record is not None:
+                yield record
+
     def pending(self) -> list[PendingVideo]:
-        """Every record, oldest first."""
-        records = [self.get(name) for name in self._store.names()]
-        return sorted((record for record in records if record is not None), key=lambda record: record.submitted_at)
+        """Every record, oldest first. Reads the whole ledger first: a sweep lists :meth:`video_ids` instead."""
+        return sorted(self.records(), key=lambda record: record.submitted_at)

@@ -70,8 +70,10 @@ class RecordStore:
 
     def get(self, name: str) -> str | None:
         if self._folder is not None:
-            path = self._folder / f"{name}{SUFFIX}"
-            return path.read_text(encoding="utf-8") if path.is_file() else None
+            try:
+                return (self._folder / f"{name}{SUFFIX}").read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None  # never written, or removed meanwhile (by another sweep, say)
         from botocore.exceptions import ClientError
 
         try:

@@ -87,3 +87,14 @@ class ApiSettings(BaseModel):
 
 
 _per_thread = threading.local()
+
+
+def close_thread_clients() -> None:
+    """Close and forget the clients :meth:`ApiSettings.client` kept for this thread.
+
+    For a worker thread about to end (a sweep's): its connections are closed now
+    rather than whenever the garbage collector finds them.
+    """
+    clients: dict[tuple[Any, ...], VideosClient] = _per_thread.__dict__.pop("clients", {})
+    for client in clients.values():
+        client.close()
