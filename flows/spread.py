@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect_aws import S3Bucket
@@ -147,7 +149,8 @@ def run_spread(
     )
     logger = get_run_logger()
     total = max([row.number for row in rows] + [bad.number for bad in invalid] + [0])
-    batch = f"{int(time.time())}-{id(rows):x}"
+    context = FlowRunContext.get()
+    batch = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
     shards = []
     for first, last in row_ranges(total, spread.shards):
         shard = ShardRows(first=first, last=last, batch=batch)

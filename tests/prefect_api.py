@@ -27,3 +27,16 @@ def prefect_api(method: str, path: str, *, json: Any = None, api_url: str | None
         time.sleep(min(0.25 * 2**attempt, 4.0))
     response.raise_for_status()
     return response.json()
+
+
+def sora_events(video_id: str, expected: set[str]) -> set[str]:
+    """The sora.video.* events Prefect recorded for one video (waits for them to be persisted)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not expected <= seen:
+        found = prefect_api(
+            "POST", "/events/filter", json={"filter": {"resource": {"id": [f"sora.video.{video_id}"]}}, "limit": 50}
+        )
+        seen = {event["event"] for event in found["events"]}
+        time.sleep(0.3)
+    return seen

@@ -18,7 +18,7 @@ from sora_tasks.core.spec import VideoSpec
 
 from .apis import api_for
 from .media import sha256
-from .prefect_api import prefect_api
+from .prefect_api import prefect_api, sora_events
 
 
 def running_flow_runs() -> list[dict[str, Any]]:
@@ -194,19 +194,6 @@ def test_seed_callbacks_as_state_hooks(emulator, tmp_path: Path, unique_prompt: 
     with pytest.raises(VideoJobError):
         flow(unique_prompt + " 2", api=api, output=str(tmp_path / "b.mp4"))
     assert len(errors) == 1 and "moderation_blocked" in errors[0]
-
-
-def sora_events(video_id: str, expected: set[str]) -> set[str]:
-    """The sora.video.* events Prefect recorded for one video (waits for them to be persisted)."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not expected <= seen:
-        found = prefect_api(
-            "POST", "/events/filter", json={"filter": {"resource": {"id": [f"sora.video.{video_id}"]}}, "limit": 50}
-        )
-        seen = {event["event"] for event in found["events"]}
-        time.sleep(0.3)
-    return seen
 
 
 def test_lifecycle_events_for_automations(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]

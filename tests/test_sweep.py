@@ -16,7 +16,7 @@ from sora_tasks.core.errors import VideoNotReadyError
 from sora_tasks.core.ledger import Ledger, PendingVideo
 from sora_tasks.core.sweep import sweep
 
-from .prefect_api import prefect_api
+from .prefect_api import prefect_api, sora_events
 
 THOUSAND = 1000
 
@@ -147,19 +147,6 @@ def flow_run_children(flow_run_id: str) -> tuple[list[Any], list[Any]]:
     runs = prefect_api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200})
     artifacts = prefect_api("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
     return runs, artifacts
-
-
-def sora_events(video_id: str, expected: set[str]) -> set[str]:
-    """The sora.video.* events Prefect recorded for one video (waits for them to be persisted)."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not expected <= seen:
-        found = prefect_api(
-            "POST", "/events/filter", json={"filter": {"resource": {"id": [f"sora.video.{video_id}"]}}, "limit": 50}
-        )
-        seen = {event["event"] for event in found["events"]}
-        time.sleep(0.3)
-    return seen
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from ..core.errors import VideoJobError
 from ..core.images import PreparedImage
 from ..core.ledger import Ledger, PendingVideo
 from ..core.receipts import Receipts
+from ..core.receipts import default_location as default_receipts
 from ..core.request import VideoRequest
 from ..core.settings import ApiSettings
 from ..core.spec import VideoSpec
@@ -43,13 +44,13 @@ def generate(
     settings = target.settings
     client = settings.new_client()
     try:
-        delivered = pipeline.generate(
+        delivered = pipeline.produce(
             client,
             request,
             args.output,
             image=image,
             request_id=spec.request_id,
-            receipts=Receipts(),
+            receipts=Receipts(default_receipts(args.output)),
             max_wait=settings.max_wait,
             poll_interval=settings.poll_interval,
             on_progress=reporter.update,
@@ -89,7 +90,8 @@ def submit(
     book = Ledger(args.ledger)
     client = target.settings.new_client()
     try:
-        submitted = pipeline.submit(client, request, image, request_id=spec.request_id, receipts=Receipts())
+        receipts = Receipts(default_receipts(args.output))
+        submitted = pipeline.submit(client, request, image, request_id=spec.request_id, receipts=receipts)
     finally:
         client.close()
     book.add(_record(submitted.video_id, request, args.output, target.settings, "submitted"))

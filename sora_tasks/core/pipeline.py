@@ -396,35 +396,3 @@ def produce(
     delivered = replace(delivered, reused=submitted.reused, how=how)
     record_delivery(receipts, key, delivered)
     return delivered
-
-
-def generate(
-    client: VideosClient,
-    request: VideoRequest,
-    output: str,
-    *,
-    image: PreparedImage | None = None,
-    request_id: str | None = None,
-    receipts: Receipts | None = None,
-    max_wait: float,
-    poll_interval: float,
-    on_progress: ProgressCallback | None = None,
-    on_submitted: Callable[[Submitted], None] | None = None,
-    thumbnail: bool = False,
-    s3: S3Client | None = None,
-) -> Delivered:
-    """Create (or take up the earlier job for) ``request``, wait, and deliver to ``output``."""
-    return produce(
-        client,
-        request,
-        output,
-        image=image,
-        request_id=request_id,
-        receipts=receipts,
-        max_wait=max_wait,
-        poll_interval=poll_interval,
-        on_progress=on_progress,
-        on_submitted=on_submitted,
-        thumbnail=thumbnail,
-        s3=s3,
-    )
