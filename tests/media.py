@@ -6,6 +6,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -39,3 +40,8 @@ def probe_mp4(data: bytes | Path) -> VideoProbe:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def api_requests(emulator: Any) -> list[Any]:
+    """The emulator's requests of the Videos API itself; a proxy's health probes (GET /v1/models) are not."""
+    return [record for record in emulator.state.requests if record.endpoint != "other"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from sora_tasks import SoraVideoAdapter, VideoJob
 
-from .media import probe_mp4
+from .media import api_requests, probe_mp4
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_seed_full_hd_examples_get_a_clear_value_error(seed_env) -> None:  # typ
         adapter.generate_text_to_video(prompt="x", duration=5)
     with pytest.raises(ValueError, match="model"):
         SoraVideoAdapter(model_version="sora-3", base_url="https://api.openai.com/v1")
-    assert seed_env.state.requests == []
+    assert api_requests(seed_env) == []
 
 
 def test_sora_2_pro_sizes(seed_env) -> None:  # type: ignore[no-untyped-def]

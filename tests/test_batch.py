@@ -23,7 +23,7 @@ from sora_tasks.core.manifest import join_output
 from sora_tasks.core.pricing import estimate_cost
 from sora_tasks.core.request import VideoRequest
 
-from .media import probe_mp4, sha256
+from .media import api_requests, probe_mp4, sha256
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
@@ -165,7 +165,7 @@ def test_cost_guard_refuses_before_any_request(emulator, tmp_path: Path) -> None
     )
     with pytest.raises(ValueError, match=r"estimated cost \$36.00 for 10 videos exceeds max_cost_usd \$5.00"):
         generate_videos(manifest=manifest, max_cost_usd=5.0, api=VideosApi(base_url=emulator.base_url))
-    assert emulator.state.requests == []
+    assert api_requests(emulator) == []
 
 
 def test_bad_manifests(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

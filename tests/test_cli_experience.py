@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .media import probe_mp4
+from .media import api_requests, probe_mp4
 from .prefect_api import prefect_api
 from .test_cli import sora_video
 
@@ -107,7 +107,7 @@ def test_invalid_input_exits_2_in_one_line_with_nothing_sent(emulator, args: tup
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert emulator.state.requests == []  # nothing reached the server
+    assert api_requests(emulator) == []  # nothing reached the server
 
 
 def test_a_missing_bucket_and_a_malformed_id_are_refused_before_any_request(emulator, s3_endpoint: str) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +117,7 @@ def test_a_missing_bucket_and_a_malformed_id_are_refused_before_any_request(emul
     for command in (("status", "not an id"), ("collect", "../../etc", "--output", "x.mp4")):
         result = sora_video(*command, env=env)
         assert result.returncode == 2 and "is not valid" in result.stderr, result.stderr
-    assert emulator.state.requests == []
+    assert api_requests(emulator) == []
 
 
 def test_a_failure_is_one_line_naming_the_video_and_verbose_adds_the_traceback(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

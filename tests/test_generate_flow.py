@@ -16,7 +16,7 @@ from sora_tasks.core import ModerationBlockedError, ServerRejectedError, VideoJo
 from sora_tasks.core.spec import VideoSpec
 
 from .apis import api_for
-from .media import probe_mp4, sha256
+from .media import api_requests, probe_mp4, sha256
 from .prefect_api import prefect_api
 
 
@@ -55,7 +55,9 @@ def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_pro
         "size": "720x1280",
         "prompt-sha256": sha256(unique_prompt.encode()),
         "sha256": result.sha256,
+        "fingerprint": obj["Metadata"]["fingerprint"],  # the request's receipt key: a rerun sees it is done
     }
+    assert len(obj["Metadata"]["fingerprint"]) == 64
     assert result.bytes == len(body) and result.status == "completed" and result.expires_at
     assert (result.model, result.duration, result.resolution) == ("sora-2", 8, "720x1280")
     assert set(result.timings) == {"preprocess", "create", "wait", "download", "upload"}
@@ -120,7 +122,7 @@ def test_bad_input_fails_before_any_request(
         place[name] = value
     with pytest.raises(ValueError, match=message):
         generate_video(VideoSpec(**spec), api=VideosApi(**api), **arguments)
-    assert emulator.state.requests == [] and emulator.state.jobs_created == 0
+    assert api_requests(emulator) == [] and emulator.state.jobs_created == 0
 
 
 def test_unknown_model_is_refused_for_openai(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,7 +138,7 @@ def test_missing_api_key_names_the_options(emulator, tmp_path: Path, monkeypatch
         run = fresh_thread.submit(generate_video, "p", api=api_for(emulator), output=str(tmp_path / "v.mp4"))
         with pytest.raises(ValueError, match=r"OPENAI_API_KEY.*api_key"):
             run.result()
-    assert emulator.state.requests == []
+    assert api_requests(emulator) == []
 
 
 def test_unset_api_key_is_noticed_by_a_worker_that_already_called_the_server(  # type: ignore[no-untyped-def]
@@ -147,7 +149,7 @@ def test_unset_api_key_is_noticed_by_a_worker_that_already_called_the_server(  #
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(ValueError, match=r"OPENAI_API_KEY.*api_key"):
         generate_video("p", api=api, output=str(tmp_path / "v.mp4"))
-    assert emulator.state.requests == []
+    assert api_requests(emulator) == []
 
 
 def test_transient_faults_are_retried(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
@@ -209,7 +211,7 @@ def test_missing_aws_credentials_fail_before_any_request(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(ValueError, match="no AWS credentials"):
         generate_video("p", api=api_for(emulator), output="s3://some-bucket/v.mp4")
-    assert emulator.state.requests == []
+    assert api_requests(emulator) == []
 
 
 def test_saved_api_block_key_and_s3_bucket_block_destination(

@@ -17,7 +17,7 @@ from sora_tasks.core.ledger import Ledger
 from sora_tasks.core.spec import VideoSpec
 
 from .apis import api_for
-from .media import sha256
+from .media import api_requests, sha256
 from .prefect_api import prefect_api, sora_events
 
 
@@ -121,7 +121,7 @@ def test_async_sweep_reports_failures_and_keeps_going(emulator, tmp_path: Path) 
 def test_ledger_requires_an_output(emulator) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="output is required with ledger"):
         submit_video("p", api=api_for(emulator), ledger="/tmp/ledger")
-    assert emulator.state.requests == []
+    assert api_requests(emulator) == []
 
 
 def test_a_timed_out_sync_run_is_recorded_and_delivered_later(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ SERVED = {
     "generate-video/adhoc",
     "submit-video/submit",
     "collect-video/collect",
+    "generate-videos/shard",
     "collect-pending/collect-pending",
     "generate-videos/nightly-batch",
 }

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .media import sha256
+from .media import api_requests, sha256
 from .prefect_api import prefect_api
 from .test_batch import peak_jobs_in_flight
 
@@ -216,4 +216,4 @@ def test_spread_refuses_what_other_machines_cannot_see_before_paying(  # type: i
             [sys.executable, "-c", code], env=spread_server, cwd=PROJECT, capture_output=True, text=True, timeout=300
         )
         assert done.returncode != 0 and says in done.stderr, (arguments, done.stderr[-2000:])
-    assert emulator.state.requests == []
+    assert api_requests(emulator) == []
