@@ -60,6 +60,7 @@ def deployments(api_url: str) -> dict[str, dict]:  # type: ignore[type-arg]
     return {f"{flows[d['flow_id']]}/{d['name']}": d for d in found}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_serving_within_seconds(
     stop: signal.Signals, prefect_server_env: dict[str, str], tmp_path: Path
