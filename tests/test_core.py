@@ -62,3 +62,27 @@ VideosClient(api_key="k", base_url="https://api.openai.com/v1")
     done = subprocess.run([sys.executable, "-W", "always", "-c", script], capture_output=True, text=True, check=True)
     assert "DeprecationWarning" not in done.stderr
     assert done.stderr.count("shut down on 2026-09-24") == 1
+
+
+def test_every_error_survives_pickling_with_its_video_id() -> None:
+    import pickle
+
+    from sora_tasks.core import errors
+
+    samples = [
+        errors.ServerRejectedError("bad", status_code=400, param="size"),
+        errors.TransientError("later", video_id="video_1", retry_after=2.0, status_code=503),
+        errors.VideoJobError("video_2", "internal_error", "boom"),
+        errors.ModerationBlockedError("video_3", "moderation_blocked", "no"),
+        errors.VideoTimeoutError("video_4", 12.0, "in_progress", 40),
+        errors.VideoNotReadyError("video_5", "queued"),
+        errors.VideoExpiredError("video_6", "expired", "gone"),
+        errors.DownloadError("video_7", "cut"),
+        errors.VariantUnavailableError("video_8", "thumbnail", "no thumbnails"),
+        errors.StorageError("upload failed", video_id="video_9", local_path="/tmp/x.mp4"),
+        errors.BatchFailedError([{"row": 1, "status": "failed", "video_id": "video_10", "error": "E: x"}]),
+    ]
+    for error in samples:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert vars(copy) == vars(error)

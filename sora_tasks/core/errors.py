@@ -15,6 +15,19 @@ from typing import Any
 class SoraError(Exception):
     """Base class of every error raised by prefect-sora."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the instance's state, not by calling __init__ again: subclasses take
+        # other arguments than their message, and errors cross process boundaries (a Dask
+        # worker's row, Prefect's result store) with their video id intact.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[SoraError], args: tuple[Any, ...], state: dict[str, Any]) -> SoraError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequestError(SoraError, ValueError):
     """Bad input, found before any request is sent (nothing is paid for)."""
