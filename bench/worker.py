@@ -42,20 +42,29 @@ def manifest_of(n: int, tag: str, directory: str) -> str:
 
 def batch_flow(args: dict[str, Any]) -> None:
     from flows.batch import generate_videos
+    from sora_tasks import BatchFailedError
+    from sora_tasks.blocks import VideosApi
 
     with tempfile.TemporaryDirectory() as work:
         manifest = manifest_of(args["n"], args["tag"], work)
-        state = generate_videos(
-            manifest=manifest,
-            output_prefix=f"s3://{args['bucket']}/{args['tag']}",
-            max_in_flight=args["c"],
-            rate_limit_name=None,
-            base_url=args["base_url"],
-            poll_interval=0.25,
-            return_state=True,
-        )
-        if not state.is_completed():
-            raise SystemExit(f"batch flow ended {state.name}: {state.message}")
+        try:
+            rows = generate_videos(
+                manifest=manifest,
+                output_prefix=f"s3://{args['bucket']}/{args['tag']}",
+                api=VideosApi(base_url=args["base_url"], poll_interval=0.25),
+                max_in_flight=args["c"],
+            )
+        except BatchFailedError as error:
+            raise SystemExit(f"batch flow failed: {error}") from error
+    check_created(rows, args["n"])
+
+
+def check_created(rows: list[dict[str, Any]], n: int) -> None:
+    """Every row made fresh: a row found already delivered would make the run look faster than it is."""
+    made = sum(row.get("status") == "delivered" and row.get("how") == "created" for row in rows)
+    if len(rows) != n or made != n:
+        hows = sorted({str(row.get("how") or row.get("status")) for row in rows})
+        raise SystemExit(f"expected {n} rows created fresh, got {made} of {len(rows)} ({', '.join(hows)})")
 
 
 def batch_sdk(args: dict[str, Any]) -> None:
@@ -78,6 +87,25 @@ def batch_sdk(args: dict[str, Any]) -> None:
 
     with tempfile.TemporaryDirectory() as work, concurrent.futures.ThreadPoolExecutor(args["c"]) as pool:
         list(pool.map(lambda i: one(f"{args['tag']} {i}", work), range(args["n"])))
+
+
+def spread_parent(args: dict[str, Any]) -> None:
+    """The parent of a spread batch: its rows run as flow runs of the shard deployment on other processes."""
+    from flows.batch import generate_videos
+    from flows.spread import Spread
+    from sora_tasks import BatchFailedError
+
+    try:
+        rows = generate_videos(
+            manifest=args["manifest"],
+            output_prefix=args["output_prefix"],
+            api=args["api"],  # a saved block, by name: the shards load it on their workers
+            max_in_flight=args["c"],
+            spread=Spread(shards=args["shards"], work_pool=args["work_pool"]),
+        )
+    except BatchFailedError as error:
+        raise SystemExit(f"spread batch failed: {error}") from error
+    check_created(rows, args["n"])
 
 
 def big_flow(args: dict[str, Any]) -> None:
@@ -128,16 +156,26 @@ def overhead(args: dict[str, Any]) -> None:
                 generate_video(f"flow {i}", api=api, output=f"{work}/f{i}.mp4")
         flow = (time.perf_counter() - started) / videos
     Path(args["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
-    print(json.dumps({"sdk": sdk, "flow": flow, "profile_cpu": profiler.last_session.cpu_time / videos}))
+    session = profiler.last_session
+    if session is None:
+        raise SystemExit("the profiler recorded no session")
+    print(json.dumps({"sdk": sdk, "flow": flow, "profile_cpu": session.cpu_time / videos}))
 
 
 # Imported before the "before" RSS figure, so the peak shows what the work itself adds.
-IMPORTS = {"batch-flow": "flows.batch", "batch-sdk": "openai", "big-flow": "flows.generate", "big-bytes": "openai"}
+IMPORTS = {
+    "batch-flow": "flows.batch",
+    "batch-sdk": "openai",
+    "big-flow": "flows.generate",
+    "big-bytes": "openai",
+    "spread-parent": "flows.batch",
+}
 KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
     "batch-flow": batch_flow,
     "batch-sdk": batch_sdk,
     "big-flow": big_flow,
     "big-bytes": big_bytes,
+    "spread-parent": spread_parent,
 }
 
 
