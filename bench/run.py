@@ -4,7 +4,7 @@
     python bench/run.py --sizes 200 --parts batch --repeats 1   # a one-minute look
     python bench/run.py --parts cli --repeats 5   # `sora-video` against a plain SDK script, two minutes
     python bench/run.py --parts sweep --repeats 1   # collect-pending draining 1,000 finished jobs
-    python bench/run.py --parts spread --repeats 1   # 200 rows over 1, 2 and 4 Prefect workers, ~5 minutes
+    python bench/run.py --parts spread   # 200 rows over 1, 2 and 4 Prefect workers, about 6 minutes
 
 Every measurement runs in its own process (bench/worker.py) against a `sora-emulator`
 process and a moto S3 server process, with a Prefect server started here (the
@@ -28,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -47,7 +48,7 @@ def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
     return f"{statistics.median(values):.{digits}f} {unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def run_worker(kind: str, args: dict[str, object], env: dict[str, str]) -> dict[str, float]:
+def run_worker(kind: str, args: dict[str, object], env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "worker.py"), kind, json.dumps(args)],
         env=env,
@@ -58,7 +59,7 @@ def run_worker(kind: str, args: dict[str, object], env: dict[str, str]) -> dict[
     )
     if done.returncode != 0:
         raise RuntimeError(f"worker {kind} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -98,6 +99,33 @@ def bench_batch(n: int, c: int, render: float, repeats: int, env: dict[str, str]
             flush=True,
         )
     return figures
+
+
+def profile_batch(n: int, c: int, render: float, env: dict[str, str], work: Path, profiles: Path) -> None:
+    """One more flow run, traced and under pyinstrument: where its time before the first create goes.
+
+    Its figures are not in the table (the profiler and the tracing slow it down); the
+    steps' first entry and exit are printed relative to the run's start and the
+    profile is written to ``profiles``.
+    """
+    log = work / f"requests-flow-{n}-profiled.jsonl"
+    log.unlink(missing_ok=True)
+    profiles.mkdir(parents=True, exist_ok=True)
+    profile = profiles / f"batch-flow-N{n}-profile.txt"
+    with servers.emulator(render, log) as base_url:
+        args = {"n": n, "c": c, "base_url": base_url, "bucket": BUCKET, "tag": f"flow-{n}-profiled"}
+        run: dict[str, Any] = run_worker("batch-flow", {**args, "trace": True, "profile": str(profile)}, env)
+    first_create, _ = servers.request_span(log)
+    start = run["started_at"]
+    head = first_create - start
+    print(f"  profiled N={n}: wall {run['wall']:.2f} s, CPU {run['cpu']:.2f} s, first create at {head:.2f} s")
+    for name, mark in sorted(run["marks"].items(), key=lambda item: item[1]["first_in"]):
+        print(
+            f"    {name:<16} first in {mark['first_in'] - start:6.3f} s, first out {mark['first_out'] - start:6.3f} s,"
+            f" {mark['calls']:4d} calls, {mark['total'] / mark['calls'] * 1000:7.1f} ms each",
+            flush=True,
+        )
+    print(f"  profile: {profile}", flush=True)
 
 
 def bench_memory(size_mb: int, env: dict[str, str], work: Path) -> dict[str, dict[str, float]]:
@@ -611,10 +639,16 @@ def main() -> None:
     parser.add_argument("--c", type=int, default=20, help="jobs in flight")
     parser.add_argument("--render", type=float, default=2.0, help="emulator render time T in seconds")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--spread-repeats", type=int, default=1, help="runs per worker count in the spread part (each ~1.5 min)"
+    )
     parser.add_argument("--big-mb", type=int, default=1024, help="size of the video in the memory benchmark")
     parser.add_argument("--docs", type=Path, help="write the table into <docs>/benchmarks.md, the plot, the profile")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which measurements, of {','.join(PARTS)}")
     parser.add_argument("--keep", type=Path, help="keep the emulator request logs in this directory")
+    parser.add_argument(
+        "--profile", type=Path, help="batch part: one more traced flow run per size under pyinstrument, into this dir"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if unknown := parts - set(PARTS):
@@ -645,6 +679,8 @@ def main() -> None:
             for n in sizes:
                 print(f"batch N={n}, C={args.c}, T={args.render} s", flush=True)
                 batches.append(bench_batch(n, args.c, args.render, args.repeats, env, work))
+                if args.profile:
+                    profile_batch(n, args.c, args.render, env, work, args.profile)
             rows += batch_rows(batches, args.c, args.render)
         if "memory" in parts:
             print(f"memory: a {args.big_mb} MB video", flush=True)
@@ -677,7 +713,8 @@ def main() -> None:
             rows.append(bench_sweep(args.repeats, env, work))
         if "spread" in parts:
             print(f"spread batch: {SPREAD_ROWS} rows over {', '.join(map(str, SPREAD_WORKERS))} workers", flush=True)
-            rows += spread_rows(bench_spread(args.render, args.repeats, aws, work), args.render, args.repeats)
+            spread_runs = bench_spread(args.render, args.spread_repeats, aws, work)
+            rows += spread_rows(spread_runs, args.render, args.spread_repeats)
     if "preprocess" in parts:
         pre = bench_preprocess(max(5, args.repeats))
         rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))
@@ -690,7 +727,8 @@ def main() -> None:
         plot(batches, args.c, args.render, args.docs / "benchmarks.png")
         table = "\n".join(f"| {name.strip()} | {value} | {note} |" for name, value, note in rows)
         command = f"python bench/run.py --sizes {args.sizes} --c {args.c} --render {args.render:g} "
-        command += f"--repeats {args.repeats} --big-mb {args.big_mb} --docs {args.docs}"
+        command += f"--repeats {args.repeats} --spread-repeats {args.spread_repeats} --big-mb {args.big_mb} "
+        command += f"--docs {args.docs}"
         generated = (
             f"Produced by `{command}` ({os.cpu_count()} CPUs); medians with (min-max).\n\n"
             "| measure | figure | note |\n|---|---|---|\n" + table + "\n"

@@ -14,6 +14,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,11 +41,13 @@ def manifest_of(n: int, tag: str, directory: str) -> str:
     return str(path)
 
 
-def batch_flow(args: dict[str, Any]) -> None:
+def batch_flow(args: dict[str, Any]) -> dict[str, Any]:
     from flows.batch import generate_videos
     from sora_tasks import BatchFailedError
     from sora_tasks.blocks import VideosApi
 
+    marks = trace_batch() if args.get("trace") else None
+    profiler = start_profiler() if args.get("profile") else None
     with tempfile.TemporaryDirectory() as work:
         manifest = manifest_of(args["n"], args["tag"], work)
         try:
@@ -56,7 +59,55 @@ def batch_flow(args: dict[str, Any]) -> None:
             )
         except BatchFailedError as error:
             raise SystemExit(f"batch flow failed: {error}") from error
+    if profiler is not None:
+        profiler.stop()
+        Path(args["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     check_created(rows, args["n"])
+    return {"marks": marks} if marks is not None else {}
+
+
+def start_profiler() -> Any:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    return profiler
+
+
+def trace_batch() -> dict[str, dict[str, float]]:
+    """Wrap the steps of a batch run: when each was first entered and left, how often, for how long in all.
+
+    Diagnostics for ``--profile``: where the time before the first create goes. Each
+    function is replaced in the module that calls it; the run's figures are not the
+    measured ones.
+    """
+    import flows.batch
+    import sora_tasks.core.pipeline
+
+    marks: dict[str, dict[str, float]] = {}
+    lock = threading.Lock()
+
+    def wrap(module: Any, name: str) -> None:
+        original = getattr(module, name)
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            entered = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                left = time.time()
+                with lock:
+                    mark = marks.setdefault(name, {"first_in": entered, "first_out": left, "calls": 0, "total": 0.0})
+                    mark["calls"] += 1
+                    mark["total"] += left - entered
+
+        setattr(module, name, traced)
+
+    for name in ("load_api", "load_manifest", "check_bucket", "report_estimate", "run_rows", "track_batch", "produce"):
+        wrap(flows.batch, name)
+    for name in ("find_delivered", "submit", "wait", "deliver"):
+        wrap(sora_tasks.core.pipeline, name)
+    return marks
 
 
 def check_created(rows: list[dict[str, Any]], n: int) -> None:
@@ -170,7 +221,7 @@ IMPORTS = {
     "big-bytes": "openai",
     "spread-parent": "flows.batch",
 }
-KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
+KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "batch-flow": batch_flow,
     "batch-sdk": batch_sdk,
     "big-flow": big_flow,
@@ -189,10 +240,10 @@ def main() -> None:
 
     idle = current_rss_mb()
     started_at, started_wall, started_cpu = time.time(), time.perf_counter(), time.process_time()
-    KINDS[kind](args)
+    extra = KINDS[kind](args) or {}
     wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
     figures = {"wall": wall, "cpu": cpu, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": idle}
-    print(json.dumps({**figures, "started_at": started_at}))
+    print(json.dumps({**figures, "started_at": started_at, **extra}))
 
 
 if __name__ == "__main__":
