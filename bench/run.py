@@ -4,10 +4,12 @@
     python bench/run.py --sizes 200 --parts batch --repeats 1   # a one-minute look
     python bench/run.py --parts cli --repeats 5   # `sora-video` against a plain SDK script, two minutes
     python bench/run.py --parts sweep --repeats 1   # collect-pending draining 1,000 finished jobs
+    python bench/run.py --parts spread   # 200 rows over 1, 2 and 4 Prefect workers, about 6 minutes
 
 Every measurement runs in its own process (bench/worker.py) against a `sora-emulator`
-process and a moto S3 server process, with a Prefect server started here; figures
-are medians of --repeats runs with their min-max spread.
+process and a moto S3 server process, with a Prefect server started here (the
+`spread` part starts a `prefect server start` process and `prefect worker start`
+processes of its own); figures are medians of --repeats runs with their min-max spread.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -36,7 +39,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 BUCKET = "bench"
-PARTS = ("batch", "memory", "overhead", "preprocess", "cli", "sweep")
+PARTS = ("batch", "memory", "overhead", "preprocess", "cli", "sweep", "spread")
 
 
 def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
@@ -45,7 +48,7 @@ def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
     return f"{statistics.median(values):.{digits}f} {unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def run_worker(kind: str, args: dict[str, object], env: dict[str, str]) -> dict[str, float]:
+def run_worker(kind: str, args: dict[str, object], env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "worker.py"), kind, json.dumps(args)],
         env=env,
@@ -56,7 +59,7 @@ def run_worker(kind: str, args: dict[str, object], env: dict[str, str]) -> dict[
     )
     if done.returncode != 0:
         raise RuntimeError(f"worker {kind} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -96,6 +99,46 @@ def bench_batch(n: int, c: int, render: float, repeats: int, env: dict[str, str]
             flush=True,
         )
     return figures
+
+
+def warm_prefect(env: dict[str, str], work: Path) -> None:
+    """One small batch, not measured, so the Prefect server has served a flow run before the clock runs.
+
+    The first flow run on a freshly started server waits on the server's own start-up
+    work (about 0.7 s more before its first create and as much after its last
+    download, on 2 cores); a server in use has long done it.
+    """
+    with servers.emulator(0.0, work / "requests-warm-up.jsonl") as base_url:
+        args = {"n": 2, "c": 2, "base_url": base_url, "bucket": BUCKET, "tag": "warm-up"}
+        run = run_worker("batch-flow", args, env)
+    print(f"  warm-up flow run (not measured): {run['wall']:.2f} s", flush=True)
+
+
+def profile_batch(n: int, c: int, render: float, env: dict[str, str], work: Path, profiles: Path) -> None:
+    """One more flow run, traced and under pyinstrument: where its time before the first create goes.
+
+    Its figures are not in the table (the profiler and the tracing slow it down); the
+    steps' first entry and exit are printed relative to the run's start and the
+    profile is written to ``profiles``.
+    """
+    log = work / f"requests-flow-{n}-profiled.jsonl"
+    log.unlink(missing_ok=True)
+    profiles.mkdir(parents=True, exist_ok=True)
+    profile = profiles / f"batch-flow-N{n}-profile.txt"
+    with servers.emulator(render, log) as base_url:
+        args = {"n": n, "c": c, "base_url": base_url, "bucket": BUCKET, "tag": f"flow-{n}-profiled"}
+        run: dict[str, Any] = run_worker("batch-flow", {**args, "trace": True, "profile": str(profile)}, env)
+    first_create, _ = servers.request_span(log)
+    start = run["started_at"]
+    head = first_create - start
+    print(f"  profiled N={n}: wall {run['wall']:.2f} s, CPU {run['cpu']:.2f} s, first create at {head:.2f} s")
+    for name, mark in sorted(run["marks"].items(), key=lambda item: item[1]["first_in"]):
+        print(
+            f"    {name:<16} first in {mark['first_in'] - start:6.3f} s, first out {mark['first_out'] - start:6.3f} s,"
+            f" {mark['calls']:4d} calls, {mark['total'] / mark['calls'] * 1000:7.1f} ms each",
+            flush=True,
+        )
+    print(f"  profile: {profile}", flush=True)
 
 
 def bench_memory(size_mb: int, env: dict[str, str], work: Path) -> dict[str, dict[str, float]]:
@@ -157,26 +200,44 @@ def median(runs: list[dict[str, float]], name: str) -> float:
     return statistics.median(run[name] for run in runs)
 
 
+# The issue's targets for a batch beside the plain SDK in the same run.
+CPU_TARGET, HEAD_TARGET = 1.3, 1.0
+
+
 def batch_rows(batches: list[BatchFigures], c: int, render: float) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for batch in batches:
         limit = math.ceil(batch.n / c) * render
         flow, sdk = statistics.median(batch.walls("flow")), statistics.median(batch.walls("sdk"))
+        flow_head = median(batch.flow, "head")
+        flow_cpu, sdk_cpu = median(batch.flow, "cpu") / batch.n, median(batch.sdk, "cpu") / batch.n
         rows += [
             (f"batch N={batch.n}: limit ceil(N/C)*T", f"{limit:.2f} s", f"C={c}, T={render:g} s"),
             ("  generate_videos flow", spread(batch.walls("flow")), f"{flow / limit:.2f}x limit"),
             ("  plain SDK thread pool", spread(batch.walls("sdk")), f"{sdk / limit:.2f}x limit"),
             (
-                "  before first create / after last download",
-                f"flow {median(batch.flow, 'head'):.2f} / {median(batch.flow, 'tail'):.2f} s",
-                f"SDK {median(batch.sdk, 'head'):.2f} / {median(batch.sdk, 'tail'):.2f} s",
+                "  before first create",
+                f"flow {flow_head:.2f} s",
+                f"SDK {median(batch.sdk, 'head'):.2f} s; target < {HEAD_TARGET:g} s: "
+                f"{'met' if flow_head < HEAD_TARGET else 'NOT met'}",
             ),
             (
-                "  flow per video: wall / CPU / peak RSS",
+                "  after last download",
+                f"flow {median(batch.flow, 'tail'):.2f} s",
+                f"SDK {median(batch.sdk, 'tail'):.2f} s",
+            ),
+            (
+                "  CPU per video",
+                f"flow {flow_cpu * 1000:.0f} ms, SDK {sdk_cpu * 1000:.0f} ms",
+                f"{flow_cpu / sdk_cpu:.2f}x SDK; target <= {CPU_TARGET:g}x SDK: "
+                f"{verdict(flow_cpu / sdk_cpu, CPU_TARGET)}",
+            ),
+            (
+                "  flow per video: wall / peak RSS",
                 f"{flow / batch.n * 1000:.0f} ms / "
-                f"{statistics.median(run['cpu'] for run in batch.flow) / batch.n * 1000:.0f} ms / "
                 f"{statistics.median(run['peak_rss_mb'] for run in batch.flow):.0f} MB",
-                f"SDK CPU {statistics.median(run['cpu'] for run in batch.sdk) / batch.n * 1000:.0f} ms/video",
+                f"SDK {sdk / batch.n * 1000:.0f} ms / "
+                f"{statistics.median(run['peak_rss_mb'] for run in batch.sdk):.0f} MB",
             ),
         ]
     poll_bound = math.ceil(render / 0.25) + 1
@@ -222,6 +283,181 @@ def bench_sweep(repeats: int, env: dict[str, str], work: Path) -> tuple[str, str
         f"one flow run: {spread([run['wall'] for run in runs], 's', 1)} wall, "
         f"CPU {statistics.median(run['cpu'] for run in runs):.1f} s; one INFO log line per video",
     )
+
+
+# -- a batch spread over Prefect workers ---------------------------------------------
+
+SPREAD_ROWS, SPREAD_LIMIT, SPREAD_IN_FLIGHT, SPREAD_WORKERS = 200, 20, 20, (1, 2, 4)
+SPREAD_POOL = "sora"  # the work pool of prefect.yaml's `shard` deployment
+SPREAD_BLOCK = "bench-spread"
+# How often an idle worker asks for scheduled runs (Prefect's default is 10 s): at the
+# default a shard may wait up to 10 s before its worker even sees it.
+WORKER_QUERY_SECONDS = 2
+
+
+@dataclass
+class SpreadRun:
+    workers: int
+    wall: float  # the parent's generate_videos call, start to return
+    head: float  # from that start to the first create the emulator saw
+    creates: int
+    peak: int  # most jobs rendering at once, from the emulator's request log
+
+
+def prefect_cli(env: dict[str, str], *args: str) -> None:
+    done = subprocess.run(
+        [str(servers.BIN / "prefect"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"prefect {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def start_workers(env: dict[str, str], names: list[str], work: Path) -> list[subprocess.Popen[bytes]]:
+    """`prefect worker start` processes, each with a PREFECT_HOME and working directory of its own.
+
+    ``--limit 1``: a worker runs one shard at a time, so each takes one of the shards.
+    """
+    started = []
+    for name in names:
+        home = work / f"worker-{name}"
+        home.mkdir(parents=True, exist_ok=True)
+        command = [str(servers.BIN / "prefect"), "worker", "start", "--pool", SPREAD_POOL, "--name", name]
+        command += ["--limit", "1"]
+        worker_env = {**env, "PREFECT_HOME": str(home), "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}
+        started.append(
+            subprocess.Popen(
+                command,
+                env=worker_env,
+                cwd=home,
+                stdout=subprocess.DEVNULL,
+                stderr=(home / "worker.log").open("wb"),
+                start_new_session=True,
+            )
+        )
+    return started
+
+
+def wait_for_workers(api_url: str, names: list[str], processes: list[subprocess.Popen[bytes]]) -> None:
+    """Until every named worker has said hello to the work pool (before the clock starts)."""
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            response = httpx.post(f"{api_url}/work_pools/{SPREAD_POOL}/workers/filter", json={"limit": 200}, timeout=30)
+            seen = {worker["name"] for worker in response.json()} if response.status_code == 200 else set()
+        except httpx.HTTPError:
+            seen = set()
+        if set(names) <= seen:
+            return
+        if any(process.poll() is not None for process in processes) or time.monotonic() > deadline:
+            raise RuntimeError(f"workers {sorted(set(names) - seen)} did not come up")
+        time.sleep(0.5)
+
+
+def bench_spread(render: float, repeats: int, aws: dict[str, str], work: Path) -> list[SpreadRun]:
+    """SPREAD_ROWS rows in S3 over 1, 2 and 4 `prefect worker start` processes, one shard each."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    runs: list[SpreadRun] = []
+    with servers.prefect_server(work / "spread-server") as api_url:
+        path = os.pathsep.join(part for part in (str(ROOT), os.environ.get("PYTHONPATH")) if part)
+        env = servers.child_env(
+            {
+                **aws,
+                "PREFECT_API_URL": api_url,
+                "PREFECT_HOME": str(work / "spread-setup"),
+                "SORA_PROJECT_DIR": str(ROOT),  # prefect.yaml's pull step: where a shard's code is
+                "PYTHONPATH": path,
+                "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
+            }
+        )
+        prefect_cli(env, "work-pool", "create", SPREAD_POOL, "--type", "process")
+        prefect_cli(env, "--no-prompt", "deploy", "--name", "shard")
+        for attempt in range(repeats):
+            for workers in SPREAD_WORKERS:
+                tag = f"spread-{workers}-{attempt}-{time.time_ns() % 10**9}"
+                log = work / f"requests-{tag}.jsonl"
+                # A limit of its own per run: its occupancy statistics (Prefect derives the
+                # Retry-After of a denied slot from them) start from nothing each time.
+                limit = f"bench-rendering-{tag}"
+                prefect_cli(env, "gcl", "create", limit, "--limit", str(SPREAD_LIMIT))
+                manifest = "".join(json.dumps({"prompt": f"{tag} row {i}"}) + "\n" for i in range(SPREAD_ROWS))
+                s3.put_object(Bucket=BUCKET, Key=f"{tag}/manifest.jsonl", Body=manifest.encode())
+                with servers.emulator(render, log) as base_url:
+                    save = (
+                        "from sora_tasks.blocks import VideosApi\n"
+                        f"VideosApi(base_url={base_url!r}, poll_interval=0.25, render_limit_name={limit!r})"
+                        f".save({SPREAD_BLOCK!r}, overwrite=True)\n"
+                    )
+                    subprocess.run([sys.executable, "-c", save], env=env, cwd=ROOT, check=True, timeout=300)
+                    names = [f"{tag}-w{i}" for i in range(workers)]
+                    processes = start_workers(env, names, work / tag)
+                    try:
+                        wait_for_workers(api_url, names, processes)
+                        args = {
+                            "n": SPREAD_ROWS,
+                            "c": SPREAD_IN_FLIGHT,
+                            "manifest": f"s3://{BUCKET}/{tag}/manifest.jsonl",
+                            "output_prefix": f"s3://{BUCKET}/{tag}/out",
+                            "api": SPREAD_BLOCK,
+                            "shards": workers,
+                            "work_pool": SPREAD_POOL,
+                        }
+                        parent_home = work / tag / "parent"
+                        parent_home.mkdir(parents=True, exist_ok=True)
+                        run = run_worker("spread-parent", args, {**env, "PREFECT_HOME": str(parent_home)})
+                    finally:
+                        for process in processes:
+                            servers.stop_group(process)
+                first_create, _ = servers.request_span(log)
+                runs.append(
+                    SpreadRun(
+                        workers,
+                        run["wall"],
+                        first_create - run["started_at"],
+                        servers.count_requests(log)["create"],
+                        servers.peak_rendering(log),
+                    )
+                )
+                last = runs[-1]
+                print(
+                    f"  {workers} worker(s), run {attempt + 1}: {last.wall:.2f} s,"
+                    f" first create after {last.head:.2f} s, {last.creates} creates, peak {last.peak} rendering;"
+                    f" load average {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+    return runs
+
+
+def spread_rows(runs: list[SpreadRun], render: float, repeats: int) -> list[tuple[str, str, str]]:
+    ideal = math.ceil(SPREAD_ROWS / SPREAD_LIMIT) * render
+    how = "one run per worker count" if repeats == 1 else f"{repeats} runs per worker count"
+    rows = [
+        (
+            f"spread batch N={SPREAD_ROWS} over Prefect workers: ideal ceil(N/C)*T",
+            f"{ideal:.2f} s",
+            f"render limit C={SPREAD_LIMIT} (a Prefect GCL), T={render:g} s; one shard per worker, "
+            f"max_in_flight {SPREAD_IN_FLIGHT} per shard; workers poll every {WORKER_QUERY_SECONDS} s; {how}",
+        )
+    ]
+    for workers in SPREAD_WORKERS:
+        mine = [run for run in runs if run.workers == workers]
+        wall = statistics.median(run.wall for run in mine)
+        creates = sorted({run.creates for run in mine})
+        peak = max(run.peak for run in mine)
+        checks = "ok" if creates == [SPREAD_ROWS] and peak <= SPREAD_LIMIT else "FAILED"
+        rows.append(
+            (
+                f"  {workers} worker{'s' if workers > 1 else ''}",
+                spread([run.wall for run in mine]),
+                f"{wall / ideal:.2f}x ideal; first create after {statistics.median(run.head for run in mine):.2f} s; "
+                f"creates {'/'.join(map(str, creates))} (of {SPREAD_ROWS}), most rendering at once {peak} "
+                f"(<= {SPREAD_LIMIT}): {checks}",
+            )
+        )
+    return rows
 
 
 # -- the command line ---------------------------------------------------------------
@@ -416,10 +652,16 @@ def main() -> None:
     parser.add_argument("--c", type=int, default=20, help="jobs in flight")
     parser.add_argument("--render", type=float, default=2.0, help="emulator render time T in seconds")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--spread-repeats", type=int, default=1, help="runs per worker count in the spread part (each ~1.5 min)"
+    )
     parser.add_argument("--big-mb", type=int, default=1024, help="size of the video in the memory benchmark")
     parser.add_argument("--docs", type=Path, help="write the table into <docs>/benchmarks.md, the plot, the profile")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which measurements, of {','.join(PARTS)}")
     parser.add_argument("--keep", type=Path, help="keep the emulator request logs in this directory")
+    parser.add_argument(
+        "--profile", type=Path, help="batch part: one more traced flow run per size under pyinstrument, into this dir"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if unknown := parts - set(PARTS):
@@ -447,9 +689,12 @@ def main() -> None:
 
         batches = []
         if "batch" in parts:
+            warm_prefect(env, work)
             for n in sizes:
                 print(f"batch N={n}, C={args.c}, T={args.render} s", flush=True)
                 batches.append(bench_batch(n, args.c, args.render, args.repeats, env, work))
+                if args.profile:
+                    profile_batch(n, args.c, args.render, env, work, args.profile)
             rows += batch_rows(batches, args.c, args.render)
         if "memory" in parts:
             print(f"memory: a {args.big_mb} MB video", flush=True)
@@ -480,6 +725,10 @@ def main() -> None:
         if "sweep" in parts:
             print(f"collect-pending draining {SWEEP_JOBS} finished jobs", flush=True)
             rows.append(bench_sweep(args.repeats, env, work))
+        if "spread" in parts:
+            print(f"spread batch: {SPREAD_ROWS} rows over {', '.join(map(str, SPREAD_WORKERS))} workers", flush=True)
+            spread_runs = bench_spread(args.render, args.spread_repeats, aws, work)
+            rows += spread_rows(spread_runs, args.render, args.spread_repeats)
     if "preprocess" in parts:
         pre = bench_preprocess(max(5, args.repeats))
         rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))
@@ -492,7 +741,8 @@ def main() -> None:
         plot(batches, args.c, args.render, args.docs / "benchmarks.png")
         table = "\n".join(f"| {name.strip()} | {value} | {note} |" for name, value, note in rows)
         command = f"python bench/run.py --sizes {args.sizes} --c {args.c} --render {args.render:g} "
-        command += f"--repeats {args.repeats} --big-mb {args.big_mb} --docs {args.docs}"
+        command += f"--repeats {args.repeats} --spread-repeats {args.spread_repeats} --big-mb {args.big_mb} "
+        command += f"--docs {args.docs}"
         generated = (
             f"Produced by `{command}` ({os.cpu_count()} CPUs); medians with (min-max).\n\n"
             "| measure | figure | note |\n|---|---|---|\n" + table + "\n"

@@ -29,8 +29,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, name: str) -> None:
-    deadline = time.monotonic() + 60
+def _wait_until_up(process: subprocess.Popen[bytes], url: str, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if httpx.get(url, timeout=2).status_code < 500:
@@ -62,6 +62,32 @@ def emulator(render_seconds: float, request_log: Path, pad_bytes: int = 0) -> It
         _encode_shared_clip(f"http://127.0.0.1:{port}/v1")
         request_log.unlink(missing_ok=True)  # the log counts the measured requests only
         yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_group(process)
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """A real `prefect server start` process (workers need one); yields its API URL.
+
+    The other parts use the in-process test harness; a `prefect worker start` process
+    and the flow runs it starts need a server of their own to reach.
+    """
+    port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        _wait_until_up(process, f"http://127.0.0.1:{port}/api/health", "prefect server", timeout=120)
+        yield f"http://127.0.0.1:{port}/api"
     finally:
         stop_group(process)
 
@@ -132,6 +158,28 @@ def request_span(request_log: Path) -> tuple[float, float]:
     first_create = min(record["at"] for record in records if record["endpoint"] == "create")
     last_download = max(record["at"] + record["seconds"] for record in records if record["endpoint"] == "content")
     return first_create, last_download
+
+
+def peak_rendering(request_log: Path) -> int:
+    """Most jobs rendering at once: from each create to the status poll that saw its job end.
+
+    As tests/test_batch.py's ``peak_jobs_in_flight`` counts them, from the request log
+    alone: a create's request starts after its render slot is taken, and the last poll
+    of a job starts before its slot is given back, so this never overstates the peak.
+    """
+    records = [json.loads(line) for line in request_log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    last_seen: dict[str, float] = {}
+    for record in records:
+        parts = record["path"].split("?")[0].split("/")
+        if record["endpoint"] == "retrieve" and len(parts) > 3 and parts[3].startswith("video_"):
+            last_seen[parts[3]] = max(last_seen.get(parts[3], 0.0), record["at"])
+    events = [(record["at"], 1) for record in records if record["endpoint"] == "create"]
+    events += [(seen, -1) for seen in last_seen.values()]
+    peak = alive = 0
+    for _, change in sorted(events):
+        alive += change
+        peak = max(peak, alive)
+    return peak
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

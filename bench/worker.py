@@ -14,6 +14,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,22 +41,81 @@ def manifest_of(n: int, tag: str, directory: str) -> str:
     return str(path)
 
 
-def batch_flow(args: dict[str, Any]) -> None:
+def batch_flow(args: dict[str, Any]) -> dict[str, Any]:
     from flows.batch import generate_videos
+    from sora_tasks import BatchFailedError
+    from sora_tasks.blocks import VideosApi
 
+    marks = trace_batch() if args.get("trace") else None
+    profiler = start_profiler() if args.get("profile") else None
     with tempfile.TemporaryDirectory() as work:
         manifest = manifest_of(args["n"], args["tag"], work)
-        state = generate_videos(
-            manifest=manifest,
-            output_prefix=f"s3://{args['bucket']}/{args['tag']}",
-            max_in_flight=args["c"],
-            rate_limit_name=None,
-            base_url=args["base_url"],
-            poll_interval=0.25,
-            return_state=True,
-        )
-        if not state.is_completed():
-            raise SystemExit(f"batch flow ended {state.name}: {state.message}")
+        try:
+            rows = generate_videos(
+                manifest=manifest,
+                output_prefix=f"s3://{args['bucket']}/{args['tag']}",
+                api=VideosApi(base_url=args["base_url"], poll_interval=0.25),
+                max_in_flight=args["c"],
+            )
+        except BatchFailedError as error:
+            raise SystemExit(f"batch flow failed: {error}") from error
+    if profiler is not None:
+        profiler.stop()
+        Path(args["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    check_created(rows, args["n"])
+    return {"marks": marks} if marks is not None else {}
+
+
+def start_profiler() -> Any:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    return profiler
+
+
+def trace_batch() -> dict[str, dict[str, float]]:
+    """Wrap the steps of a batch run: when each was first entered and left, how often, for how long in all.
+
+    Diagnostics for ``--profile``: where the time before the first create goes. Each
+    function is replaced in the module that calls it; the run's figures are not the
+    measured ones.
+    """
+    import flows.batch
+    import sora_tasks.core.pipeline
+
+    marks: dict[str, dict[str, float]] = {}
+    lock = threading.Lock()
+
+    def wrap(module: Any, name: str) -> None:
+        original = getattr(module, name)
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            entered = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                left = time.time()
+                with lock:
+                    mark = marks.setdefault(name, {"first_in": entered, "first_out": left, "calls": 0, "total": 0.0})
+                    mark["calls"] += 1
+                    mark["total"] += left - entered
+
+        setattr(module, name, traced)
+
+    for name in ("load_api", "load_manifest", "check_bucket", "report_estimate", "run_rows", "track_batch", "produce"):
+        wrap(flows.batch, name)
+    for name in ("find_delivered", "submit", "wait", "deliver"):
+        wrap(sora_tasks.core.pipeline, name)
+    return marks
+
+
+def check_created(rows: list[dict[str, Any]], n: int) -> None:
+    """Every row made fresh: a row found already delivered would make the run look faster than it is."""
+    made = sum(row.get("status") == "delivered" and row.get("how") == "created" for row in rows)
+    if len(rows) != n or made != n:
+        hows = sorted({str(row.get("how") or row.get("status")) for row in rows})
+        raise SystemExit(f"expected {n} rows created fresh, got {made} of {len(rows)} ({', '.join(hows)})")
 
 
 def batch_sdk(args: dict[str, Any]) -> None:
@@ -78,6 +138,25 @@ def batch_sdk(args: dict[str, Any]) -> None:
 
     with tempfile.TemporaryDirectory() as work, concurrent.futures.ThreadPoolExecutor(args["c"]) as pool:
         list(pool.map(lambda i: one(f"{args['tag']} {i}", work), range(args["n"])))
+
+
+def spread_parent(args: dict[str, Any]) -> None:
+    """The parent of a spread batch: its rows run as flow runs of the shard deployment on other processes."""
+    from flows.batch import generate_videos
+    from flows.spread import Spread
+    from sora_tasks import BatchFailedError
+
+    try:
+        rows = generate_videos(
+            manifest=args["manifest"],
+            output_prefix=args["output_prefix"],
+            api=args["api"],  # a saved block, by name: the shards load it on their workers
+            max_in_flight=args["c"],
+            spread=Spread(shards=args["shards"], work_pool=args["work_pool"]),
+        )
+    except BatchFailedError as error:
+        raise SystemExit(f"spread batch failed: {error}") from error
+    check_created(rows, args["n"])
 
 
 def big_flow(args: dict[str, Any]) -> None:
@@ -128,16 +207,26 @@ def overhead(args: dict[str, Any]) -> None:
                 generate_video(f"flow {i}", api=api, output=f"{work}/f{i}.mp4")
         flow = (time.perf_counter() - started) / videos
     Path(args["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
-    print(json.dumps({"sdk": sdk, "flow": flow, "profile_cpu": profiler.last_session.cpu_time / videos}))
+    session = profiler.last_session
+    if session is None:
+        raise SystemExit("the profiler recorded no session")
+    print(json.dumps({"sdk": sdk, "flow": flow, "profile_cpu": session.cpu_time / videos}))
 
 
 # Imported before the "before" RSS figure, so the peak shows what the work itself adds.
-IMPORTS = {"batch-flow": "flows.batch", "batch-sdk": "openai", "big-flow": "flows.generate", "big-bytes": "openai"}
-KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
+IMPORTS = {
+    "batch-flow": "flows.batch",
+    "batch-sdk": "openai",
+    "big-flow": "flows.generate",
+    "big-bytes": "openai",
+    "spread-parent": "flows.batch",
+}
+KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "batch-flow": batch_flow,
     "batch-sdk": batch_sdk,
     "big-flow": big_flow,
     "big-bytes": big_bytes,
+    "spread-parent": spread_parent,
 }
 
 
@@ -151,10 +240,10 @@ def main() -> None:
 
     idle = current_rss_mb()
     started_at, started_wall, started_cpu = time.time(), time.perf_counter(), time.process_time()
-    KINDS[kind](args)
+    extra = KINDS[kind](args) or {}
     wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
     figures = {"wall": wall, "cpu": cpu, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": idle}
-    print(json.dumps({**figures, "started_at": started_at}))
+    print(json.dumps({**figures, "started_at": started_at, **extra}))
 
 
 if __name__ == "__main__":
