@@ -56,7 +56,7 @@ def start(target: Target, *, quiet: bool) -> Target:
     emulator = services.ensure_emulator()
     if fresh and not quiet:
         print(
-            f"no OPENAI_API_KEY: using the local Sora emulator at {emulator.url} (free, synthetic video; "
+            f"using the local Sora emulator at {emulator.url} (free, synthetic video; "
             "it keeps running for later calls, `sora-video down` stops it)",
             file=sys.stderr,
         )
