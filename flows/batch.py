@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field
 from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket
 from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
 from sora_tasks.core.images import prepare_image
+from sora_tasks.core.listing import Listing, forget_listings, shared_listing, take_listing
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.pipeline import produce
 from sora_tasks.core.pricing import estimate_cost, price_per_second
@@ -47,7 +48,7 @@ from sora_tasks.core.receipts import default_location as default_receipts
 from sora_tasks.core.records import RecordStore
 from sora_tasks.core.settings import ApiSettings
 from sora_tasks.core.slots import forget, holding_slot
-from sora_tasks.core.storage import check_bucket, resolve_destination
+from sora_tasks.core.storage import check_bucket, list_uris, resolve_destination
 from sora_tasks.tasks import before_create, emit_video_event, rendering_slot, retry_on_transient
 
 from .delivery import saved_name
@@ -76,9 +77,20 @@ class RowContext:
 
     settings: ApiSettings
     receipts: str
-    batch_key: str  # names this run's per-process rendering slots
+    batch_key: str  # names this run's per-process rendering slots and listings
     max_in_flight: int
     bucket: S3Bucket | None = None
+    output_prefix: str = ""
+
+
+def listings(shared: RowContext, receipts: Receipts, s3: Any) -> tuple[Listing | None, Listing | None]:
+    """What already existed, receipts and outputs, listed once per process and batch (see core.listing)."""
+    known = shared_listing(shared.batch_key, receipts.location, receipts.take_listing)
+    outputs = None
+    if shared.output_prefix.startswith("s3://"):
+        prefix = shared.output_prefix.rstrip("/") + "/"
+        outputs = shared_listing(shared.batch_key, prefix, lambda: take_listing(list_uris(prefix, s3), prefix=prefix))
+    return known, outputs
 
 
 @task(
@@ -106,6 +118,10 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     context = TaskRunContext.get()
     retrying = context is not None and context.task_run.run_count > 1
     since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
+    outputs = None
+    if not retrying:  # a retry asks the stores directly: another process may have written since
+        known, outputs = listings(shared, receipts, s3)
+        receipts = Receipts(shared.receipts, s3 if in_bucket else None, known=known)
 
     @contextmanager
     def rendering() -> Iterator[None]:
@@ -126,6 +142,7 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         rendering=rendering,
         before_create=before_create(settings),
         reconcile_since=since,
+        outputs=outputs,
     )
     if delivered.how != "already delivered":
         emit_video_event("uploaded", delivered.video_id, uri=delivered.uri, bytes=delivered.bytes, how=delivered.how)
@@ -247,7 +264,7 @@ def generate_videos(
             return outcomes
     else:
         outcomes = [invalid_record(bad) for bad in invalid]
-        outcomes += run_rows(rows, settings, bucket, state, max_in_flight, manifest, prices)
+        outcomes += run_rows(rows, settings, bucket, state, max_in_flight, manifest, prices, output_prefix)
         if shard is not None:
             RecordStore(f"{state}/batches/{shard.batch}", bucket_client(bucket)).put(
                 shard.record_name, json.dumps(outcomes)
@@ -263,9 +280,10 @@ def run_rows(
     max_in_flight: int,
     manifest: str,
     prices: dict[str, float] | None,
+    output_prefix: str = "",
 ) -> list[dict[str, Any]]:
     """Every row on the flow's task runner; one outcome record per row."""
-    shared = RowContext(settings, state, f"batch-{uuid.uuid4().hex}", max_in_flight, bucket)
+    shared = RowContext(settings, state, f"batch-{uuid.uuid4().hex}", max_in_flight, bucket, output_prefix)
     context = FlowRunContext.get()
     flow_runner = context.task_runner if context is not None else None
     try:
@@ -287,6 +305,7 @@ def run_rows(
             wait([future for _, future in futures])
     finally:
         forget(shared.batch_key)
+        forget_listings(shared.batch_key)
     return [row_outcome(row, future, prices) for row, future in futures]
 
 

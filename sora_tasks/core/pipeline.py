@@ -24,6 +24,7 @@ from openai.types import Video
 from .client import ProgressCallback, VideosClient, job_error
 from .errors import StorageError, TransientError, VariantUnavailableError, VideoExpiredError, VideoNotReadyError
 from .images import PreparedImage
+from .listing import Listing
 from .receipts import Receipt, Receipts, receipt_key
 from .request import VideoRequest
 from .storage import S3Client, object_metadata, resolve_destination, store_file, stored_object, variant_output
@@ -73,6 +74,8 @@ class Submitted:
     # True when an earlier run's job was gone or unusable and a new one was paid for.
     recreated: bool = False
     key: str = ""
+    # The job's receipt as recorded (None without a receipt store).
+    receipt: Receipt | None = None
 
 
 def request_key(
@@ -102,9 +105,23 @@ def submit(
     """
     key = request_key(client, request, image, request_id)
     earlier = receipts.find(key) if receipts is not None else None
+    return _submit(client, request, image, key, earlier, receipts, reconcile_since, before_create)
+
+
+def _submit(
+    client: VideosClient,
+    request: VideoRequest,
+    image: PreparedImage | None,
+    key: str,
+    earlier: Receipt | None,
+    receipts: Receipts | None,
+    reconcile_since: float | None = None,
+    before_create: Callable[[], None] | None = None,
+) -> Submitted:
+    """:func:`submit` once the receipt (``earlier``) has been looked up."""
     if earlier is not None and _still_usable(client, earlier.video_id):
         logger.info("request already paid for: following %s", earlier.video_id)
-        return Submitted(earlier.video_id, reused=True, key=key)
+        return Submitted(earlier.video_id, reused=True, key=key, receipt=earlier)
     if before_create is not None:
         before_create()
     started = time.time()
@@ -115,9 +132,12 @@ def submit(
         attempts=3,
         what="create",
     )
+    receipt = Receipt(key, video.id, client.base_url, request.model, request.seconds, request.size)
     if receipts is not None:
-        receipts.record(Receipt(key, video.id, client.base_url, request.model, request.seconds, request.size))
-    return Submitted(video.id, reused=False, recreated=earlier is not None, key=key)
+        receipts.record(receipt)
+    return Submitted(
+        video.id, reused=False, recreated=earlier is not None, key=key, receipt=receipt if receipts else None
+    )
 
 
 def _still_usable(client: VideosClient, video_id: str) -> bool:
@@ -262,7 +282,19 @@ def find_delivered(
     Two ways to know: the receipt names the delivered object, or ``output`` names one fixed
     place (no ``{video_id}``) that holds an object whose metadata carries this fingerprint.
     """
-    receipt = receipts.find(key) if receipts is not None else None
+    return _delivered_at(receipts.find(key) if receipts is not None else None, key, output, model=model, s3=s3)
+
+
+def _delivered_at(
+    receipt: Receipt | None,
+    key: str,
+    output: str,
+    *,
+    model: str,
+    s3: S3Client | None = None,
+    outputs: Listing | None = None,
+) -> Delivered | None:
+    """:func:`find_delivered` once the receipt has been looked up; ``outputs`` lists what was there."""
     # Delivered *here*: another output (a new path, another day's {date}) gets its own copy.
     here = (
         receipt is not None
@@ -286,6 +318,8 @@ def find_delivered(
     fixed = resolve_destination(output, video_id="video_a", model=model)
     if fixed.uri != resolve_destination(output, video_id="video_b", model=model).uri or fixed.path is not None:
         return None
+    if outputs is not None and outputs.rules_out(fixed.uri):
+        return None  # nothing was there when the batch listed it
     found = stored_object(fixed, s3)
     if found is None or found[1].get("fingerprint") != key:
         return None
@@ -316,11 +350,13 @@ class StoredResult(Protocol):
     def expires_at(self) -> int | None: ...
 
 
-def record_delivery(receipts: Receipts | None, key: str, delivered: StoredResult) -> None:
-    """Complete the receipt: a rerun anywhere then knows the video is delivered."""
+def record_delivery(
+    receipts: Receipts | None, key: str, delivered: StoredResult, *, receipt: Receipt | None = None
+) -> None:
+    """Complete the receipt (``receipt``, else the one stored): a rerun anywhere then knows the video is delivered."""
     if receipts is None:
         return
-    receipt = receipts.find(key)
+    receipt = receipt if receipt is not None and receipt.key == key else receipts.find(key)
     if receipt is not None:
         receipts.record(
             replace(
@@ -350,29 +386,26 @@ def produce(
     rendering: Callable[[], AbstractContextManager[object]] = nullcontext,
     before_create: Callable[[], None] | None = None,
     reconcile_since: float | None = None,
+    outputs: Listing | None = None,
 ) -> Delivered:
     """The video for ``request`` at ``output``, paying only for what no earlier run did.
 
     Already delivered: returned with no API call. Paid for but not delivered: that job is
     followed. Otherwise one job is created. ``rendering()`` is held from right before the
     create until the job stops rendering (a concurrency slot); ``before_create`` runs
-    right before a paid create (a rate limit).
+    right before a paid create (a rate limit). ``outputs``: a listing of what existed at
+    the destination (a batch's), so a missing output is not looked up.
+
+    The receipt is read once: before the create. What is recorded after it is this run's own.
     """
     key = request_key(client, request, image, request_id)
-    done = find_delivered(receipts, key, output, model=request.model, s3=s3)
+    earlier = receipts.find(key) if receipts is not None else None
+    done = _delivered_at(earlier, key, output, model=request.model, s3=s3, outputs=outputs)
     if done is not None:
         logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
         return done
     with rendering():
-        submitted = submit(
-            client,
-            request,
-            image,
-            request_id=request_id,
-            receipts=receipts,
-            reconcile_since=reconcile_since,
-            before_create=before_create,
-        )
+        submitted = _submit(client, request, image, key, earlier, receipts, reconcile_since, before_create)
         if on_submitted is not None:
             on_submitted(submitted)
         try:
@@ -394,5 +427,5 @@ def produce(
     delivered = deliver(client, video, output, prompt=request.prompt, s3=s3, thumbnail=thumbnail, fingerprint=key)
     how = "recreated" if submitted.recreated else "resumed" if submitted.reused else "created"
     delivered = replace(delivered, reused=submitted.reused, how=how)
-    record_delivery(receipts, key, delivered)
+    record_delivery(receipts, key, delivered, receipt=submitted.receipt)
     return delivered

@@ -13,6 +13,7 @@ import re
 import shutil
 import string
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -237,6 +238,15 @@ def stored_object(destination: Destination, client: S3Client | None = None) -> t
             return None
         raise
     return int(head["ContentLength"]), dict(head.get("Metadata", {}))
+
+
+def list_uris(prefix: str, client: S3Client | None = None) -> Iterator[str]:
+    """The ``s3://`` URI of every object under the S3 prefix ``prefix``, page by page."""
+    bucket, key_prefix = split_s3_uri(prefix)
+    paginator = (client or s3_client()).get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=key_prefix):
+        for item in page.get("Contents", []):
+            yield f"s3://{bucket}/{item['Key']}"
 
 
 def store_file(
