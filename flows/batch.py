@@ -13,6 +13,7 @@ the cost is estimated before anything is paid for.
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 from prefect_aws import S3Bucket
 from pydantic import BaseModel, Field
 
@@ -282,7 +284,12 @@ def run_rows(
     prices: dict[str, float] | None,
     output_prefix: str = "",
 ) -> list[dict[str, Any]]:
-    """Every row on the flow's task runner; one outcome record per row."""
+    """Every row on the flow's task runner; one outcome record per row.
+
+    The rows' parameters are quoted: they hold no futures, and Prefect would otherwise
+    walk every row's request and the shared settings (a block) looking for some.
+    """
+    freeze_startup_objects()
     shared = RowContext(settings, state, f"batch-{uuid.uuid4().hex}", max_in_flight, bucket, output_prefix)
     context = FlowRunContext.get()
     flow_runner = context.task_runner if context is not None else None
@@ -293,13 +300,15 @@ def run_rows(
             runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=2 * max_in_flight)
             with runner:
                 futures = [
-                    (row, runner.submit(generate_row, parameters={"row": row, "shared": shared})) for row in rows
+                    (row, runner.submit(generate_row, parameters={"row": quote(row), "shared": quote(shared)}))
+                    for row in rows
                 ]
                 track_batch([future for _, future in futures], manifest)
                 # wait() records each future's final state; without it, .state asks the
                 # Prefect API, whose copy can still say Running (states arrive as events).
                 wait([future for _, future in futures])
         else:  # the flow's own runner, e.g. generate_videos.with_options(task_runner=DaskTaskRunner(...))
+            # Not quoted: a quote() does not survive the trip to a Dask worker (it arrives as a tuple).
             futures = [(row, generate_row.submit(row, shared)) for row in rows]  # type: ignore[misc]
             track_batch([future for _, future in futures], manifest)
             wait([future for _, future in futures])
@@ -307,6 +316,22 @@ def run_rows(
         forget(shared.batch_key)
         forget_listings(shared.batch_key)
     return [row_outcome(row, future, prices) for row, future in futures]
+
+
+_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Once per process: leave what exists now (imported modules, settings) out of garbage collection.
+
+    A batch allocates steadily while hundreds of rows poll, and each full collection
+    walked Prefect's and the SDK's whole import graph again: about a tenth of a batch's
+    CPU (py-spy). The objects alive at this point live as long as the process anyway.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
 
 
 def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, float] | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ chain and ``AWS_ENDPOINT_URL``, so MinIO, LocalStack or moto work unchanged.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import re
@@ -326,7 +327,18 @@ def _upload_s3(
         if size < multipart_threshold:
             # One request; upload_file would start (and join) a 10-thread pool for it.
             with source.open("rb") as body:
-                client.put_object(Bucket=destination.bucket, Key=destination.key, Body=body, **extra)
+                put = client.put_object(Bucket=destination.bucket, Key=destination.key, Body=body, **extra)
+            if "ChecksumSHA256" in put:
+                # S3 checked the body against the digest botocore sent with it before storing
+                # it; that digest matching the download's means the bytes that landed are
+                # the ones downloaded. No read-back request needed.
+                if put["ChecksumSHA256"] != base64.b64encode(bytes.fromhex(sha256)).decode():
+                    raise StorageError(
+                        f"upload to {destination.uri} did not verify: S3 stored other bytes than were downloaded",
+                        video_id=metadata.get("video-id"),
+                        local_path=str(source),
+                    )
+                return StoredVideo(destination.uri, size, sha256)
         else:
             client.upload_file(str(source), destination.bucket, destination.key, ExtraArgs=extra, Config=config)
         head = client.head_object(Bucket=destination.bucket, Key=destination.key)
