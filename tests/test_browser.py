@@ -5,7 +5,8 @@ is sent to by default, the V1 Vue UI at /), a real flow run against the emulator
 to moto S3, and Debian's Chromium loading the flow-run page, the artifact pages and the
 artifact key page. The markdown artifact shows the thumbnail through a presigned S3 URL; the
 page must show it loaded (not a broken image), at the thumbnail's own size.
-The V2 screenshots go to docs/screenshots/ (or $SORA_SCREENSHOTS); the V1 ones to tmp.
+Screenshots go to the test's temporary folder; `SORA_SCREENSHOTS=docs/screenshots` refreshes the
+README's pictures with the V2 ones.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ pytestmark = [
 ]
 
 PROJECT = Path(__file__).resolve().parent.parent
-# Rewritten on each run (README's pictures); SORA_SCREENSHOTS=<dir> sends them elsewhere.
-SCREENSHOTS = Path(os.environ.get("SORA_SCREENSHOTS") or PROJECT / "docs" / "screenshots")
+# A test run leaves tracked files alone; SORA_SCREENSHOTS=docs/screenshots refreshes the README's pictures.
+SCREENSHOTS = Path(os.environ["SORA_SCREENSHOTS"]) if os.environ.get("SORA_SCREENSHOTS") else None
 SUMMARY_KEY = "browser-check-summary"
 TABLE_KEY = "browser-check-table"
 
@@ -85,7 +86,9 @@ print(json.dumps(browser_check()))
 
 
 def screenshot_dir(ui: str, tmp_path: Path) -> Path:
-    return SCREENSHOTS if ui == "v2" else tmp_path / "ui-v1"
+    if ui == "v2":
+        return SCREENSHOTS or tmp_path / "ui-v2"
+    return tmp_path / "ui-v1"
 
 
 def test_the_prefect_ui_shows_a_finished_run_its_artifacts_and_the_thumbnail(  # type: ignore[no-untyped-def]
@@ -167,7 +170,7 @@ def test_the_prefect_ui_shows_a_finished_run_its_artifacts_and_the_thumbnail(  #
             )
 
     for name in ("flow-run", "artifact-summary", "artifact-table", "artifact-key"):
-        shot = SCREENSHOTS / f"{name}.png"
+        shot = (SCREENSHOTS or tmp_path / "ui-v2") / f"{name}.png"
         with Image.open(shot) as image:
             assert image.width == 1400 and image.height >= 900, (shot, image.size)
         assert shot.stat().st_size < 500_000, shot
