@@ -78,6 +78,14 @@ def image_server() -> Iterator[str]:
     server.server_close()
 
 
+@pytest.fixture
+def shared_renders(emulator: Any) -> Iterator[None]:
+    """One encode per (size, seconds, kind), for tests that never look at the pictures."""
+    emulator.state.config.reuse_renders = True
+    yield
+    emulator.state.config.reuse_renders = False
+
+
 def completed(client: OpenAI, prompt: str = "a source clip") -> Video:
     return client.videos.create_and_poll(prompt=prompt, size="1280x720", seconds="4", poll_interval_ms=100)
 
@@ -91,6 +99,7 @@ def done(client: OpenAI, video: Video) -> bytes:
 # -- the SDK's own methods ---------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("shared_renders")
 def test_sdk_remix_links_the_source(client: OpenAI, emulator) -> None:  # type: ignore[no-untyped-def]
     source = completed(client)
     remix = client.videos.remix(source.id, prompt="the same, at night")
@@ -154,6 +163,7 @@ def test_sdk_characters_are_stored_and_returned(client: OpenAI, emulator, source
 # -- refusals ------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("shared_renders")
 def test_edit_and_extend_refuse_unknown_and_unfinished_sources(client: OpenAI, emulator, source_mp4: bytes) -> None:  # type: ignore[no-untyped-def]
     emulator.state.config.render_seconds = 30.0
     running = client.videos.create(prompt="still rendering")
@@ -263,6 +273,7 @@ def test_reference_objects_in_multipart_fields(emulator) -> None:  # type: ignor
 # -- the request log and the hosted-shutdown mode ---------------------------------------------------
 
 
+@pytest.mark.usefixtures("shared_renders")
 def test_request_log_names_each_endpoint(client: OpenAI, emulator, source_mp4: bytes) -> None:  # type: ignore[no-untyped-def]
     emulator.state.config.render_seconds = 30.0
     source = client.videos.create(prompt="named")

@@ -75,10 +75,9 @@ class ProviderProfile:
             return
         accepted = self.video_ids if source == "id" else self.video_uploads
         if operation not in accepted:
-            other = "an uploaded local .mp4" if source == "id" else "a video id"
+            given, other = ("a video id", "a local .mp4 path") if source == "id" else ("a local file", "a video id")
             raise InvalidRequestError(
-                f"provider {self.name} cannot {operation} a video given by "
-                f"{'id' if source == 'id' else 'upload (a local file)'}; give it {other} instead"
+                f"provider {self.name} cannot {_VERBS[operation]} {given}; give video as {other} instead"
             )
 
     def build_request(
@@ -128,6 +127,7 @@ _OPERATION_NAMES: dict[str, str] = {
     "image_url": "image references by URL (input_reference image_url)",
     "file_id": "image references by file id (input_reference file_id)",
 }
+_VERBS = {"edit": "edit", "extend": "extend", "characters": "make a character from"}
 _NO_OPERATIONS: dict[str, Any] = {
     "supports_remix": False,
     "supports_edit": False,
