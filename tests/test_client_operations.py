@@ -170,6 +170,8 @@ def test_unsupported_operations_are_refused_before_any_request(emulator, source_
     litellm = client_for(emulator, provider="litellm")
     refusals += [
         (lambda: litellm.extend(prompt="p", seconds=4, video=source_path), "litellm cannot extend a local file"),
+        (lambda: litellm.edit(prompt="p", video=str(source_path)), "litellm cannot edit a local file"),
+        (lambda: litellm.create_character(name="n", video="video_1"), "litellm does not support characters"),
         (lambda: litellm.create(request, file_id="file-123"), "litellm does not support image references by file id"),
     ]
     hosted = client_for(emulator, provider="openai")

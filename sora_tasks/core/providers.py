@@ -162,13 +162,15 @@ PROFILES: dict[str, ProviderProfile] = {
             supports_variants=False,
             supports_list=False,
             supports_delete=False,
-            # Read from LiteLLM 1.108's proxy: it routes remix, edits (id or upload),
-            # extensions (id only) and characters (upload) to OpenAI-compatible backends,
-            # and sends input_reference on as an uploaded image only.
+            # Checked live, LiteLLM 1.108.7 in front of the emulator: remix, and edit and
+            # extend of a video by id, reach the configured backend. An upload (edit,
+            # characters) carries no routed id, so the proxy sends it to api.openai.com
+            # instead; input_reference goes on as an uploaded image only.
+            supports_characters=False,
             supports_image_url=False,
             supports_file_id=False,
             video_ids=("edit", "extend"),
-            video_uploads=("edit", "characters"),
+            video_uploads=(),
             notes=(
                 "video ids encode the route: the id from create is kept (retrieve answers lack the model); "
                 "thumbnails come back as the MP4 and are skipped; set router_settings.num_retries: 0 "
