@@ -196,15 +196,13 @@ class VideosClient(VideoOperations):
                 return self._writes.post("/videos", body=body, cast_to=Video)
             return self._writes.videos.create(**params, extra_body=extra_body or None)
 
-        video = self._send_job(
+        return self._send_job(
             "create",
             send,
             _expected(request),
             rate_limit_attempts=rate_limit_attempts,
             reconcile_since=reconcile_since,
         )
-        logger.info("created video %s (%s, %s s, %s)", video.id, request.model, request.seconds, request.size)
-        return video
 
     def _reference(
         self, image: PreparedImage | None, image_url: str | None, file_id: str | None

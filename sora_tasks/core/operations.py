@@ -333,7 +333,7 @@ class VideoOperations:
             if found is not None:
                 return found
             raise TransientError(f"connection to {self.base_url} failed during {operation}: {error}") from error
-        logger.info("%s made video %s (%s s, %s)", operation, video.id, video.seconds, video.size)
+        logger.info("%s: video %s (%s, %s s, %s)", operation, video.id, video.model, video.seconds, video.size)
         return video
 
     def _find(self, expected: Expected, *, since: float, attempts: int = 1, what: str = "create") -> Video | None:
