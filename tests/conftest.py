@@ -71,6 +71,7 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
     emulator_server.state.config.render_seconds = 0.5
     emulator_server.state.config.asset_ttl_seconds = 3600.0
     emulator_server.state.config.api_key = None
+    emulator_server.state.config.hosted_shutdown = False
     emulator_server.faults.retry_after_seconds = 0.2
     return emulator_server
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from flows.generate import generate_video
@@ -113,3 +114,19 @@ def test_missing_list_delete_and_variants_degrade_with_warnings(  # type: ignore
     assert "cannot list videos" in caplog.text or "cannot be reconciled" in caplog.text
     assert "could not delete" in caplog.text and "cannot delete videos" in caplog.text
     assert emulator.state.count("create") == 2
+
+
+def test_remix_edit_and_extend_by_id_through_the_proxy(litellm_proxy: str, emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What the litellm profile claims: these reach the backend; uploads and characters are refused before sending."""
+    client = VideosClient(api_key="sk-any", base_url=litellm_proxy, provider="litellm")
+    source = client.wait(client.create(VideoRequest.build("proxy source")).id, poll_interval=0.2)
+    remix = client.remix(source.id, prompt="proxy remix")
+    edit = client.edit(prompt="proxy edit", video=source.id)
+    extension = client.extend(prompt="proxy extension", seconds=4, video=source.id)
+    assert remix.remixed_from_video_id in emulator_contents(emulator)
+    assert (edit.seconds, extension.seconds) == ("4", "8")
+    client.wait(extension.id, poll_interval=0.2)
+    with av.open(str(client.download(extension.id, directory=tmp_path).path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 192
+    state = emulator.state
+    assert [state.jobs_created_by(kind) for kind in ("create", "remix", "edit", "extend")] == [1, 1, 1, 1]

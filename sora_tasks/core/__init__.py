@@ -28,12 +28,16 @@ from .errors import (
 if TYPE_CHECKING:
     from .client import DownloadedFile, VideosClient, job_error
     from .images import FITS, PreparedImage, prepare_image
+    from .references import EXTENSION_SECONDS, VideoSource, video_source
     from .request import MODEL_SIZES, SECONDS, VideoRequest
     from .settings import ApiSettings
     from .spec import VideoSpec, build_request
     from .storage import Destination, StoredVideo, resolve_destination, store_file
 
 _LAZY = {
+    "EXTENSION_SECONDS": "references",
+    "VideoSource": "references",
+    "video_source": "references",
     "DownloadedFile": "client",
     "VideosClient": "client",
     "job_error": "client",
@@ -53,6 +57,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "EXTENSION_SECONDS",
     "FITS",
     "MODEL_SIZES",
     "SECONDS",
@@ -74,6 +79,7 @@ __all__ = [
     "VideoJobError",
     "VideoNotReadyError",
     "VideoRequest",
+    "VideoSource",
     "VideoSpec",
     "VideoTimeoutError",
     "VideosClient",
@@ -82,6 +88,7 @@ __all__ = [
     "prepare_image",
     "resolve_destination",
     "store_file",
+    "video_source",
 ]
 
 

@@ -6,6 +6,8 @@ Built on the official SDK. Two rules shape it:
   create is a second paid job. An ambiguous create failure (5xx, dropped
   connection) is reconciled against the server's job list before anyone retries.
 - whatever happens after a create carries the video id.
+Remix, edit, extend and characters follow the same rules; they live in
+:mod:`.operations`, mixed into :class:`VideosClient`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ import openai
 from openai import DefaultHttpxClient, OpenAI
 from openai.types import Video
 
+from .answers import status_error as _status_error
 from .endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, resolve_base_url
 from .errors import (
     ConfigurationError,
     DownloadError,
+    InvalidRequestError,
     ModerationBlockedError,
-    ServerRejectedError,
     TransientError,
     VariantUnavailableError,
     VideoExpiredError,
@@ -44,17 +47,16 @@ from .errors import (
     VideoTimeoutError,
 )
 from .images import PreparedImage
+from .operations import RECONCILE_ATTEMPTS, RECONCILE_DELAY, RECONCILE_WINDOW, Expected, VideoOperations
 from .providers import ProviderProfile, resolve_profile
+from .references import check_id, check_image_url
 from .request import VideoRequest
 
 logger = logging.getLogger("sora_tasks")
 
+__all__ = ["RECONCILE_ATTEMPTS", "RECONCILE_DELAY", "RECONCILE_WINDOW", "DownloadedFile", "VideosClient"]
+
 DOWNLOAD_CHUNK = 1024 * 1024
-# How far back a job may have been created and still count as "the one we just sent".
-RECONCILE_WINDOW = 120.0
-# After a timeout the server may still be committing the job: look this many times.
-RECONCILE_ATTEMPTS = 3
-RECONCILE_DELAY = 1.0
 Variant = Literal["video", "thumbnail", "spritesheet"]
 ProgressCallback = Callable[[Video], None]
 
@@ -98,21 +100,6 @@ def resolve_api_key(api_key: str | None) -> str:
     return key.strip()
 
 
-def _status_error(error: openai.APIStatusError, video_id: str | None = None) -> Exception:
-    """Map an SDK status error to ours: transient ones are retryable, the rest are not."""
-    status = error.status_code
-    if status == 429 or status >= 500:
-        retry_after = error.response.headers.get("retry-after")
-        return TransientError(
-            f"HTTP {status} from the Videos API: {error.message}",
-            video_id=video_id,
-            status_code=status,
-            retry_after=float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
-        )
-    param = getattr(error, "param", None)
-    return ServerRejectedError(f"HTTP {status} from the Videos API: {error.message}", status_code=status, param=param)
-
-
 def _tls_context() -> ssl.SSLContext:
     """One TLS context for every client in the process (thread-safe once built).
 
@@ -131,10 +118,12 @@ _shared_tls: ssl.SSLContext | None = None
 _shared_tls_lock = threading.Lock()
 
 
-class VideosClient:
+class VideosClient(VideoOperations):
     """A thin, typed wrapper over ``OpenAI().videos`` with our reliability rules.
 
     The API key is held privately and never appears in ``repr``, logs or errors.
+    Beyond create: ``remix``, ``edit``, ``extend``, ``create_character`` and
+    ``get_character`` (see :class:`~.operations.VideoOperations`).
     """
 
     def __init__(
@@ -173,21 +162,24 @@ class VideosClient:
         request: VideoRequest,
         image: PreparedImage | None = None,
         *,
+        image_url: str | None = None,
+        file_id: str | None = None,
         rate_limit_attempts: int = 3,
         reconcile_since: float | None = None,
         **extra_body: Any,
     ) -> Video:
         """Send one create. Raises :class:`TransientError` only when no job was made.
 
+        The reference image is at most one of: ``image`` (uploaded), ``image_url`` (an
+        http(s) URL the server fetches, or a ``data:image/...;base64`` URL) or
+        ``file_id`` (a file uploaded to the server's ``/v1/files``); the last two are
+        sent as a JSON ``input_reference`` object, which the SDK cannot send itself.
         A 429 means the server made nothing, so it is waited out (``Retry-After``)
         and re-sent here, up to ``rate_limit_attempts`` times. A caller retrying an
         earlier, failed attempt passes its start time as ``reconcile_since``: a job
         the server made for that attempt after all is then adopted, not paid again.
         """
-        if reconcile_since is not None:
-            found = self.find_created(request, since=reconcile_since)
-            if found is not None:
-                return found
+        reference = self._reference(image, image_url, file_id)
         params: dict[str, Any] = {
             "prompt": request.prompt,
             "model": request.model,
@@ -197,72 +189,38 @@ class VideosClient:
         extra_body = {**request.extra, **extra_body}
         if image is not None:
             params["input_reference"] = image.as_upload()
-        for attempt in range(1, rate_limit_attempts + 1):
-            try:
-                return self._create_once(request, params, extra_body)
-            except TransientError as error:
-                if error.status_code != 429 or attempt == rate_limit_attempts:
-                    raise
-                delay = error.retry_after if error.retry_after is not None else float(attempt)
-                logger.warning("create rate-limited; retrying in %.1fs (attempt %d)", delay, attempt)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
 
-    def _create_once(self, request: VideoRequest, params: dict[str, Any], extra_body: dict[str, Any]) -> Video:
-        started = time.time()
-        try:
-            video = self._writes.videos.create(**params, extra_body=extra_body or None)
-        except openai.APIStatusError as error:
-            if error.status_code == 429 or error.status_code < 500:
-                raise _status_error(error) from error
-            found = self.find_created(request, since=started, attempts=RECONCILE_ATTEMPTS)
-            if found is not None:
-                return found
-            raise _status_error(error) from error
-        except openai.APIConnectionError as error:
-            # A timeout or reset: the server may still be creating the job; look a few times.
-            found = self.find_created(request, since=started, attempts=RECONCILE_ATTEMPTS)
-            if found is not None:
-                return found
-            raise TransientError(f"connection to {self.base_url} failed during create: {error}") from error
-        logger.info("created video %s (%s, %s s, %s)", video.id, request.model, request.seconds, request.size)
-        return video
+        def send() -> Video:
+            if reference is not None:
+                body = {**params, **extra_body, "input_reference": reference}
+                return self._writes.post("/videos", body=body, cast_to=Video)
+            return self._writes.videos.create(**params, extra_body=extra_body or None)
+
+        return self._send_job(
+            "create",
+            send,
+            _expected(request),
+            rate_limit_attempts=rate_limit_attempts,
+            reconcile_since=reconcile_since,
+        )
+
+    def _reference(
+        self, image: PreparedImage | None, image_url: str | None, file_id: str | None
+    ) -> dict[str, str] | None:
+        """The create's JSON ``input_reference`` object, checked (and the provider asked) before any request."""
+        if sum(given is not None for given in (image, image_url, file_id)) > 1:
+            raise InvalidRequestError("give at most one reference image: image, image_url or file_id")
+        if image_url is not None:
+            self.profile.require("image_url")
+            return {"image_url": check_image_url(image_url)}
+        if file_id is not None:
+            self.profile.require("file_id")
+            return {"file_id": check_id(file_id, "file_id", "an id such as file-abc123")}
+        return None
 
     def find_created(self, request: VideoRequest, *, since: float, attempts: int = 1) -> Video | None:
         """After an ambiguous create, look for the job the server may have made anyway."""
-        if not self.profile.supports_list:
-            logger.warning(
-                "provider %s cannot list videos, so an ambiguous create cannot be reconciled; a retry may duplicate",
-                self.profile.name,
-            )
-            return None
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(RECONCILE_DELAY)
-            try:
-                recent = self._reads.videos.list(limit=50, order="desc")
-            except openai.APIError as error:
-                logger.warning("cannot list videos to reconcile an ambiguous create (%s); a retry may duplicate", error)
-                return None
-            found = self._match(recent.data, request, since)
-            if found is not None:
-                return found
-        return None
-
-    def _match(self, candidates: list[Video], request: VideoRequest, since: float) -> Video | None:
-        for video in candidates:
-            if (
-                video.id not in self._adopted
-                and video.created_at >= since - RECONCILE_WINDOW
-                and video.prompt == request.prompt
-                and video.model == request.model
-                and str(video.seconds) == request.seconds
-                and video.size == request.size
-            ):
-                self._adopted.add(video.id)
-                logger.warning("create failed ambiguously, but the server made %s; using it", video.id)
-                return video
-        return None
+        return self._find(_expected(request), since=since, attempts=attempts, what="create")
 
     # -- status -----------------------------------------------------------------
 
@@ -411,6 +369,10 @@ class VideosClient:
         except openai.APIStatusError as error:
             logger.warning("could not delete %s: HTTP %s", video_id, error.status_code)
             return False
+
+
+def _expected(request: VideoRequest) -> Expected:
+    return Expected(request.prompt, model=request.model, size=request.size, seconds=request.seconds)
 
 
 def status_dict(video: Video) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Profiles are data, in this one place: which models, sizes and durations a server
 kind takes, whether it wants ``seconds`` as a string or a number, whether it honours
 ``variant``, whether list and delete exist, which extra create fields it understands
-(sent through the SDK's ``extra_body``) and its price per second for estimates.
-Users add or replace profiles with :func:`register`.
+(sent through the SDK's ``extra_body``), which operations beyond create it serves
+(remix, edit, extend, characters, image references by URL or file id) and its price
+per second for estimates. Users add or replace profiles with :func:`register`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from urllib.parse import urlparse
 from .errors import InvalidRequestError
 from .pricing import DEFAULT_PRICES
 from .request import MODEL_SIZES, SECONDS, VideoRequest
+
+# The operations a profile may lack: openai-python's videos.remix, edit, extend,
+# create_character / get_character, and create's input_reference objects.
+Operation = Literal["remix", "edit", "extend", "characters", "image_url", "file_id"]
+OPERATIONS: tuple[Operation, ...] = ("remix", "edit", "extend", "characters", "image_url", "file_id")
+# The operations whose source may be a video: by id ({"id": ...}) or an uploaded MP4.
+VideoOperation = Literal["edit", "extend", "characters"]
+VIDEO_OPERATIONS: tuple[VideoOperation, ...] = ("edit", "extend", "characters")
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,39 @@ class ProviderProfile:
     extra_fields: tuple[str, ...] = ()
     price_per_second: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    supports_remix: bool = True
+    supports_edit: bool = True
+    supports_extend: bool = True
+    supports_characters: bool = True
+    # create's input_reference as {"image_url": ...} (http(s) or data: URL) / {"file_id": ...}.
+    supports_image_url: bool = True
+    supports_file_id: bool = True
+    # Which video operations take a source by id, and which an uploaded MP4.
+    video_ids: tuple[VideoOperation, ...] = VIDEO_OPERATIONS
+    video_uploads: tuple[VideoOperation, ...] = VIDEO_OPERATIONS
+    # OpenAI's own hosted API, which was scheduled to shut down on 2026-09-24: a client of
+    # this profile reads "the videos endpoints are gone" answers as that shutdown.
+    hosted_by_openai: bool = False
+
+    def supports(self, operation: Operation) -> bool:
+        return bool(getattr(self, f"supports_{operation}"))
+
+    def require(self, operation: Operation, *, source: Literal["id", "upload"] | None = None) -> None:
+        """Refuse, before any request, an operation (or a kind of source video) this server lacks."""
+        if not self.supports(operation):
+            supported = [name for name in OPERATIONS if self.supports(name)]
+            raise InvalidRequestError(
+                f"provider {self.name} does not support {_OPERATION_NAMES[operation]}; it supports "
+                f"{', '.join(_OPERATION_NAMES[name] for name in supported) or 'none of the optional operations'}"
+            )
+        if source is None or operation not in VIDEO_OPERATIONS:
+            return
+        accepted = self.video_ids if source == "id" else self.video_uploads
+        if operation not in accepted:
+            given, other = ("a video id", "a local .mp4 path") if source == "id" else ("a local file", "a video id")
+            raise InvalidRequestError(
+                f"provider {self.name} cannot {_VERBS[operation]} {given}; give video as {other} instead"
+            )
 
     def build_request(
         self,
@@ -77,6 +119,26 @@ class ProviderProfile:
         return int(seconds) if self.seconds_type == "int" else seconds
 
 
+_OPERATION_NAMES: dict[str, str] = {
+    "remix": "remix",
+    "edit": "edit",
+    "extend": "extend",
+    "characters": "characters",
+    "image_url": "image references by URL (input_reference image_url)",
+    "file_id": "image references by file id (input_reference file_id)",
+}
+_VERBS = {"edit": "edit", "extend": "extend", "characters": "make a character from"}
+_NO_OPERATIONS: dict[str, Any] = {
+    "supports_remix": False,
+    "supports_edit": False,
+    "supports_extend": False,
+    "supports_characters": False,
+    "supports_image_url": False,
+    "supports_file_id": False,
+    "video_ids": (),
+    "video_uploads": (),
+}
+
 _OPEN_MODEL_FIELDS = ("seed", "negative_prompt", "fps", "num_frames", "guidance_scale", "num_inference_steps")
 
 PROFILES: dict[str, ProviderProfile] = {
@@ -89,6 +151,9 @@ PROFILES: dict[str, ProviderProfile] = {
             models=dict(MODEL_SIZES),
             seconds=SECONDS,
             price_per_second=dict(DEFAULT_PRICES),
+            # The API's create_character takes an uploaded video only.
+            video_ids=("edit", "extend"),
+            hosted_by_openai=True,
         ),
         ProviderProfile(
             "litellm",
@@ -97,6 +162,15 @@ PROFILES: dict[str, ProviderProfile] = {
             supports_variants=False,
             supports_list=False,
             supports_delete=False,
+            # Checked live, LiteLLM 1.108.7 in front of the emulator: remix, and edit and
+            # extend of a video by id, reach the configured backend. An upload (edit,
+            # characters) carries no routed id, so the proxy sends it to api.openai.com
+            # instead; input_reference goes on as an uploaded image only.
+            supports_characters=False,
+            supports_image_url=False,
+            supports_file_id=False,
+            video_ids=("edit", "extend"),
+            video_uploads=(),
             notes=(
                 "video ids encode the route: the id from create is kept (retrieve answers lack the model); "
                 "thumbnails come back as the MP4 and are skipped; set router_settings.num_retries: 0 "
@@ -110,6 +184,7 @@ PROFILES: dict[str, ProviderProfile] = {
             example_model="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
             seconds_type="int",
             extra_fields=_OPEN_MODEL_FIELDS,
+            **_NO_OPERATIONS,
         ),
         ProviderProfile(
             "sglang",
@@ -118,6 +193,7 @@ PROFILES: dict[str, ProviderProfile] = {
             example_model="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
             seconds_type="int",
             extra_fields=_OPEN_MODEL_FIELDS,
+            **_NO_OPERATIONS,
         ),
         ProviderProfile(
             "generic",

@@ -13,8 +13,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from PIL import Image
-from starlette.datastructures import UploadFile
 
+from .errors import ApiError, server_error
+from .errors import invalid as _invalid
+from .inputs import image_reference, read_body, reference_object, validate_prompt
+from .operations import add_operation_routes
 from .state import EmulatorState, Job, RequestRecord
 
 # The service's own tables, kept apart from the client's on purpose: the emulator
@@ -29,7 +32,6 @@ MODEL_SIZES = {
     "sora-2-pro-2025-10-06": PRO_SIZES,
 }
 SECONDS = ("4", "8", "12")
-PROMPT_LIMIT = 32_000
 VARIANTS = {"video": "video/mp4", "thumbnail": "image/webp", "spritesheet": "image/jpeg"}
 IMAGE_SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 
@@ -40,39 +42,32 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type: str = "invalid_request_error",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
-
-
 # _gate's answer for "drop the connection".
 RESET = ApiError(0, "connection reset")
+
+
+# Endpoint names in the request log and the counters ("POST create", "GET retrieve"...).
+# The ones that make a paid job are state.JOB_KINDS: create, remix, edit, extend.
+VIDEO_ENDPOINTS = ("create", "list", "retrieve", "delete", "content", "remix", "edit", "extend", "character")
 
 
 def endpoint_of(method: str, path: str) -> str:
     if path == "/v1/videos":
         return "create" if method == "POST" else "list"
+    if method == "POST" and path == "/v1/videos/edits":
+        return "edit"
+    if method == "POST" and path == "/v1/videos/extensions":
+        return "extend"
+    if re.fullmatch(r"/v1/videos/characters(/[^/]+)?", path):
+        return "character"
     if re.fullmatch(r"/v1/videos/[^/]+/content", path):
         return "content"
     if re.fullmatch(r"/v1/videos/[^/]+/remix", path):
         return "remix"
     if re.fullmatch(r"/v1/videos/[^/]+", path):
         return "delete" if method == "DELETE" else "retrieve"
+    if re.fullmatch(r"/v1/files(/[^/]+)?", path):
+        return "file"
     return "other"
 
 
@@ -85,26 +80,19 @@ def _image_mime(data: bytes) -> str | None:
     return None
 
 
-def _invalid(param: str, value: object, allowed: tuple[str, ...]) -> ApiError:
-    supported = ", ".join(f"'{item}'" for item in allowed)
-    return ApiError(
-        400, f"Invalid value: '{value}'. Supported values are: {supported}.", param=param, code="invalid_value"
-    )
-
-
 def validate_create(prompt: str, model: str, seconds: str, size: str, reference: bytes | None) -> None:
-    if not prompt.strip():
-        raise ApiError(400, "Prompt must not be empty.", param="prompt", code="empty_prompt")
-    if len(prompt) > PROMPT_LIMIT:
-        raise ApiError(400, f"Prompt is too long: {len(prompt)} characters, limit {PROMPT_LIMIT}.", param="prompt")
+    validate_prompt(prompt)
     if model not in MODEL_SIZES:
         raise _invalid("model", model, tuple(MODEL_SIZES))
     if seconds not in SECONDS:
         raise _invalid("seconds", seconds, SECONDS)
     if size not in MODEL_SIZES[model]:
         raise _invalid("size", size, MODEL_SIZES[model])
-    if reference is None:
-        return
+    if reference is not None:
+        validate_reference(reference, size)
+
+
+def validate_reference(reference: bytes, size: str) -> None:
     if _image_mime(reference) is None:
         raise ApiError(
             400,
@@ -136,6 +124,9 @@ def build_app(state: EmulatorState) -> FastAPI:
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
         return error.response()
 
+    # First: /v1/videos/characters/{id} must not be taken for /v1/videos/{id}/content.
+    add_operation_routes(app, state)
+
     def existing(video_id: str) -> Job:
         job = state.get(video_id)
         if job is None:
@@ -144,16 +135,19 @@ def build_app(state: EmulatorState) -> FastAPI:
 
     @app.post("/v1/videos")
     async def create_video(request: Request) -> Response:
-        fields, reference = await _read_create_body(request)
+        fields, uploads = await read_body(request)
         prompt = str(fields.get("prompt", ""))
         model = str(fields.get("model") or "sora-2")
         seconds = str(fields.get("seconds") or "4")
         size = str(fields.get("size") or "720x1280")
-        validate_create(prompt, model, seconds, size, reference)
+        validate_create(prompt, model, seconds, size, None)
+        reference = await _reference_bytes(state, fields, uploads)
+        if reference is not None:
+            validate_reference(reference, size)
         job = state.create_job(model=model, prompt=prompt, seconds=seconds, size=size, reference=reference)
         if state.faults.wants("create_then_500", "create"):
             # The ambiguous failure: the job exists and is billed, the answer is lost.
-            raise ApiError(500, "The server had an error processing your request.", type="server_error")
+            raise server_error()
         return JSONResponse(state.describe(job))
 
     @app.get("/v1/videos")
@@ -192,8 +186,8 @@ def build_app(state: EmulatorState) -> FastAPI:
     @app.post("/v1/videos/{video_id}/remix")
     async def remix_video(video_id: str, request: Request) -> Response:
         source = existing(video_id)
-        body = await request.json()
-        prompt = str(body.get("prompt", ""))
+        fields, _ = await read_body(request)
+        prompt = str(fields.get("prompt", ""))
         validate_create(prompt, source.model, source.seconds, source.size, None)
         job = state.create_job(
             model=source.model,
@@ -202,7 +196,10 @@ def build_app(state: EmulatorState) -> FastAPI:
             size=source.size,
             reference=source.reference,
             remixed_from=source.id,
+            kind="remix",
         )
+        if state.faults.wants("create_then_500", "remix"):
+            raise server_error()
         return JSONResponse(state.describe(job))
 
     @app.get("/v1/videos/{video_id}/content")
@@ -229,19 +226,17 @@ def build_app(state: EmulatorState) -> FastAPI:
     return app
 
 
-async def _read_create_body(request: Request) -> tuple[dict[str, object], bytes | None]:
-    if request.headers.get("content-type", "").startswith("application/json"):
-        return dict(await request.json()), None
-    form = await request.form()
-    fields: dict[str, object] = {}
-    reference: bytes | None = None
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if key == "input_reference":
-                reference = await value.read()
-        else:
-            fields[key] = value
-    return fields, reference
+async def _reference_bytes(state: EmulatorState, fields: dict[str, Any], uploads: dict[str, Any]) -> bytes | None:
+    """The create's ``input_reference``: an uploaded image, or an {"image_url"} / {"file_id"} object."""
+    upload = uploads.get("input_reference")
+    given = fields.get("input_reference")
+    if upload is not None and given is not None:
+        raise ApiError(400, "Give 'input_reference' once: a file or an object.", param="input_reference")
+    if upload is not None:
+        return bytes(upload.data)
+    if given is None:
+        return None
+    return await image_reference(state, reference_object(given, "input_reference", ("image_url", "file_id")))
 
 
 class EmulatedCutOff(ConnectionResetError):
@@ -350,6 +345,9 @@ def _gate(scope: Scope, state: EmulatorState, endpoint: str) -> ApiError | None:
     if state.config.api_key is not None and token != state.config.api_key:
         # Never echo the key back: logs of clients print error messages.
         return ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    if state.config.hosted_shutdown and endpoint in VIDEO_ENDPOINTS:
+        # What api.openai.com answers for a route it no longer has.
+        return ApiError(404, f"Invalid URL ({scope['method']} {scope['path']})")
     fault = state.faults.request_fault(endpoint)
     if fault == "reset":
         return RESET

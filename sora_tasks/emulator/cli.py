@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sora-emulator",
         description=(
             "A local server that speaks OpenAI's Videos API (POST /v1/videos, GET /v1/videos/{id}, "
-            "GET /v1/videos/{id}/content, list, delete, remix) and renders real H.264 MP4s. "
+            "GET /v1/videos/{id}/content, list, delete, remix, edits, extensions, characters; and "
+            "POST /v1/files for input_reference file ids) and renders real H.264 MP4s. "
             "Point any OpenAI SDK program at it with OPENAI_BASE_URL=http://HOST:PORT/v1."
         ),
     )
@@ -57,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="encode one video per size/duration and serve it to every such job (load tests)",
     )
+    parser.add_argument(
+        "--hosted-shutdown",
+        action="store_true",
+        help=(
+            "answer every videos endpoint 404 'Invalid URL (POST /v1/videos)', as api.openai.com does "
+            "once the hosted Sora API is shut down (clients' configuration errors)"
+        ),
+    )
+    parser.add_argument(
+        "--fetch-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a create may take to fetch an input_reference image_url (default: %(default)s)",
+    )
     faults = parser.add_argument_group("fault injection (fractions are probabilities in 0..1)")
     faults.add_argument("--rate-limit", type=float, default=0.0, help="fraction of requests answered 429")
     faults.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429")
@@ -64,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--reset", type=float, default=0.0, help="fraction of requests dropped without an answer")
     faults.add_argument("--cut-download", type=float, default=0.0, help="fraction of downloads cut off mid-body")
     faults.add_argument(
-        "--create-then-500", type=float, default=0.0, help="fraction of creates that commit the job, then 500"
+        "--create-then-500",
+        type=float,
+        default=0.0,
+        help="fraction of job-making requests (create, remix, edit, extend) that commit the job, then 500",
     )
     faults.add_argument(
         "--moderate",
@@ -88,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key,
         request_log=args.request_log,
         reuse_renders=args.reuse_renders,
+        hosted_shutdown=args.hosted_shutdown,
+        fetch_timeout_seconds=args.fetch_timeout,
     )
     faults = FaultPlan(
         rate_limit=args.rate_limit,

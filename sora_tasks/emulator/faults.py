@@ -83,7 +83,11 @@ class FaultPlan:
             return None
 
     def wants(self, kind: str, endpoint: str) -> bool:
-        """Whether this request should get a handler-level fault (cut, create_then_500, slow)."""
+        """Whether this request should get a handler-level fault (cut, create_then_500, slow).
+
+        ``create_then_500`` is asked for by every request that makes a job, under its own
+        endpoint name: "create", "remix", "edit" or "extend".
+        """
         probability = {
             "cut": self.cut_download,
             "create_then_500": self.create_then_500,

@@ -1,8 +1,11 @@
 """Render real, playable H.264 MP4s (and their preview assets) for emulated jobs.
 
 Text jobs get a colour field derived from the prompt with the prompt written on it
-and a bar sweeping across; image jobs animate the reference with a slow zoom. The
-output is exactly W x H, 24 fps, seconds x 24 frames, so clients can check it.
+and a bar sweeping across; image jobs animate the reference with a slow zoom. Edits
+re-encode the source video tinted and captioned with the edit's prompt; extensions
+re-encode the source followed by a new segment that continues from its last frame,
+as one H.264 stream. The output is exactly W x H, 24 fps, seconds x 24 frames, so
+clients can check it. Frames are streamed to the encoder, never all held at once.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -49,32 +54,93 @@ def _text_backdrop(prompt: str, width: int, height: int) -> Image.Image:
     return image
 
 
-def _text_frames(prompt: str, width: int, height: int, count: int) -> list[np.ndarray]:
+def _text_frames(prompt: str, width: int, height: int, count: int) -> Iterator[np.ndarray]:
     base = np.asarray(_text_backdrop(prompt, width, height))
     bar = max(8, width // 40)
-    frames = []
     for index in range(count):
         frame = base.copy()
         x = int((width - bar) * index / max(1, count - 1))
         frame[: height // 8, x : x + bar] = 255
-        frames.append(frame)
-    return frames
+        yield frame
 
 
-def _image_frames(reference: Image.Image, width: int, height: int, count: int) -> list[np.ndarray]:
+def _image_frames(reference: Image.Image, width: int, height: int, count: int) -> Iterator[np.ndarray]:
     source = reference.convert("RGB").resize((width, height))
-    frames = []
     for index in range(count):
         # Zoom in by up to 10% over the clip: a cheap, visible "camera move".
         scale = 1.0 + 0.1 * index / max(1, count - 1)
         crop_w, crop_h = width / scale, height / scale
         left, top = (width - crop_w) / 2, (height - crop_h) / 2
         box = (left, top, left + crop_w, top + crop_h)
-        frames.append(np.asarray(source.resize((width, height), Image.Resampling.BILINEAR, box=box)))
-    return frames
+        yield np.asarray(source.resize((width, height), Image.Resampling.BILINEAR, box=box))
 
 
-def _encode_mp4(frames: list[np.ndarray], path: Path, width: int, height: int) -> None:
+def _source_frames(path: Path, width: int, height: int, count: int) -> Iterator[np.ndarray]:
+    """Exactly ``count`` frames of the video at ``path``, at 24 fps and W x H, decoded one at a time.
+
+    Output slot i shows the source frame on screen at i/24 s, so a 24 fps source comes
+    back frame for frame and any other rate is resampled; a short source holds its
+    last frame.
+    """
+    emitted = 0
+    last: np.ndarray | None = None
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            pixels = frame.to_ndarray(width=width, height=height, format="rgb24")
+            shown_at = float(frame.time or 0.0)
+            while emitted < count and emitted / FPS < shown_at - 1e-6:
+                yield pixels if last is None else last
+                emitted += 1
+            last = pixels
+            if emitted >= count:
+                return
+    if last is None:
+        raise ValueError(f"{path.name} holds no video frames")
+    while emitted < count:
+        yield last
+        emitted += 1
+
+
+def _caption_overlay(prompt: str, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt's colour wash and a captioned band at the bottom: (RGB, alpha in 0..256)."""
+    overlay = Image.new("RGBA", (width, height), (*_prompt_colour(prompt), 70))
+    draw = ImageDraw.Draw(overlay)
+    band = max(24, height // 10)
+    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0, 170))
+    font = ImageFont.load_default(size=max(14, band // 2))
+    caption = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    draw.text((width // 20, height - band + band // 4), caption, fill=(255, 255, 255, 255), font=font)
+    pixels = np.asarray(overlay)
+    alpha = pixels[:, :, 3:4].astype(np.uint16)
+    return pixels[:, :, :3].astype(np.uint16) * alpha, 256 - alpha
+
+
+def _overlaid(frames: Iterable[np.ndarray], overlay: tuple[np.ndarray, np.ndarray]) -> Iterator[np.ndarray]:
+    premultiplied, keep = overlay
+    for frame in frames:
+        mixed = frame.astype(np.uint16)
+        mixed *= keep
+        mixed += premultiplied
+        mixed >>= 8
+        yield mixed.astype(np.uint8)
+
+
+def _continuation_frames(last: np.ndarray, prompt: str, width: int, height: int, count: int) -> Iterator[np.ndarray]:
+    """A new segment that starts on the source's last frame, captioned, with a bar sweeping below it."""
+    base = next(_overlaid([last], _caption_overlay(prompt, width, height)))
+    bar = max(8, width // 40)
+    for index in range(count):
+        frame = base.copy()
+        x = int((width - bar) * index / max(1, count - 1))
+        frame[-max(4, height // 60) :, x : x + bar] = 255
+        yield frame
+
+
+def _encode_mp4(
+    frames: Iterable[np.ndarray], path: Path, width: int, height: int, keep: frozenset[int] = frozenset()
+) -> dict[int, np.ndarray]:
+    """Encode ``frames``; returns the frames at the indices in ``keep`` (for the previews)."""
+    kept: dict[int, np.ndarray] = {}
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height = width, height
@@ -83,12 +149,15 @@ def _encode_mp4(frames: list[np.ndarray], path: Path, width: int, height: int) -
         # One thread per encode: the emulator renders many jobs side by side.
         stream.codec_context.options = {"preset": "ultrafast", "threads": "1"}
         for index, pixels in enumerate(frames):
+            if index in keep:
+                kept[index] = pixels
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return kept
 
 
 def append_free_box(path: Path, pad_bytes: int) -> None:
@@ -110,6 +179,32 @@ def append_free_box(path: Path, pad_bytes: int) -> None:
             remaining -= step
 
 
+def _preview_indices(count: int) -> frozenset[int]:
+    return frozenset({count // 2, *(slot * count // SPRITE_FRAMES for slot in range(SPRITE_FRAMES))})
+
+
+def _render(frames: Iterable[np.ndarray], directory: Path, size: str, count: int, pad_bytes: int) -> RenderedAssets:
+    width, height = (int(part) for part in size.split("x"))
+    directory.mkdir(parents=True, exist_ok=True)
+    video = directory / "video.mp4"
+    kept = _encode_mp4(frames, video, width, height, _preview_indices(count))
+    append_free_box(video, pad_bytes)
+
+    middle = Image.fromarray(kept[count // 2])
+    thumbnail = directory / "thumbnail.webp"
+    middle.save(thumbnail, format="WEBP", quality=80)
+
+    tile_w, tile_h = max(1, width // 4), max(1, height // 4)
+    rows = -(-SPRITE_FRAMES // SPRITE_COLUMNS)
+    sheet = Image.new("RGB", (tile_w * SPRITE_COLUMNS, tile_h * rows))
+    for slot in range(SPRITE_FRAMES):
+        tile = Image.fromarray(kept[slot * count // SPRITE_FRAMES]).resize((tile_w, tile_h))
+        sheet.paste(tile, ((slot % SPRITE_COLUMNS) * tile_w, (slot // SPRITE_COLUMNS) * tile_h))
+    spritesheet = directory / "spritesheet.jpg"
+    sheet.save(spritesheet, format="JPEG", quality=80)
+    return RenderedAssets(video=video, thumbnail=thumbnail, spritesheet=spritesheet)
+
+
 def render_job(
     directory: Path,
     *,
@@ -125,21 +220,37 @@ def render_job(
         frames = _image_frames(Image.open(io.BytesIO(reference)), width, height, count)
     else:
         frames = _text_frames(prompt, width, height, count)
-    directory.mkdir(parents=True, exist_ok=True)
-    video = directory / "video.mp4"
-    _encode_mp4(frames, video, width, height)
-    append_free_box(video, pad_bytes)
+    return _render(frames, directory, size, count, pad_bytes)
 
-    middle = Image.fromarray(frames[count // 2])
-    thumbnail = directory / "thumbnail.webp"
-    middle.save(thumbnail, format="WEBP", quality=80)
 
-    tile_w, tile_h = max(1, width // 4), max(1, height // 4)
-    rows = -(-SPRITE_FRAMES // SPRITE_COLUMNS)
-    sheet = Image.new("RGB", (tile_w * SPRITE_COLUMNS, tile_h * rows))
-    for slot in range(SPRITE_FRAMES):
-        tile = Image.fromarray(frames[slot * count // SPRITE_FRAMES]).resize((tile_w, tile_h))
-        sheet.paste(tile, ((slot % SPRITE_COLUMNS) * tile_w, (slot // SPRITE_COLUMNS) * tile_h))
-    spritesheet = directory / "spritesheet.jpg"
-    sheet.save(spritesheet, format="JPEG", quality=80)
-    return RenderedAssets(video=video, thumbnail=thumbnail, spritesheet=spritesheet)
+def render_from_source(
+    directory: Path,
+    *,
+    mode: Literal["edit", "extend"],
+    prompt: str,
+    size: str,
+    source: Path,
+    source_seconds: int,
+    seconds: int,
+    pad_bytes: int = 0,
+) -> RenderedAssets:
+    """An edit (the source, tinted and captioned) or an extension (the source, then a new segment).
+
+    ``seconds`` is the output's whole length: for an extension, the source's
+    ``source_seconds`` followed by ``seconds - source_seconds`` new ones.
+    """
+    width, height = (int(part) for part in size.split("x"))
+    count = seconds * FPS
+    if mode == "edit":
+        frames = _overlaid(_source_frames(source, width, height, count), _caption_overlay(prompt, width, height))
+    else:
+        frames = _extended(source, prompt, width, height, source_seconds * FPS, count)
+    return _render(frames, directory, size, count, pad_bytes)
+
+
+def _extended(source: Path, prompt: str, width: int, height: int, kept: int, count: int) -> Iterator[np.ndarray]:
+    last: np.ndarray | None = None
+    for last in _source_frames(source, width, height, kept):
+        yield last
+    assert last is not None
+    yield from _continuation_frames(last, prompt, width, height, count - kept)

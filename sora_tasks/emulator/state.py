@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from .faults import FaultPlan
-from .render import RenderedAssets, render_job
+from .render import RenderedAssets, render_from_source, render_job
 from .workers import stop_processes, watch_parent
 
 # Share of the render time a job spends "queued" before it starts "in_progress".
 QUEUED_SHARE = 0.1
+# The requests that make a (paid) video job, by endpoint name; each job counts in
+# `jobs_created` and in `jobs_created:<kind>`.
+JOB_KINDS = ("create", "remix", "edit", "extend")
 
 
 @dataclass
@@ -36,6 +39,11 @@ class EmulatorConfig:
     # Load tests and benchmarks: render once per (size, seconds, kind) and serve that
     # file to every such job, so hundreds of jobs cost one encode each.
     reuse_renders: bool = False
+    # Answer every videos endpoint as OpenAI's host does once the Sora API is shut down:
+    # 404 "Invalid URL (POST /v1/videos)". Files keep working.
+    hosted_shutdown: bool = False
+    # How long create may take to fetch an input_reference {"image_url": "http(s)://..."}.
+    fetch_timeout_seconds: float = 5.0
 
 
 @dataclass
@@ -51,6 +59,54 @@ class Job:
     remixed_from: str | None = None
     moderated: bool = False
     rendered_at: float | None = None
+    # One of JOB_KINDS; `source` is the video id an edit or extension was made from
+    # (None for an uploaded source).
+    kind: str = "create"
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceVideo:
+    """What an edit or extension starts from: a completed job's MP4, or an uploaded one."""
+
+    path: Path
+    size: str
+    seconds: int
+    model: str = "sora-2"
+    video_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Character:
+    id: str
+    name: str
+    created_at: float
+    video_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "created_at": int(self.created_at), "name": self.name}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": int(self.created_at),
+            "expires_at": None,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": None,
+        }
 
 
 @dataclass
@@ -83,6 +139,8 @@ class EmulatorState:
     deleted: set[str] = field(default_factory=set)
     requests: list[RequestRecord] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
+    characters: dict[str, Character] = field(default_factory=dict)
+    files: dict[str, StoredFile] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sora-emulator-")))
     _pool: Executor | None = None
@@ -106,7 +164,7 @@ class EmulatorState:
             )
         return self._pool
 
-    def _submit(self, *args: Any, **kwargs: Any) -> Future[RenderedAssets]:
+    def _submit(self, render: Any, *args: Any, **kwargs: Any) -> Future[RenderedAssets]:
         # ProcessPoolExecutor starts workers in the thread that calls submit(), and Linux
         # sends PDEATHSIG when that thread ends: submit from one thread that lives as long
         # as the pool, never from a short-lived one (an anyio worker thread, say).
@@ -114,11 +172,18 @@ class EmulatorState:
             if self._spawner is None:
                 self._spawner = ThreadPoolExecutor(1, thread_name_prefix="sora-emulator-spawner")
             spawner = self._spawner
-        return spawner.submit(lambda: self.pool.submit(render_job, *args, **kwargs)).result()
+        return spawner.submit(lambda: self.pool.submit(render, *args, **kwargs)).result()
 
     @property
     def jobs_created(self) -> int:
+        """Video jobs made, of every kind (create, remix, edit, extend): what a client paid for."""
         return self.counters["jobs_created"]
+
+    def jobs_created_by(self, kind: str) -> int:
+        """Video jobs made by one kind of request: 'create', 'remix', 'edit' or 'extend'."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"kind must be one of {JOB_KINDS}, got {kind!r}")
+        return self.counters[f"jobs_created:{kind}"]
 
     def create_job(
         self,
@@ -129,9 +194,19 @@ class EmulatorState:
         size: str,
         reference: bytes | None = None,
         remixed_from: str | None = None,
+        kind: str = "create",
+        source: SourceVideo | None = None,
     ) -> Job:
+        """Make a job and start its render. An edit or extension (``kind``) needs its ``source``."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"kind must be one of {JOB_KINDS}, got {kind!r}")
+        if (kind in ("edit", "extend")) != (source is not None):
+            raise ValueError("edits and extensions, and only they, take a source video")
         video_id = "video_" + secrets.token_hex(16)
-        render = self._render(video_id, prompt, size, seconds, reference)
+        if source is not None:
+            render = self._render_from_source(video_id, kind, prompt, size, int(seconds), source)
+        else:
+            render = self._render(video_id, prompt, size, seconds, reference)
         job = Job(
             id=video_id,
             model=model,
@@ -143,23 +218,25 @@ class EmulatorState:
             reference=reference,
             remixed_from=remixed_from,
             moderated=self.faults.is_moderated(prompt),
+            kind=kind,
+            source=source.video_id if source is not None else None,
         )
         render.add_done_callback(lambda _: setattr(job, "rendered_at", time.time()))
         with self._lock:
             self.jobs[video_id] = job
             self.counters["jobs_created"] += 1
+            self.counters[f"jobs_created:{kind}"] += 1
         return job
 
     def _render(
         self, video_id: str, prompt: str, size: str, seconds: str, reference: bytes | None
     ) -> Future[RenderedAssets]:
         shared_key = f"shared-{size}-{seconds}-{'image' if reference else 'text'}"
-        if self.config.reuse_renders:
-            with self._lock:
-                existing = self._shared.get(shared_key)
-            if existing is not None:
-                return existing
+        shared = self._shared_render(shared_key)
+        if shared is not None:
+            return shared
         render = self._submit(
+            render_job,
             self._workdir / (shared_key if self.config.reuse_renders else video_id),
             prompt="shared render" if self.config.reuse_renders else prompt,
             size=size,
@@ -167,10 +244,63 @@ class EmulatorState:
             reference=reference,
             pad_bytes=self.config.pad_bytes,
         )
-        if self.config.reuse_renders:
-            with self._lock:
-                render = self._shared.setdefault(shared_key, render)
-        return render
+        return self._share(shared_key, render)
+
+    def _render_from_source(
+        self, video_id: str, kind: str, prompt: str, size: str, seconds: int, source: SourceVideo
+    ) -> Future[RenderedAssets]:
+        shared_key = f"shared-{size}-{seconds}-{kind}"
+        shared = self._shared_render(shared_key)
+        if shared is not None:
+            return shared
+        directory = self._workdir / (shared_key if self.config.reuse_renders else video_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        # The render reads its own copy: deleting the source job must not break it.
+        copy = directory / f"source-{video_id}.mp4"
+        shutil.copyfile(source.path, copy)
+        render = self._submit(
+            render_from_source,
+            directory,
+            mode=kind,
+            prompt="shared render" if self.config.reuse_renders else prompt,
+            size=size,
+            source=copy,
+            source_seconds=source.seconds,
+            seconds=seconds,
+            pad_bytes=self.config.pad_bytes,
+        )
+        return self._share(shared_key, render)
+
+    def _shared_render(self, key: str) -> Future[RenderedAssets] | None:
+        if not self.config.reuse_renders:
+            return None
+        with self._lock:
+            return self._shared.get(key)
+
+    def _share(self, key: str, render: Future[RenderedAssets]) -> Future[RenderedAssets]:
+        if not self.config.reuse_renders:
+            return render
+        with self._lock:
+            return self._shared.setdefault(key, render)
+
+    def upload_path(self, suffix: str = ".mp4") -> Path:
+        """A fresh path for an uploaded file, inside the emulator's work directory."""
+        uploads = self._workdir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        return uploads / f"{secrets.token_hex(12)}{suffix}"
+
+    def add_character(self, name: str, video_bytes: int) -> Character:
+        character = Character("char_" + secrets.token_hex(12), name, time.time(), video_bytes)
+        with self._lock:
+            self.characters[character.id] = character
+            self.counters["characters_created"] += 1
+        return character
+
+    def add_file(self, filename: str, purpose: str, data: bytes) -> StoredFile:
+        stored = StoredFile("file-" + secrets.token_hex(12), filename, purpose, data, time.time())
+        with self._lock:
+            self.files[stored.id] = stored
+        return stored
 
     def get(self, video_id: str) -> Job | None:
         with self._lock:
@@ -261,6 +391,8 @@ class EmulatorState:
             self.deleted.clear()
             self.requests.clear()
             self.counters.clear()
+            self.characters.clear()
+            self.files.clear()
         self.faults.clear()
 
     def close(self) -> None:
