@@ -5,8 +5,9 @@
 Starts a `prefect server start` process and a limit of ``--cap`` slots, then runs
 ``--rows`` rows on 2x``--cap`` threads in this one process. Each row takes one of ``--cap``
 local slots (as a batch's ``max_in_flight`` does), then one slot of the limit through
-``prefect.concurrency.sync.concurrency`` with a lease (as ``sora_tasks.tasks.rendering_slot``
-does), holds it ``--hold`` seconds and gives it back. The ideal is ceil(rows/cap)*hold.
+``prefect.concurrency.sync.concurrency`` with a lease (``--holder prefect``) or through
+``sora_tasks.leases.holding_lease`` (``--holder sora``, what ``sora_tasks.tasks.rendering_slot``
+uses), holds it ``--hold`` seconds and gives it back. The ideal is ceil(rows/cap)*hold.
 Prints the wall time, how long entering and leaving the limit took, the HTTP request
 inside the acquisition, denials (423), and the CPU time this process used.
 """
@@ -33,10 +34,12 @@ import servers  # bench/ is not a package
 
 
 def spread_of(values: list[float]) -> str:
+    if not values:
+        return "not used"
     return f"median {statistics.median(values):.3f} s, max {max(values):.3f} s"
 
 
-def probe(name: str, rows: int, cap: int, hold: float) -> None:
+def probe(name: str, rows: int, cap: int, hold: float, holder: str = "prefect") -> None:
     import httpx
     import prefect.concurrency._sync as sync_concurrency
     from prefect.client.orchestration import PrefectClient
@@ -80,7 +83,12 @@ def probe(name: str, rows: int, cap: int, hold: float) -> None:
     def row(_: int) -> None:
         with local:
             started = time.perf_counter()
-            slot = concurrency(name, occupy=1, lease_duration=600, strict=True)
+            if holder == "sora":
+                from sora_tasks.leases import holding_lease
+
+                slot = holding_lease(name, lease_duration=120)
+            else:
+                slot = concurrency(name, occupy=1, lease_duration=600, strict=True)
             slot.__enter__()
             entering.append(time.perf_counter() - started)
             time.sleep(hold)
@@ -95,7 +103,7 @@ def probe(name: str, rows: int, cap: int, hold: float) -> None:
     ideal = math.ceil(rows / cap) * hold
     granted = [seconds for seconds, status in requests if status < 300]
     denied = sum(status == 423 for _, status in requests)
-    print(f"{rows} rows, {cap} slots, each held {hold:g} s: {wall:.2f} s (ideal {ideal:.2f} s, {wall / ideal:.2f}x)")
+    print(f"[{holder}] {rows} rows, {cap} slots, each held {hold:g} s: {wall:.2f} s (ideal {ideal:.2f} s, {wall / ideal:.2f}x)")
     print(f"  entering the limit:  {spread_of(entering)}")
     print(f"    of which acquire_concurrency_slots_with_lease: {spread_of(acquisitions)}")
     print(f"    of which its HTTP request: {spread_of(granted)}; {denied} denied (423)")
@@ -110,6 +118,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--cap", type=int, default=20, help="slots of the limit, and local slots")
     parser.add_argument("--hold", type=float, default=2.0, help="seconds each row holds its slot")
+    parser.add_argument(
+        "--holder",
+        choices=("prefect", "sora", "both"),
+        default="both",
+        help="prefect.concurrency.sync.concurrency, sora_tasks.leases.holding_lease (the batch's), or both",
+    )
     args = parser.parse_args()
     if args.rows < 1 or args.cap < 1:
         parser.error("--rows and --cap must be at least 1")
@@ -120,7 +134,8 @@ def main() -> None:
         subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
         os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=scratch)
         print(f"load average before: {os.getloadavg()[0]:.2f}")
-        probe("probe", args.rows, args.cap, args.hold)
+        for holder in ("prefect", "sora") if args.holder == "both" else (args.holder,):
+            probe("probe", args.rows, args.cap, args.hold, holder)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

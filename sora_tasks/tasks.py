@@ -19,7 +19,7 @@ from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.concurrency.sync import concurrency, rate_limit
+from prefect.concurrency.sync import rate_limit
 from prefect.context import TaskRunContext
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
@@ -35,6 +35,7 @@ from .core.receipts import Receipts
 from .core.request import VideoRequest
 from .core.settings import ApiSettings
 from .core.storage import StoredVideo, object_metadata, resolve_destination, store_file
+from .leases import holding_lease
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -98,7 +99,7 @@ def rendering_slot(settings: ApiSettings) -> Iterator[None]:
     if not settings.render_limit_name:
         yield
         return
-    with concurrency(settings.render_limit_name, occupy=1, lease_duration=RENDER_LEASE_SECONDS, strict=False):
+    with holding_lease(settings.render_limit_name, lease_duration=RENDER_LEASE_SECONDS):
         yield
 
 
