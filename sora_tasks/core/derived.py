@@ -59,6 +59,34 @@ def check_extension_duration(duration: object, field: str = "duration") -> str:
     return text
 
 
+def check_derived(
+    operation: str, prompt: object, duration: int | str | None = None
+) -> tuple[DerivedOperation, str, str | None]:
+    """The checks that need no source: operation, prompt, and extend's length (the API's ``seconds``)."""
+    if operation not in DERIVED_OPERATIONS:
+        raise InvalidRequestError(f"operation must be one of {', '.join(DERIVED_OPERATIONS)}, got {operation!r}")
+    text = check_prompt(prompt)
+    seconds: str | None = None
+    if operation == "extend":
+        if duration is None:
+            raise InvalidRequestError(
+                f"duration (the extension's length) is required: one of {', '.join(EXTENSION_SECONDS)} seconds"
+            )
+        seconds = check_extension_duration(duration)
+    elif duration is not None:
+        raise InvalidRequestError(f"duration applies to extend only; a {operation} keeps its source's length")
+    return operation, text, seconds
+
+
+def check_support(profile: ProviderProfile, operation: DerivedOperation, kind: Literal["id", "upload"]) -> None:
+    """Refuse what the provider does not serve: the operation, or this kind of source (by id, uploaded)."""
+    profile.require(operation)
+    if operation in ("edit", "extend"):
+        profile.require(operation, source=kind)
+    elif kind != "id":
+        raise InvalidRequestError(f"source: {operation} takes the id of a video the server made (such as video_123)")
+
+
 @dataclass(frozen=True)
 class DerivedRequest:
     """A checked remix, edit or extension. Build it with :meth:`build`.
@@ -93,20 +121,9 @@ class DerivedRequest:
         ``source``: a video id, or a local MP4 path (an ``s3://`` URI is fetched first with
         :func:`fetch_source`). ``duration``: extend's new segment, 4, 8, 12, 16 or 20 s.
         """
-        if operation not in DERIVED_OPERATIONS:
-            raise InvalidRequestError(f"operation must be one of {', '.join(DERIVED_OPERATIONS)}, got {operation!r}")
-        prompt = check_prompt(prompt)
-        seconds: str | None = None
-        if operation == "extend":
-            if duration is None:
-                raise InvalidRequestError(
-                    f"duration (the extension's length) is required: one of {', '.join(EXTENSION_SECONDS)} seconds"
-                )
-            seconds = check_extension_duration(duration)
-        elif duration is not None:
-            raise InvalidRequestError(f"duration applies to extend only; a {operation} keeps its source's length")
-        if isinstance(source, str) and source.strip().startswith("s3://"):
-            raise InvalidRequestError(f"source {source.strip()} is in S3: fetch it first (fetch_source)")
+        operation, prompt, seconds = check_derived(operation, prompt, duration)
+        if is_s3_source(source):
+            raise InvalidRequestError(f"source {str(source).strip()} is in S3: fetch it first (fetch_source)")
         found = video_source(source, field="source")
         if found.path is not None:
             if operation == "remix":
@@ -140,9 +157,7 @@ class DerivedRequest:
 
     def check(self, profile: ProviderProfile) -> None:
         """Refuse, before any request, what the server does not do (a ``ValueError`` naming provider and operation)."""
-        profile.require(self.operation)
-        if self.operation in ("edit", "extend"):
-            profile.require(self.operation, source=self.source_kind)
+        check_support(profile, self.operation, self.source_kind)
 
     def fingerprint(self, *, request_id: str | None = None) -> str:
         """A stable key for "the same paid job": operation, source (or the job it follows), prompt, seconds, id."""
