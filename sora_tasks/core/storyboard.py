@@ -45,19 +45,15 @@ def check_shots(shots: object) -> list[str]:
 
 
 def shot_durations(duration: ShotDurations, count: int) -> list[str]:
-    """Each shot's length: one value for every shot, or one a shot. Extensions take 4, 8, 12, 16 or 20 s;
-    the first shot's is checked with the create request."""
+    """Each shot's length as given: one value for every shot, or one a shot (checked by :meth:`Storyboard.build`)."""
     if isinstance(duration, (int, str)):
-        values = [duration] * count
-    else:
-        values = list(duration)
-        if len(values) != count:
-            raise InvalidRequestError(
-                f"duration must be one number of seconds, or one a shot ({count} shots), got {len(values)} values"
-            )
-    return [str(values[0]).strip()] + [
-        check_extension_duration(value, f"duration of shot {index}") for index, value in enumerate(values[1:], start=2)
-    ]
+        return [str(duration).strip()] * count
+    values = list(duration)
+    if len(values) != count:
+        raise InvalidRequestError(
+            f"duration must be one number of seconds, or one a shot ({count} shots), got {len(values)} values"
+        )
+    return [str(value).strip() for value in values]
 
 
 @dataclass(frozen=True)
@@ -95,9 +91,14 @@ class Storyboard:
             )
         except InvalidRequestError as error:
             raise InvalidRequestError(f"shot 1: {error}") from error
+        # Extensions take 4, 8, 12, 16 or 20 s, whatever the provider's create takes.
+        extensions = [
+            check_extension_duration(seconds, f"duration of shot {index}")
+            for index, seconds in enumerate(durations[1:], start=2)
+        ]
         if len(prompts) > 1:
             profile.require("extend", source="id")
-        return cls(first, tuple(zip(prompts[1:], durations[1:], strict=True)))
+        return cls(first, tuple(zip(prompts[1:], extensions, strict=True)))
 
     @property
     def count(self) -> int:
