@@ -66,6 +66,14 @@ def test_remix_edit_and_extend_deliver(emulator, env, s3, bucket: str, local_mp4
     assert [emulator.state.jobs_created_by(kind) for kind in ("remix", "edit", "extend")] == [1, 1, 1]
 
 
+def test_providers_say_which_operations_they_serve() -> None:
+    listed = sora_video("providers")
+    assert listed.returncode == 0
+    assert "operations: remix, edit (id), extend (id)\n" in listed.stdout  # litellm
+    assert "operations: none (create only)" in listed.stdout  # vllm-omni, sglang
+    assert "characters (upload), image_url, file_id" in listed.stdout  # openai
+
+
 def test_characters_are_made_and_shown_as_json(emulator, env, local_mp4: Path) -> None:  # type: ignore[no-untyped-def]
     made = sora_video("character", "create", "--name", "Dawn", "--video", str(local_mp4), env=env)
     assert made.returncode == 0, made.stderr
