@@ -195,3 +195,19 @@ def test_the_adapter_remixes_and_extends_to_mp4_bytes(
             adapter.remix_video(str(local_mp4), "x")
         assert emulator.state.jobs_created == paid
     assert [emulator.state.jobs_created_by(kind) for kind in ("remix", "extend")] == [1, 3]
+
+
+def test_a_failed_storyboard_rerun_resumes_on_the_core_engine(emulator, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    board = tmp_path / "board.txt"
+    board.write_text("A bell rings\nBirds take off\nThe birds circle the tower\n")
+    output = str(tmp_path / "bell.mp4")
+    emulator.faults.moderation_words = ("circle",)  # shot 3, the second extension, fails once paid for
+    failed = sora_video("storyboard", str(board), "--output", output, env=env)
+    assert failed.returncode == 1 and "shot 3 of 3 failed" in failed.stderr and "moderation_blocked" in failed.stderr
+    assert [emulator.state.jobs_created_by(kind) for kind in ("create", "extend")] == [1, 2]
+    emulator.faults.moderation_words = ()
+    resumed = sora_video("storyboard", str(board), "--output", output, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "shot 3 of 3 (4 s)" in resumed.stderr and "(recreated)" in resumed.stderr
+    assert [emulator.state.jobs_created_by(kind) for kind in ("create", "extend")] == [1, 3]
+    assert probe_mp4(Path(output)).frames == 12 * 24

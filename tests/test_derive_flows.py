@@ -227,3 +227,15 @@ def test_a_bad_storyboard_is_refused_before_any_paid_call(  # type: ignore[no-un
     with pytest.raises(ValueError, match=message):
         storyboard(**given, api=api_for(emulator, **api_fields))
     assert emulator.state.jobs_created == 0 and api_requests(emulator) == []
+
+
+def test_an_extension_whose_answer_was_lost_is_adopted_not_paid_twice(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The server makes shot 2's job, then answers 500: the job list shows it, so it is taken up.
+    emulator.faults.inject("create_then_500", endpoint="extend")
+    result = storyboard(
+        ["A boat leaves the harbour", "The boat reaches open sea"],
+        output=str(tmp_path / "boat.mp4"),
+        api=api_for(emulator, poll_interval=0.1),
+    )
+    assert [emulator.state.jobs_created_by(kind) for kind in ("create", "extend")] == [1, 1]
+    assert result.video_id == result.shots[1].video_id and probe_mp4(Path(result.uri)).frames == 8 * 24
