@@ -24,8 +24,10 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.batch import generate_videos
 from flows.deferred import collect_pending
+from flows.derive import edit_video, extend_video, remix_video
 from flows.generate import generate_video
 from flows.manual import collect_video, submit_video
+from flows.storyboard import storyboard
 
 NO_API = (
     "no reachable Prefect API: start one with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
@@ -35,11 +37,17 @@ HEALTHCHECK_TIMEOUT = 10.0
 PAUSE_TIMEOUT = 5.0
 
 logger = get_logger("sora.serve")
+# As prefect.yaml: derived videos and storyboards go where adhoc's do.
+DERIVED_DEFAULTS = {"output": "videos/{date}/{video_id}.mp4"}
 
 
 def build_deployments() -> list[Any]:
     return [
         generate_video.to_deployment(name="adhoc", tags=["sora"], concurrency_limit=20),
+        remix_video.to_deployment(name="remix", tags=["sora"], parameters=DERIVED_DEFAULTS),
+        edit_video.to_deployment(name="edit", tags=["sora"], parameters=DERIVED_DEFAULTS),
+        extend_video.to_deployment(name="extend", tags=["sora"], parameters=DERIVED_DEFAULTS),
+        storyboard.to_deployment(name="storyboard", tags=["sora"], parameters=DERIVED_DEFAULTS),
         submit_video.to_deployment(name="submit", tags=["sora"]),
         collect_video.to_deployment(name="collect", tags=["sora"]),
         collect_pending.to_deployment(name="collect-pending", tags=["sora"], interval=60, concurrency_limit=1),

@@ -49,11 +49,13 @@ def deliver(
     batch_row: bool = False,
     thumbnail: bool = False,
     fingerprint: str | None = None,
+    artifacts: bool = True,
 ) -> VideoResult:
     """Download and store a completed video; the local copy is removed only once stored.
 
     A batch row calls the task functions inside its own task run and is listed in
-    the batch's one table artifact, with no artifacts of its own.
+    the batch's one table artifact, with no artifacts of its own. ``artifacts=False``:
+    the caller reports the result itself (a derived video's, a storyboard's).
     """
     download, upload = (download_video.fn, upload_video.fn) if batch_row else (download_video, upload_video)
     started = time.monotonic()
@@ -84,7 +86,7 @@ def deliver(
     )
     if thumbnail:
         result.thumbnail_uri = deliver_thumbnail(video_id, request, settings, delivery)
-    if not batch_row:
+    if artifacts and not batch_row:
         report(result)
     return result
 

@@ -32,3 +32,26 @@ class SubmittedVideo(BaseModel):
     duration: int
     resolution: str
     output: str | None = None
+
+
+class DerivedResult(VideoResult):
+    """A delivered remix, edit or extension."""
+
+    operation: str  # remix, edit or extend
+    source: str  # as given: a video id, a local path or an s3:// URI
+
+
+class ShotResult(BaseModel):
+    """One shot of a storyboard: its job is the video up to and including this shot."""
+
+    index: int
+    prompt: str
+    duration: int  # this shot's own length
+    video_id: str
+    how: str  # created, resumed, recreated or already delivered
+
+
+class StoryboardResult(VideoResult):
+    """A storyboard's one delivered video (``duration``: the sum of the shots) and each shot's job."""
+
+    shots: list[ShotResult] = Field(default_factory=list)

@@ -29,7 +29,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 from .core.client import job_error, status_dict
-from .core.errors import VideoNotReadyError
+from .core.derived import DerivedRequest, derive_job
+from .core.errors import InvalidRequestError, VideoNotReadyError
 from .core.images import Fit, prepare_image
 from .core.pipeline import create_job
 from .core.request import VideoRequest
@@ -165,6 +166,42 @@ class SoraVideoAdapter:
         if video.status != "completed":
             raise VideoNotReadyError(video_id, video.status)
         return self._download_bytes(video_id)
+
+    # -- beyond the seed: videos made from videos ---------------------------------
+
+    def remix_video(self, video_id: str, prompt: str, wait: bool = True) -> bytes | str:
+        """A new video from the finished video ``video_id`` and a new prompt (same size and length).
+
+        Bytes of the MP4 like the seed's sync methods, or with ``wait=False`` the new
+        video's id. ``ValueError`` before anything is sent for bad input or a server that
+        does not remix; errors after the job exists carry its id.
+        """
+        request = DerivedRequest.build("remix", prompt, video_id)
+        request.check(self.settings.profile)
+        new_id = derive_job(self._client, request).id
+        return self._wait_and_download(new_id) if wait else new_id
+
+    def extend_video(
+        self,
+        video_id_or_path: str | Path,
+        prompt: str,
+        duration: int | str | None = None,
+        wait: bool = True,
+        *,
+        seconds: int | str | None = None,
+    ) -> bytes | str:
+        """``video_id_or_path`` (a finished video's id, or a local MP4) followed by a new segment of
+        ``duration`` seconds (4, 8, 12, 16 or 20; ``seconds`` is accepted as its other name): one
+        video whose length is the sum, as MP4 bytes (or with ``wait=False`` its id)."""
+        if duration is not None and seconds is not None and str(duration) != str(seconds):
+            raise InvalidRequestError(f"give duration or seconds, not both ({duration!r} and {seconds!r})")
+        length = duration if duration is not None else seconds
+        if length is None:
+            raise InvalidRequestError("duration (the extension's length) is required: one of 4, 8, 12, 16, 20 seconds")
+        request = DerivedRequest.build("extend", prompt, video_id_or_path, duration=length)
+        request.check(self.settings.profile)
+        new_id = derive_job(self._client, request).id
+        return self._wait_and_download(new_id) if wait else new_id
 
     # -- waiting for async work ---------------------------------------------------
 

@@ -76,6 +76,10 @@ def test_all_deployments_are_registered_with_their_schedules(prefect_server: dic
     names = {(d["name"], d["entrypoint"]) for d in deployments}
     assert names == {
         ("adhoc", "flows/generate.py:generate_video"),
+        ("remix", "flows/derive.py:remix_video"),
+        ("edit", "flows/derive.py:edit_video"),
+        ("extend", "flows/derive.py:extend_video"),
+        ("storyboard", "flows/storyboard.py:storyboard"),
         ("submit", "flows/manual.py:submit_video"),
         ("collect", "flows/manual.py:collect_video"),
         ("collect-pending", "flows/deferred.py:collect_pending"),

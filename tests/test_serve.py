@@ -20,6 +20,10 @@ NO_API = (
 )
 SERVED = {
     "generate-video/adhoc",
+    "remix-video/remix",
+    "edit-video/edit",
+    "extend-video/extend",
+    "storyboard/storyboard",
     "submit-video/submit",
     "collect-video/collect",
     "generate-videos/shard",

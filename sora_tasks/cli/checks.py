@@ -7,14 +7,19 @@ says what was wrong and what is allowed; the CLI turns it into exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.request import VideoRequest
 
 if TYPE_CHECKING:
+    from ..core.derived import DerivedOperation
     from ..core.images import PreparedImage
+    from ..core.storyboard import Storyboard
 from ..core.spec import VideoSpec, build_request
 from ..core.storage import check_bucket, resolve_destination, validate_output
 from .backend import Target
@@ -71,8 +76,7 @@ def check_generate(args: argparse.Namespace, target: Target) -> tuple[VideoSpec,
     """The spec, its checked request (built as the flow builds it) and the fitted image."""
     spec = spec_of(args)
     request = build_request(spec, target.settings)
-    if args.max_wait is not None and args.max_wait <= 0:
-        raise InvalidRequestError(f"--max-wait must be a positive number of seconds, got {args.max_wait}")
+    check_max_wait(args.max_wait)
     check_output(args.output, args.destination_block)
     image = None
     if args.image:
@@ -80,3 +84,151 @@ def check_generate(args: argparse.Namespace, target: Target) -> tuple[VideoSpec,
 
         image = prepare_image(args.image, request.size, fit=args.fit)
     return spec, request, image
+
+
+def check_max_wait(max_wait: float | None) -> None:
+    if max_wait is not None and max_wait <= 0:
+        raise InvalidRequestError(f"--max-wait must be a positive number of seconds, got {max_wait}")
+
+
+def check_source(source: str, what: str = "source") -> Literal["id", "upload"]:
+    """How a source will be sent (by id, or uploaded), checked for free: a local file must be an MP4,
+    an S3 object must exist (read later, before anything is paid)."""
+    from ..core.derived import is_s3_source
+    from ..core.references import video_source
+
+    if not is_s3_source(source):
+        return "id" if video_source(source, field=what).video_id is not None else "upload"
+    from botocore.exceptions import BotoCoreError
+
+    from ..core.storage import stored_object
+
+    destination = resolve_destination(source.strip(), video_id="video_check", model="sora-2")
+    try:
+        found = stored_object(destination)
+    except BotoCoreError as error:
+        raise ConfigurationError(f"cannot reach S3 to read {source}: {error}") from error
+    if found is None:
+        raise InvalidRequestError(f"{what}: no such S3 object: {source}")
+    return "upload"
+
+
+def check_derive(operation: DerivedOperation, args: argparse.Namespace, target: Target) -> None:
+    """A remix, edit or extension's input, and whether the server serves it: before anything is paid."""
+    from ..core.derived import check_derived, check_support
+
+    check_derived(operation, args.prompt, getattr(args, "duration", None))
+    source = args.video_id if operation == "remix" else args.source
+    check_support(target.settings.profile, operation, check_source(source))
+    check_max_wait(args.max_wait)
+    check_output(args.output, args.destination_block)
+
+
+def check_character(args: argparse.Namespace, target: Target) -> None:
+    from ..core.references import check_id, check_name
+
+    profile = target.settings.profile
+    profile.require("characters")
+    if args.action == "show":
+        check_id(args.character_id, "character_id", "an id such as char_123")
+        return
+    check_name(args.name)
+    profile.require("characters", source=check_source(args.video, "video"))
+
+
+@dataclass(frozen=True)
+class StoryboardInput:
+    """A storyboard as the command line gives it: the file's fields, with the flags over them."""
+
+    shots: list[str]
+    duration: int | str | list[int | str] = 4
+    image: str | None = None
+    model: str | None = None
+    resolution: str = "1280x720"
+
+
+def read_storyboard(args: argparse.Namespace) -> StoryboardInput:
+    """The storyboard file (one prompt a line, or JSON) with the command line's flags over it."""
+    import sys
+
+    name = args.file
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).expanduser().read_text(encoding="utf-8")
+    except OSError as error:
+        raise InvalidRequestError(f"storyboard file {name}: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise InvalidRequestError(f"storyboard file {name} is not UTF-8 text: {error}") from error
+    fields = _storyboard_fields(text, name)
+    if args.image:
+        fields["image"] = args.image
+    if args.model:
+        fields["model"] = args.model
+    if args.resolution:
+        fields["resolution"] = args.resolution
+    if args.duration:
+        values = [value.strip() for value in str(args.duration).split(",")]
+        fields["duration"] = values[0] if len(values) == 1 else values
+    return StoryboardInput(**fields)
+
+
+def _storyboard_fields(text: str, name: str) -> dict[str, Any]:
+    stripped = text.strip()
+    if not stripped.startswith(("[", "{")):
+        lines = [line.strip() for line in text.splitlines()]
+        return {"shots": [line for line in lines if line and not line.startswith("#")]}
+    try:
+        data = json.loads(stripped)
+    except json.JSONDecodeError as error:
+        raise InvalidRequestError(f"storyboard file {name} is not valid JSON: {error}") from error
+    fields: dict[str, Any] = {}
+    if isinstance(data, dict):
+        unknown = sorted(set(data) - {"shots", "image", "model", "resolution", "duration"})
+        if unknown:
+            raise InvalidRequestError(
+                f"storyboard file {name}: unknown field(s) {', '.join(unknown)}; "
+                "allowed: shots, image, model, resolution, duration"
+            )
+        fields = {key: value for key, value in data.items() if key != "shots"}
+        data = data.get("shots")
+    if not isinstance(data, list):
+        raise InvalidRequestError(f"storyboard file {name}: shots must be a list of prompts")
+    shots: list[str] = []
+    durations: list[int | str] = []
+    for index, shot in enumerate(data, start=1):
+        if isinstance(shot, dict):
+            if not isinstance(shot.get("prompt"), str):
+                raise InvalidRequestError(f"storyboard file {name}: shot {index} has no prompt")
+            shots.append(shot["prompt"])
+            durations.append(shot.get("duration", shot.get("seconds", fields.get("duration", 4))))
+        elif isinstance(shot, str):
+            shots.append(shot)
+            durations.append(fields.get("duration", 4))
+        else:
+            raise InvalidRequestError(f"storyboard file {name}: shot {index} must be a prompt or an object with one")
+    if any(isinstance(shot, dict) for shot in data):
+        fields["duration"] = durations
+    return {**fields, "shots": shots}
+
+
+def check_storyboard(
+    story: StoryboardInput, args: argparse.Namespace, target: Target
+) -> tuple[Storyboard, PreparedImage | None]:
+    """The checked storyboard and its fitted first image, before anything is paid."""
+    from ..core.storyboard import Storyboard
+
+    settings = target.settings
+    board = Storyboard.build(
+        settings.profile,
+        story.shots,
+        model=story.model or settings.model,
+        resolution=story.resolution,
+        duration=story.duration,
+    )
+    check_max_wait(args.max_wait)
+    check_output(args.output, args.destination_block)
+    image = None
+    if story.image:
+        from ..core.images import prepare_image
+
+        image = prepare_image(story.image, board.first.size, fit=args.fit)
+    return board, image

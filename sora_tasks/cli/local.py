@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from ..core import pipeline
 from ..core.client import status_dict
-from ..core.errors import VideoJobError
+from ..core.errors import StoryboardError, VideoJobError
 from ..core.images import PreparedImage
 from ..core.ledger import Ledger, PendingVideo
 from ..core.receipts import Receipts
@@ -29,6 +29,10 @@ from ..core.sweep import DEFAULT_WORKERS, sweep
 from . import services
 from .backend import Target
 from .display import Reporter
+
+if TYPE_CHECKING:
+    from ..core.derived import DerivedOperation
+    from ..core.storyboard import Storyboard
 
 logger = logging.getLogger("sora_tasks.cli")
 
@@ -66,17 +70,25 @@ def generate(
     return delivered.uri
 
 
-def _record(video_id: str, request: VideoRequest, output: str, settings: ApiSettings, reason: str) -> PendingVideo:
+def _record(
+    video_id: str, request: VideoRequest | None, output: str, settings: ApiSettings, reason: str
+) -> PendingVideo:
+    if request is None:  # a derived job: its model, length and size follow its source
+        return PendingVideo(video_id, output, base_url=settings.base_url, provider=settings.provider, reason=reason)
     return PendingVideo.of(
         video_id, request, output, base_url=settings.base_url, provider=settings.provider, reason=reason
     )
 
 
 def keep_for_collection(
-    error: BaseException, request: VideoRequest, output: str, settings: ApiSettings, ledger: str | None
+    error: BaseException, request: VideoRequest | None, output: str, settings: ApiSettings, ledger: str | None
 ) -> None:
     """A video paid for but not delivered (deadline passed, upload failed) goes to the ledger."""
     video_id = getattr(error, "video_id", None)
+    if isinstance(error, StoryboardError):
+        # Only the final shot's own job is the storyboard's video; an earlier shot's is not to be delivered.
+        final = error.shot == error.shots and not isinstance(error.__cause__, VideoJobError)
+        video_id = error.shot_video_id if final else None
     if not video_id or isinstance(error, VideoJobError):
         return  # nothing was paid for, or the job itself failed: nothing to deliver later
     book = Ledger(ledger)
@@ -128,3 +140,90 @@ def pending(book: Ledger, workers: int = DEFAULT_WORKERS) -> list[dict[str, Any]
         return pipeline.collect(client, record.video_id, record.output).uri
 
     return sweep(book, deliver, workers=workers)
+
+
+def derive(args: argparse.Namespace, target: Target, operation: DerivedOperation, reporter: Reporter) -> str:
+    """A remix, edit or extension delivered to ``--output``, with the receipts' guarantees."""
+    from ..core.derived import DerivedRequest, fetch_source, produce_derived
+
+    settings = target.settings
+    fetched = fetch_source(args.video_id if operation == "remix" else args.source)
+    client = settings.new_client()
+    try:
+        request = DerivedRequest.build(operation, args.prompt, fetched.source, duration=getattr(args, "duration", None))
+        delivered = produce_derived(
+            client,
+            request,
+            args.output,
+            request_id=args.request_id,
+            receipts=Receipts(default_receipts(args.output)),
+            max_wait=settings.max_wait,
+            poll_interval=settings.poll_interval,
+            on_progress=reporter.update,
+            on_submitted=lambda submitted: reporter.submitted(submitted.video_id, reused=submitted.reused),
+            thumbnail=args.thumbnail,
+        )
+    except Exception as error:
+        keep_for_collection(error, None, args.output, settings, args.ledger)
+        raise
+    finally:
+        client.close()
+        fetched.cleanup()
+    reporter.delivered(delivered)
+    return delivered.uri
+
+
+def storyboard(
+    args: argparse.Namespace, target: Target, board: Storyboard, image: PreparedImage | None, reporter: Reporter
+) -> str:
+    """The storyboard's one video at ``--output``; a rerun resumes from the last finished shot."""
+    from ..core.storyboard import produce_storyboard
+
+    settings = target.settings
+    client = settings.new_client()
+    plan = board.plan(client.base_url, image=image, request_id=args.request_id)
+    count = len(plan.shots)
+
+    def submitted(shot: Any, job: pipeline.Submitted) -> None:
+        reporter.say(f"shot {shot.index} of {count} ({shot.seconds} s): {job.video_id} ({job.how})")
+
+    try:
+        made = produce_storyboard(
+            client,
+            plan,
+            args.output,
+            receipts=Receipts(default_receipts(args.output)),
+            max_wait=settings.max_wait,
+            poll_interval=settings.poll_interval,
+            on_progress=reporter.update,
+            on_submitted=submitted,
+            thumbnail=args.thumbnail,
+        )
+    except Exception as error:
+        keep_for_collection(error, None, args.output, settings, args.ledger)
+        raise
+    finally:
+        client.close()
+    reporter.delivered(made.delivered)
+    if made.how == "already delivered":
+        reporter.say("already delivered by an earlier run: nothing was paid for")
+    return made.delivered.uri
+
+
+def character(args: argparse.Namespace, target: Target) -> str:
+    """``character create``: a character from a video (JSON); ``character show``: one by id."""
+    from ..core.derived import fetch_source
+
+    client = target.settings.new_client()
+    try:
+        if args.action == "show":
+            found: Any = client.get_character(args.character_id)
+        else:
+            fetched = fetch_source(args.video)
+            try:
+                found = client.create_character(name=args.name, video=fetched.source)
+            finally:
+                fetched.cleanup()
+    finally:
+        client.close()
+    return json.dumps(found.model_dump(mode="json", exclude_none=True), indent=2)

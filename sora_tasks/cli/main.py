@@ -11,12 +11,29 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import parsers
 
+if TYPE_CHECKING:
+    from ..core.derived import DerivedOperation
+    from ..core.providers import ProviderProfile
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-SUBCOMMANDS = ("status", "collect", "pending", "providers", "up", "down", "ps")
+SUBCOMMANDS = (
+    "status",
+    "collect",
+    "pending",
+    "providers",
+    "up",
+    "down",
+    "ps",
+    "remix",
+    "edit",
+    "extend",
+    "character",
+    "storyboard",
+)
 
 
 def _target(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -108,6 +125,69 @@ def run_collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_derive(operation: DerivedOperation, args: argparse.Namespace) -> int:
+    """``remix``, ``edit``, ``extend``: checked, then delivered like the default command."""
+    from . import backend, checks
+    from .display import Reporter, choose_mode
+
+    target, prefect = _target(args)
+    target = target.with_max_wait(args.max_wait)
+    checks.check_derive(operation, args, target)
+    target = backend.start(target, quiet=args.quiet)
+    with Reporter(choose_mode(quiet=args.quiet)) as reporter:
+        if prefect:
+            from . import orchestrated
+
+            uri = orchestrated.derive(args, target, operation, reporter)
+        else:
+            from . import local
+
+            uri = local.derive(args, target, operation, reporter)
+    print(uri)
+    return EXIT_OK
+
+
+def run_storyboard(args: argparse.Namespace) -> int:
+    from . import backend, checks
+    from .display import Reporter, choose_mode
+
+    target, prefect = _target(args)
+    target = target.with_max_wait(args.max_wait)
+    story = checks.read_storyboard(args)
+    board, image = checks.check_storyboard(story, args, target)
+    target = backend.start(target, quiet=args.quiet)
+    reporter = Reporter(choose_mode(quiet=args.quiet))
+    reporter.say(f"storyboard: {board.count} shots, {board.total_seconds} s in all")
+    with reporter:
+        if prefect:
+            from . import orchestrated
+
+            uri = orchestrated.storyboard(args, target, story, reporter)
+        else:
+            from . import local
+
+            uri = local.storyboard(args, target, board, image, reporter)
+    print(uri)
+    return EXIT_OK
+
+
+def run_character(args: argparse.Namespace) -> int:
+    from . import backend, checks
+
+    target, prefect = _target(args)
+    checks.check_character(args, target)
+    target = backend.start(target, quiet=args.quiet)
+    if prefect:
+        from . import orchestrated
+
+        print(orchestrated.character(args, target))
+    else:
+        from . import local
+
+        print(local.character(args, target))
+    return EXIT_OK
+
+
 def run_pending(args: argparse.Namespace) -> int:
     import os
 
@@ -190,6 +270,7 @@ def run_providers(args: argparse.Namespace) -> int:
         print(f"  --base-url {profile.example_base_url} --model {profile.example_model}")
         print(f"  models: {models}; seconds: {', '.join(profile.seconds or ('any',))} (sent as {profile.seconds_type})")
         print(f"  supports: {', '.join(supports) or 'create, status and the video only'}")
+        print(f"  operations: {operations_line(profile)}")
         if profile.extra_fields:
             print(f"  --extra fields: {', '.join(profile.extra_fields)}")
         if profile.price_per_second:
@@ -198,6 +279,24 @@ def run_providers(args: argparse.Namespace) -> int:
         if profile.notes:
             print(f"  note: {profile.notes}")
     return EXIT_OK
+
+
+def operations_line(profile: ProviderProfile) -> str:
+    """The optional operations a profile serves, and for those that start from a video, how it is given."""
+    from ..core.providers import OPERATIONS, VIDEO_OPERATIONS
+
+    served = []
+    for name in OPERATIONS:
+        if not profile.supports(name):
+            continue
+        if name in VIDEO_OPERATIONS:
+            ways = [
+                way for way, kinds in (("id", profile.video_ids), ("upload", profile.video_uploads)) if name in kinds
+            ]
+            served.append(f"{name} ({' or '.join(ways)})" if ways else name)
+        else:
+            served.append(name)
+    return ", ".join(served) or "none (create only)"
 
 
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
@@ -209,6 +308,11 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argpa
     "up": (parsers.up_parser, run_up),
     "down": (parsers.down_parser, run_down),
     "ps": (parsers.ps_parser, run_ps),
+    "remix": (parsers.remix_parser, lambda args: run_derive("remix", args)),
+    "edit": (parsers.edit_parser, lambda args: run_derive("edit", args)),
+    "extend": (parsers.extend_parser, lambda args: run_derive("extend", args)),
+    "character": (parsers.character_parser, run_character),
+    "storyboard": (parsers.storyboard_parser, run_storyboard),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..blocks import VideosApi
 from ..core import progress as feed
@@ -16,6 +16,9 @@ from ..core.ledger import Ledger
 from ..core.spec import VideoSpec
 from .backend import Target
 from .display import Reporter
+
+if TYPE_CHECKING:
+    from .checks import StoryboardInput
 
 
 def api_parameter(target: Target) -> VideosApi | str:
@@ -86,3 +89,65 @@ def pending(book: Ledger, target: Target | None) -> list[dict[str, Any]]:
 
     api = api_parameter(target) if target is not None else None
     return list(collect_pending(ledger=book.location, api=api))
+
+
+def derive(args: argparse.Namespace, target: Target, operation: str, reporter: Reporter) -> str:
+    from flows.derive import edit_video, extend_video, remix_video
+
+    common: dict[str, Any] = {
+        "output": args.output,
+        "api": api_parameter(target),
+        "destination": args.destination_block,
+        "thumbnail": args.thumbnail,
+        "ledger": args.ledger,
+        "request_id": args.request_id,
+    }
+    unsubscribe = feed.subscribe(reporter.update)
+    try:
+        if operation == "remix":
+            result = remix_video(args.video_id, args.prompt, **common)
+        elif operation == "edit":
+            result = edit_video(args.source, args.prompt, **common)
+        else:
+            result = extend_video(args.source, args.prompt, args.duration, **common)
+    finally:
+        unsubscribe()
+    reporter.delivered(result)
+    return str(result.uri)
+
+
+def storyboard(args: argparse.Namespace, target: Target, story: StoryboardInput, reporter: Reporter) -> str:
+    from flows.storyboard import storyboard as storyboard_flow
+
+    unsubscribe = feed.subscribe(reporter.update)
+    try:
+        result = storyboard_flow(
+            story.shots,
+            output=args.output,
+            image=story.image,
+            model=story.model,
+            resolution=story.resolution,
+            duration=story.duration,
+            api=api_parameter(target),
+            destination=args.destination_block,
+            fit=args.fit,
+            thumbnail=args.thumbnail,
+            ledger=args.ledger,
+            request_id=args.request_id,
+        )
+    finally:
+        unsubscribe()
+    for shot in result.shots:
+        reporter.say(f"shot {shot.index} of {len(result.shots)} ({shot.duration} s): {shot.video_id} ({shot.how})")
+    reporter.delivered(result)
+    return str(result.uri)
+
+
+def character(args: argparse.Namespace, target: Target) -> str:
+    from flows.derive import create_character, get_character
+
+    if args.action == "show":
+        found = get_character(args.character_id, api=api_parameter(target))
+    else:
+        found = create_character(args.name, args.video, api=api_parameter(target))
+    return json.dumps(found, indent=2)

@@ -12,6 +12,11 @@ COMMANDS = """commands:
   sora-video status VIDEO_ID                           a video's status as JSON
   sora-video collect VIDEO_ID --output ...             deliver a finished video
   sora-video pending                                   deliver every finished --async video
+  sora-video remix VIDEO_ID --prompt TEXT --output ... a new video from a finished one
+  sora-video edit SOURCE --prompt TEXT --output ...    SOURCE (video id, .mp4, s3://...mp4) edited
+  sora-video extend SOURCE --prompt TEXT --seconds N   SOURCE followed by N more seconds (4-20)
+  sora-video character create --name N --video SOURCE  a reusable character (JSON); `character show ID`
+  sora-video storyboard FILE --output ...              one video from shot prompts (a line each, or JSON)
   sora-video up [--prefect] | down | ps                background emulator and Prefect server
   sora-video providers                                 the /v1/videos servers it knows
 
@@ -176,3 +181,101 @@ def down_parser() -> argparse.ArgumentParser:
 
 def ps_parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog="sora-video ps", description="Show the background services.")
+
+
+def _job_flags(parser: argparse.ArgumentParser) -> None:
+    """What every command that pays for a video and delivers it takes (as the default command does)."""
+    parser.add_argument(
+        "--output",
+        default="videos/{video_id}.mp4",
+        help="local path or s3://bucket/key; may use {video_id}, {date}, {model} (default: %(default)s)",
+    )
+    _destination(parser)
+    parser.add_argument(
+        "--max-wait", type=float, help="seconds to wait for the video (default: the block's, else 1200)"
+    )
+    parser.add_argument("--thumbnail", action="store_true", help="also deliver the thumbnail next to the video")
+    parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
+    parser.add_argument(
+        "--ledger",
+        help="where a video paid for but not delivered is recorded for `sora-video pending` "
+        "(default: $SORA_LEDGER or ~/.prefect-sora/pending)",
+    )
+    _connection(parser)
+    _display(parser)
+
+
+SOURCE_HELP = "a video id (a video the server made), a local .mp4, or an s3://bucket/key.mp4"
+
+
+def remix_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video remix", description="A new video from a finished one and a new prompt (same size and length)."
+    )
+    parser.add_argument("video_id", help="the finished video to remix")
+    parser.add_argument("--prompt", required=True, help="what changes")
+    _job_flags(parser)
+    return parser
+
+
+def edit_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video edit", description="SOURCE edited per a prompt (same size and length), delivered."
+    )
+    parser.add_argument("source", help=SOURCE_HELP)
+    parser.add_argument("--prompt", required=True, help="the edit")
+    _job_flags(parser)
+    return parser
+
+
+def extend_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video extend",
+        description="SOURCE followed by a new segment per a prompt: one video whose length is the sum.",
+    )
+    parser.add_argument("source", help=SOURCE_HELP)
+    parser.add_argument("--prompt", required=True, help="what happens next")
+    parser.add_argument(
+        "--seconds", "--duration", dest="duration", required=True, help="the new segment's length: 4, 8, 12, 16 or 20"
+    )
+    _job_flags(parser)
+    return parser
+
+
+def character_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video character", description="Reusable characters: make one from a video, or show one."
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{create,show}")
+    create = actions.add_parser("create", help="make a character from a video; prints it as JSON")
+    create.add_argument("--name", required=True, help="the character's name")
+    create.add_argument("--video", required=True, help=SOURCE_HELP)
+    _connection(create)
+    _display(create)
+    show = actions.add_parser("show", help="print a character as JSON")
+    show.add_argument("character_id")
+    _connection(show)
+    _display(show)
+    return parser
+
+
+def storyboard_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video storyboard",
+        description="One continuous video from shot prompts: the first shot is made, then extended shot by shot. "
+        "A failed run resumes on rerun from the last finished shot without paying for it again.",
+        epilog="FILE: one prompt a line (blank lines and # comments skipped), or JSON: a list of prompts (or of "
+        '{"prompt": ..., "duration": N}), or {"shots": [...], "image", "model", "resolution", "duration"}. '
+        "Flags override the file.",
+    )
+    parser.add_argument("file", help="the storyboard file ('-' reads stdin)")
+    parser.add_argument("--image", help="reference image for the first shot: path or s3:// URI")
+    parser.add_argument("--model", help="sora-2 (default) or sora-2-pro")
+    parser.add_argument(
+        "--duration",
+        help="each shot's seconds, or one a shot as 4,8,4 (first: 4, 8 or 12; extensions: 4-20; default 4)",
+    )
+    parser.add_argument("--resolution", help="the first shot's size, kept by the extensions (default 1280x720)")
+    parser.add_argument("--fit", default="cover", choices=("cover", "contain", "stretch"), help="how --image is fitted")
+    _job_flags(parser)
+    return parser

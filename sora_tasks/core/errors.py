@@ -130,6 +130,35 @@ class StorageError(SoraError, RuntimeError):
         self.local_path = local_path
 
 
+class StoryboardError(SoraError, RuntimeError):
+    """A storyboard stopped at one shot; the shots before it are paid for, recorded, and resumed by a rerun.
+
+    ``video_id`` is the failed shot's job, or (when that job was never made) the last
+    completed shot's, so the error always names a paid video once one exists;
+    ``shot_video_id`` is the failed shot's own job (None if it was never made);
+    ``completed`` the ids of the shots finished before it, in order; ``code`` the cause's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        shot: int,
+        shots: int,
+        video_id: str | None,
+        shot_video_id: str | None = None,
+        completed: tuple[str, ...] = (),
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.shot = shot
+        self.shots = shots
+        self.video_id = video_id
+        self.shot_video_id = shot_video_id
+        self.completed = completed
+        self.code = code
+
+
 class BatchFailedError(SoraError, RuntimeError):
     """Not every row of a batch was delivered; ``rows`` is the whole per-row outcome table.
 

@@ -77,6 +77,50 @@ class Submitted:
     # The job's receipt as recorded (None without a receipt store).
     receipt: Receipt | None = None
 
+    @property
+    def how(self) -> str:
+        """created, resumed (an earlier run's job) or recreated (the earlier job was gone)."""
+        return "recreated" if self.recreated else "resumed" if self.reused else "created"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """How to make one paid job (a create, remix, edit or extension) and the receipt it is recorded under.
+
+    ``send(reconcile_since)`` sends the one job-making request through the client's
+    send-once rules; ``reconcile_since`` (a retry's first attempt time) adopts a job an
+    earlier attempt made after all. ``fields`` is the receipt's (model, seconds, size):
+    the request's, or, when None (a derived job, whose size and length follow its
+    source), the server's answer's.
+    """
+
+    key: str
+    operation: str
+    prompt: str
+    send: Callable[[float | None], Video]
+    # The model for output templates ({model}) before the job exists; None: not known yet.
+    model: str | None = None
+    fields: tuple[str, str, str] | None = None
+
+
+def create_plan(
+    client: VideosClient,
+    request: VideoRequest,
+    image: PreparedImage | None = None,
+    request_id: str | None = None,
+    *,
+    key: str | None = None,
+) -> JobPlan:
+    """The plan of a create: keyed by the request's fingerprint on this server (or ``key``)."""
+    return JobPlan(
+        key=key or request_key(client, request, image, request_id),
+        operation="create",
+        prompt=request.prompt,
+        send=lambda since: client.create(request, image, reconcile_since=since),
+        model=request.model,
+        fields=(request.model, request.seconds, request.size),
+    )
+
 
 def request_key(
     client: VideosClient, request: VideoRequest, image: PreparedImage | None = None, request_id: str | None = None
@@ -103,44 +147,53 @@ def submit(
     ``reconcile_since`` (a retry's first attempt time) adopts a job that attempt made
     after all; ``before_create`` runs right before a paid create (a rate limit).
     """
-    key = request_key(client, request, image, request_id)
-    earlier = receipts.find(key) if receipts is not None else None
-    return _submit(client, request, image, key, earlier, receipts, reconcile_since, before_create)
+    plan = create_plan(client, request, image, request_id)
+    return submit_job(client, plan, receipts=receipts, reconcile_since=reconcile_since, before_create=before_create)
+
+
+def submit_job(
+    client: VideosClient,
+    plan: JobPlan,
+    *,
+    receipts: Receipts | None = None,
+    reconcile_since: float | None = None,
+    before_create: Callable[[], None] | None = None,
+) -> Submitted:
+    """:func:`submit` for any kind of job: the earlier run's (per its receipt) if still usable, else a new one."""
+    earlier = receipts.find(plan.key) if receipts is not None else None
+    return _submit(client, plan, earlier, receipts, reconcile_since, before_create)
 
 
 def _submit(
     client: VideosClient,
-    request: VideoRequest,
-    image: PreparedImage | None,
-    key: str,
+    plan: JobPlan,
     earlier: Receipt | None,
     receipts: Receipts | None,
     reconcile_since: float | None = None,
     before_create: Callable[[], None] | None = None,
 ) -> Submitted:
-    """:func:`submit` once the receipt (``earlier``) has been looked up."""
-    if earlier is not None and _still_usable(client, earlier.video_id):
+    """:func:`submit_job` once the receipt (``earlier``) has been looked up."""
+    if earlier is not None and still_usable(client, earlier.video_id):
         logger.info("request already paid for: following %s", earlier.video_id)
-        return Submitted(earlier.video_id, reused=True, key=key, receipt=earlier)
+        return Submitted(earlier.video_id, reused=True, key=plan.key, receipt=earlier)
     if before_create is not None:
         before_create()
     started = time.time()
     video = retry_transient(
-        lambda attempt: client.create(
-            request, image, reconcile_since=reconcile_since if attempt == 1 else (reconcile_since or started)
-        ),
+        lambda attempt: plan.send(reconcile_since if attempt == 1 else (reconcile_since or started)),
         attempts=3,
-        what="create",
+        what=plan.operation,
     )
-    receipt = Receipt(key, video.id, client.base_url, request.model, request.seconds, request.size)
+    model, seconds, size = plan.fields or (str(video.model), str(video.seconds), str(video.size))
+    receipt = Receipt(plan.key, video.id, client.base_url, model, seconds, size)
     if receipts is not None:
         receipts.record(receipt)
     return Submitted(
-        video.id, reused=False, recreated=earlier is not None, key=key, receipt=receipt if receipts else None
+        video.id, reused=False, recreated=earlier is not None, key=plan.key, receipt=receipt if receipts else None
     )
 
 
-def _still_usable(client: VideosClient, video_id: str) -> bool:
+def still_usable(client: VideosClient, video_id: str) -> bool:
     """A recorded job that is gone, failed or expired is not followed: a new one is made."""
     try:
         video, _ = client.retrieve(video_id)
@@ -398,14 +451,51 @@ def produce(
 
     The receipt is read once: before the create. What is recorded after it is this run's own.
     """
-    key = request_key(client, request, image, request_id)
+    return produce_job(
+        client,
+        create_plan(client, request, image, request_id),
+        output,
+        receipts=receipts,
+        max_wait=max_wait,
+        poll_interval=poll_interval,
+        on_progress=on_progress,
+        on_submitted=on_submitted,
+        thumbnail=thumbnail,
+        s3=s3,
+        rendering=rendering,
+        before_create=before_create,
+        reconcile_since=reconcile_since,
+        outputs=outputs,
+    )
+
+
+def produce_job(
+    client: VideosClient,
+    plan: JobPlan,
+    output: str,
+    *,
+    receipts: Receipts | None = None,
+    max_wait: float,
+    poll_interval: float,
+    on_progress: ProgressCallback | None = None,
+    on_submitted: Callable[[Submitted], None] | None = None,
+    thumbnail: bool = False,
+    s3: S3Client | None = None,
+    rendering: Callable[[], AbstractContextManager[object]] = nullcontext,
+    before_create: Callable[[], None] | None = None,
+    reconcile_since: float | None = None,
+    outputs: Listing | None = None,
+) -> Delivered:
+    """:func:`produce` for any kind of job (``plan``: a create, remix, edit or extension)."""
+    key = plan.key
     earlier = receipts.find(key) if receipts is not None else None
-    done = _delivered_at(earlier, key, output, model=request.model, s3=s3, outputs=outputs)
+    model = plan.model or (earlier.model if earlier is not None else "") or "unknown"
+    done = _delivered_at(earlier, key, output, model=model, s3=s3, outputs=outputs)
     if done is not None:
         logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
         return done
     with rendering():
-        submitted = _submit(client, request, image, key, earlier, receipts, reconcile_since, before_create)
+        submitted = _submit(client, plan, earlier, receipts, reconcile_since, before_create)
         if on_submitted is not None:
             on_submitted(submitted)
         try:
@@ -419,13 +509,11 @@ def produce(
             logger.warning("video %s vanished from the server; creating a new one", submitted.video_id)
             if receipts is not None:
                 receipts.forget(key)
-            submitted = submit(client, request, image, request_id=request_id, receipts=receipts)
-            submitted = replace(submitted, recreated=True)
+            submitted = replace(_submit(client, plan, None, receipts), recreated=True)
             video = wait(
                 client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress
             )
-    delivered = deliver(client, video, output, prompt=request.prompt, s3=s3, thumbnail=thumbnail, fingerprint=key)
-    how = "recreated" if submitted.recreated else "resumed" if submitted.reused else "created"
-    delivered = replace(delivered, reused=submitted.reused, how=how)
+    delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, thumbnail=thumbnail, fingerprint=key)
+    delivered = replace(delivered, reused=submitted.reused, how=submitted.how)
     record_delivery(receipts, key, delivered, receipt=submitted.receipt)
     return delivered

@@ -203,6 +203,34 @@ def read_s3_object(uri: str, client: S3Client | None = None) -> bytes:
         raise InvalidRequestError(f"cannot read {uri}: {code or error}") from error
 
 
+def download_s3_file(uri: str, path: Path, client: S3Client | None = None) -> int:
+    """Stream the S3 object ``uri`` to ``path`` (boto3's managed transfer); returns its size.
+
+    A missing object or bucket, or a refusal, is bad input (nothing was paid for yet); a
+    throttled or failed transfer is a :class:`TransientError`. ``path`` is removed on failure.
+    """
+    from boto3.exceptions import S3TransferFailedError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    bucket, key = split_s3_uri(uri)
+    check_key(key, uri)
+    client = client or s3_client()
+    try:
+        client.download_file(bucket, key, str(path))
+    except NoCredentialsError as error:
+        path.unlink(missing_ok=True)
+        raise ConfigurationError(f"no AWS credentials to read {uri}: configure boto3's credential chain") from error
+    except (ClientError, BotoCoreError, S3TransferFailedError) as error:
+        path.unlink(missing_ok=True)
+        if _is_transient_s3(error):
+            raise TransientError(f"download of {uri} failed: {error}") from error
+        code = error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
+        if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            raise InvalidRequestError(f"no such S3 object: {uri}") from error
+        raise InvalidRequestError(f"cannot read {uri}: {code or error}") from error
+    return path.stat().st_size
+
+
 def object_metadata(
     video_id: str,
     model: str,
