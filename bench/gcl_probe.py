@@ -103,7 +103,9 @@ def probe(name: str, rows: int, cap: int, hold: float, holder: str = "prefect") 
     ideal = math.ceil(rows / cap) * hold
     granted = [seconds for seconds, status in requests if status < 300]
     denied = sum(status == 423 for _, status in requests)
-    print(f"[{holder}] {rows} rows, {cap} slots, each held {hold:g} s: {wall:.2f} s (ideal {ideal:.2f} s, {wall / ideal:.2f}x)")
+    ratio = wall / ideal
+    print(f"[{holder}] {rows} rows, {cap} slots, each held {hold:g} s: {wall:.2f} s", end="")
+    print(f" (ideal {ideal:.2f} s, {ratio:.2f}x)")
     print(f"  entering the limit:  {spread_of(entering)}")
     print(f"    of which acquire_concurrency_slots_with_lease: {spread_of(acquisitions)}")
     print(f"    of which its HTTP request: {spread_of(granted)}; {denied} denied (423)")
