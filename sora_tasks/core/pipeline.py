@@ -27,7 +27,15 @@ from .images import PreparedImage
 from .listing import Listing
 from .receipts import Receipt, Receipts, receipt_key
 from .request import VideoRequest
-from .storage import S3Client, object_metadata, resolve_destination, store_file, stored_object, variant_output
+from .storage import (
+    Destination,
+    S3Client,
+    object_metadata,
+    resolve_destination,
+    store_file,
+    stored_object,
+    variant_output,
+)
 
 logger = logging.getLogger("sora_tasks")
 T = TypeVar("T")
@@ -338,6 +346,18 @@ def find_delivered(
     return _delivered_at(receipts.find(key) if receipts is not None else None, key, output, model=model, s3=s3)
 
 
+def fixed_s3_destination(output: str, *, model: str) -> Destination | None:
+    """The one S3 object ``output`` names whatever the job (no ``{video_id}``), else None.
+
+    Such an object carries the request's fingerprint in its metadata, so it tells by
+    itself whether this request was delivered there.
+    """
+    fixed = resolve_destination(output, video_id="video_a", model=model)
+    if fixed.uri != resolve_destination(output, video_id="video_b", model=model).uri or fixed.path is not None:
+        return None
+    return fixed
+
+
 def _delivered_at(
     receipt: Receipt | None,
     key: str,
@@ -368,8 +388,8 @@ def _delivered_at(
                 reused=True,
                 how="already delivered",
             )
-    fixed = resolve_destination(output, video_id="video_a", model=model)
-    if fixed.uri != resolve_destination(output, video_id="video_b", model=model).uri or fixed.path is not None:
+    fixed = fixed_s3_destination(output, model=model)
+    if fixed is None:
         return None
     if outputs is not None and outputs.rules_out(fixed.uri):
         return None  # nothing was there when the batch listed it
@@ -515,5 +535,8 @@ def produce_job(
             )
     delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, thumbnail=thumbnail, fingerprint=key)
     delivered = replace(delivered, reused=submitted.reused, how=submitted.how)
-    record_delivery(receipts, key, delivered, receipt=submitted.receipt)
+    if fixed_s3_destination(output, model=model) is None:
+        # A fixed S3 object's metadata already says it is delivered (see _delivered_at):
+        # one request per video fewer. Elsewhere the receipt has to say where it went.
+        record_delivery(receipts, key, delivered, receipt=submitted.receipt)
     return delivered
