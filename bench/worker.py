@@ -103,9 +103,18 @@ def trace_batch() -> dict[str, dict[str, float]]:
 
         setattr(module, name, traced)
 
-    for name in ("load_api", "load_manifest", "check_bucket", "report_estimate", "run_rows", "track_batch", "produce"):
+    for name in (
+        "load_api",
+        "load_manifest",
+        "check_bucket",
+        "report_estimate",
+        "run_rows",
+        "track_batch",
+        "listings",
+        "produce",
+    ):
         wrap(flows.batch, name)
-    for name in ("find_delivered", "submit", "wait", "deliver"):
+    for name in ("_delivered_at", "_submit", "wait", "deliver"):
         wrap(sora_tasks.core.pipeline, name)
     return marks
 
