@@ -57,6 +57,9 @@ class Receipt:
     delivered_bytes: int | None = None
     delivered_sha256: str | None = None
     expires_at: int | None = None
+    # The previews stored beside the video, if any.
+    thumbnail_uri: str | None = None
+    spritesheet_uri: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
