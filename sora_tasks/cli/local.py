@@ -55,7 +55,7 @@ def generate(
             poll_interval=settings.poll_interval,
             on_progress=reporter.update,
             on_submitted=lambda submitted: reporter.submitted(submitted.video_id, reused=submitted.reused),
-            thumbnail=args.thumbnail,
+            previews=args.previews,
         )
     except Exception as error:
         keep_for_collection(error, request, args.output, settings, args.ledger)

@@ -39,7 +39,7 @@ def generate(args: argparse.Namespace, target: Target, spec: VideoSpec, reporter
             output=args.output,
             api=api_parameter(target),
             destination=args.destination_block,
-            thumbnail=args.thumbnail,
+            previews=args.previews,
             ledger=args.ledger,
         )
     finally:
