@@ -159,7 +159,9 @@ def test_csv_manifest_on_s3_all_delivered(emulator, s3, bucket: str, tmp_path: P
     summary = keyed["generate-videos"]["data"]
     assert "**4 of 4 delivered**" in summary and "**16 s paid**" in summary and "**estimated $1.60**" in summary
     for n, outcome in enumerate(outcomes, start=1):
-        assert f"| {n} | ![row {n}]({outcome['thumbnail_uri']}) | [{outcome['video_id']}]({outcome['uri']}) |" in summary
+        assert (
+            f"| {n} | ![row {n}]({outcome['thumbnail_uri']}) | [{outcome['video_id']}]({outcome['uri']}) |" in summary
+        )
     assert [row["row"] for row in json.loads(keyed["generate-videos-table"]["data"])] == [1, 2, 3, 4]
 
 
