@@ -38,7 +38,7 @@ from prefect.utilities.annotations import quote
 from prefect_aws import S3Bucket
 from pydantic import BaseModel, Field
 
-from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket
+from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket, presigning_client
 from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
 from sora_tasks.core.images import prepare_image
 from sora_tasks.core.listing import Listing, forget_listings, shared_listing, take_listing
@@ -493,7 +493,7 @@ def report_batch(
 ) -> None:
     """A markdown summary with a thumbnail per row (a table artifact shows cells as text only) and the totals,
     under the run's key; every row, as plain data, in the table artifact ``<key>-table``."""
-    s3 = bucket_client(bucket)
+    s3 = presigning_client(bucket)
     table_key = f"{summary.key}-table"
     totals = batch_totals(outcomes)
     create_markdown_artifact(

@@ -12,7 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect_aws import S3Bucket
 
-from sora_tasks.blocks import VideosApi, load_api
+from sora_tasks.blocks import VideosApi, load_api, presigning_client
 from sora_tasks.core.client import DownloadedFile
 from sora_tasks.core.errors import StorageError, VideoNotReadyError
 from sora_tasks.core.ledger import Ledger
@@ -126,7 +126,7 @@ def run_artifact_key(given: str | None) -> str:
 
 def report(result: VideoResult, delivery: Delivery, settings: ApiSettings, summary: Summary) -> None:
     """The keyed summary (thumbnail, video, model, size, cost, timings) and a link to the video."""
-    s3 = delivery.s3_client()
+    s3 = presigning_client(delivery.bucket)
     urls = {
         name: presign(uri, summary.url_seconds, s3) if uri else None
         for name, uri in (

@@ -35,9 +35,9 @@ def open_delivered(args: argparse.Namespace, uri: str) -> None:
 
     s3 = None
     if uri.startswith("s3://") and args.destination_block:
-        from ..blocks import bucket_client, load_bucket
+        from ..blocks import load_bucket, presigning_client
 
-        s3 = bucket_client(load_bucket(args.destination_block))  # its credentials sign the URL
+        s3 = presigning_client(load_bucket(args.destination_block))  # its credentials sign the URL
     opened, message = open_video(uri, s3=s3)
     if not opened or not args.quiet:
         print(f"sora-video: {message}" if not opened else message, file=sys.stderr)

@@ -152,8 +152,9 @@ def check_presign_seconds(seconds: int) -> int:
 def presign(uri: str, seconds: int = MAX_PRESIGN_SECONDS, client: S3Client | None = None) -> str:
     """A URL a browser can load: a presigned GET for ``s3://`` (no request is sent), else the local path.
 
-    Signed with ``client``'s credentials; a URL signed by temporary credentials (a role)
-    stops working when they expire, whatever ``seconds`` says.
+    Signed with ``client``'s credentials (default: boto3's chain), which must sign SigV4
+    (``Config(signature_version="s3v4")``; the default client does). A URL signed by
+    temporary credentials (a role) stops working when they expire, whatever ``seconds`` says.
     """
     if not uri.startswith("s3://"):
         return uri
@@ -203,7 +204,10 @@ def _shared_s3_client(settings: tuple[str | None, ...]) -> S3Client:
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client("s3", config=Config(max_pool_connections=S3_MAX_CONNECTIONS))
+    # SigV4 for presigned URLs too: botocore still presigns S3 with SigV2 unless told, which
+    # buckets created since 2020 and newer regions refuse (and which ignores the 7-day cap).
+    config = Config(max_pool_connections=S3_MAX_CONNECTIONS, signature_version="s3v4")
+    return boto3.session.Session().client("s3", config=config)
 
 
 def check_bucket(bucket: str, client: S3Client | None = None) -> None:
