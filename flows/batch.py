@@ -59,7 +59,7 @@ from sora_tasks.core.storage import (
     resolve_destination,
 )
 from sora_tasks.core.summary import artifact_key as summary_key
-from sora_tasks.core.summary import batch_markdown, batch_totals
+from sora_tasks.core.summary import batch_markdown, batch_totals, table_rows
 from sora_tasks.tasks import (
     before_create,
     emit_materialized,
@@ -506,7 +506,7 @@ def report_batch(
             f"{totals['invalid']} invalid; ${totals['cost_usd']:.2f} ({manifest})"
         ),
     )
-    create_table_artifact(key=table_key, table=outcomes, description=f"generate-videos: {manifest}")
+    create_table_artifact(key=table_key, table=table_rows(outcomes), description=f"generate-videos: {manifest}")
 
 
 def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:

@@ -125,6 +125,33 @@ def batch_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+# The table artifact's columns, in this order (the UI shows the first ones without scrolling).
+TABLE_COLUMNS = (
+    "row",
+    "status",
+    "code",
+    "video_id",
+    "uri",
+    "thumbnail_uri",
+    "spritesheet_uri",
+    "how",
+    "cost_usd",
+    "duration",
+    "model",
+    "resolution",
+    "prompt",
+    "error",
+)
+
+
+def table_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The outcome rows with the columns a person looks for first; every row has every column."""
+    rows = list(rows)
+    extra = [name for row in rows for name in row if name not in TABLE_COLUMNS]
+    columns = [*TABLE_COLUMNS, *dict.fromkeys(extra)]
+    return [{name: row.get(name) for name in columns} for row in rows]
+
+
 def batch_markdown(
     rows: list[dict[str, Any]],
     *,
@@ -148,8 +175,8 @@ def batch_markdown(
         f"**{totals['failed']} failed** · **{totals['invalid']} skipped** (invalid rows) · "
         f"**{totals['paid_seconds']} s paid** · **estimated ${totals['cost_usd']:.2f}**",
         "",
-        "| row | thumbnail | video | status | error code | model | duration | cost |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | thumbnail | video | status | error code | length, model, cost |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows[:limit]:
         thumbnail = f"![row {row['row']}]({presign(row['thumbnail_uri'])})" if row.get("thumbnail_uri") else ""
@@ -159,10 +186,14 @@ def batch_markdown(
             video = f"`{row['video_id']}`"
         status = row["status"] + (f" ({row['how']})" if row.get("how") and row["how"] != "created" else "")
         cost = row.get("cost_usd")
-        duration = f"{row['duration']} s" if row.get("duration") else ""
+        details = [
+            f"{row['duration']} s" if row.get("duration") else "",
+            _cell(row.get("model") or ""),
+            "" if cost is None else f"${float(cost):.2f}",
+        ]
         lines.append(
             f"| {row['row']} | {thumbnail} | {video} | {_cell(status)} | {_cell(row.get('code') or '')} | "
-            f"{_cell(row.get('model') or '')} | {duration} | {'' if cost is None else f'${float(cost):.2f}'} |"
+            f"{', '.join(part for part in details if part)} |"
         )
     if len(rows) > limit:
         where = f" in the table artifact `{table_key}`" if table_key else ""
