@@ -61,6 +61,7 @@ from sora_tasks.core.storage import (
 from sora_tasks.core.summary import artifact_key as summary_key
 from sora_tasks.core.summary import batch_markdown, batch_totals, table_rows
 from sora_tasks.tasks import (
+    RunIdentity,
     before_create,
     emit_materialized,
     emit_referenced,
@@ -102,6 +103,9 @@ class RowContext:
     output_prefix: str = ""
     previews: bool = True
     manifest: str = ""  # the upstream asset of every video
+    # The batch's flow run, flow and deployment, for the rows' events: a row on a Dask
+    # worker has no flow run context to find them in.
+    identity: RunIdentity | None = None
 
 
 def listings(shared: RowContext, receipts: Receipts, s3: Any) -> tuple[Listing | None, Listing | None]:
@@ -167,7 +171,7 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         previews=shared.previews,
     )
     if delivered.how != "already delivered":
-        announce(delivered, shared.manifest)
+        announce(delivered, shared.manifest, shared.identity)
     return {
         "video_id": delivered.video_id,
         "uri": delivered.uri,
@@ -177,7 +181,7 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     }
 
 
-def announce(delivered: Delivered, manifest: str) -> None:
+def announce(delivered: Delivered, manifest: str, identity: RunIdentity | None = None) -> None:
     """A delivered row's events, from its own task run: each stored object materialized as an asset
     (the manifest upstream of the video, the video upstream of its previews), then ``sora.video.uploaded``.
 
@@ -210,6 +214,7 @@ def announce(delivered: Delivered, manifest: str) -> None:
         thumbnail_uri=delivered.thumbnail_uri,
         spritesheet_uri=delivered.spritesheet_uri,
         manifest=manifest or None,
+        identity=identity,
     )
 
 
@@ -390,7 +395,15 @@ def run_rows(
     """
     freeze_startup_objects()
     shared = RowContext(
-        settings, state, f"batch-{uuid.uuid4().hex}", max_in_flight, bucket, output_prefix, previews, manifest
+        settings,
+        state,
+        f"batch-{uuid.uuid4().hex}",
+        max_in_flight,
+        bucket,
+        output_prefix,
+        previews,
+        manifest,
+        run_identity(),
     )
     if rows:
         emit_referenced(manifest)  # the upstream asset, once per batch (its rows name it in their lineage)

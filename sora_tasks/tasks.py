@@ -157,14 +157,17 @@ def object_resource(uri: str) -> dict[str, str]:
     return {"prefect.resource.id": asset_key(uri), "prefect.resource.role": "object", "prefect.resource.name": uri}
 
 
-def emit_video_event(event: str, video_id: str, *, uri: str | None = None, **payload: Any) -> None:
+def emit_video_event(
+    event: str, video_id: str, *, uri: str | None = None, identity: RunIdentity | None = None, **payload: Any
+) -> None:
     """``sora.video.<event>`` about one video (resource ``sora.video.<id>``), for automations.
 
-    Related: the flow run, flow and deployment it happened in, and with ``uri`` the
-    stored object (role ``object``, id = its asset key), so a trigger can match
-    ``related`` on any of them.
+    Related: the flow run, flow and deployment it happened in (``identity``, taken by
+    the flow where the event comes from a thread or process without its context), and
+    with ``uri`` the stored object (role ``object``, id = its asset key), so a trigger
+    can match ``related`` on any of them.
     """
-    related = run_related()
+    related = run_related(identity)
     if uri is not None:
         related.append(object_resource(uri))
         payload = {"uri": uri, **payload}
