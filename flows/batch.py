@@ -486,7 +486,10 @@ def finish(
     """The keyed summary and table, one line per bad row, and the run's outcome."""
     logger = get_run_logger()
     outcomes.sort(key=lambda outcome: outcome["row"])
-    report_batch(outcomes, manifest, summary, bucket)
+    try:
+        report_batch(outcomes, manifest, summary, bucket)
+    except Exception as error:  # the rows are delivered; the run's outcome must not hang on its report
+        logger.warning("batch summary not written: %s", error)
     for outcome in outcomes:
         if outcome["status"] != "delivered":
             video = f" (video {outcome['video_id']})" if outcome.get("video_id") else ""

@@ -125,7 +125,18 @@ def run_artifact_key(given: str | None) -> str:
 
 
 def report(result: VideoResult, delivery: Delivery, settings: ApiSettings, summary: Summary) -> None:
-    """The keyed summary (thumbnail, video, model, size, cost, timings) and a link to the video."""
+    """The keyed summary (thumbnail, video, model, size, cost, timings) and a link to the video.
+
+    Never fails a run: the video is delivered (and would otherwise be recorded for
+    collection again); a summary that cannot be written is a warning.
+    """
+    try:
+        write_summary(result, delivery, settings, summary)
+    except Exception as error:
+        get_run_logger().warning("summary artifact of %s not written: %s", result.video_id, error)
+
+
+def write_summary(result: VideoResult, delivery: Delivery, settings: ApiSettings, summary: Summary) -> None:
     s3 = presigning_client(delivery.bucket)
     urls = {
         name: presign(uri, summary.url_seconds, s3) if uri else None
