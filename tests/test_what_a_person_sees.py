@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -106,22 +106,16 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
     return done
 
 
-def events(api_url: str, name: str, **filters: Any) -> list[dict[str, Any]]:
-    """Every stored event of that name (waiting until they stop arriving)."""
-    found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+def events(api_url: str, name: str, until: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """The stored events of that name, once ``until`` holds (the server persists events in batches)."""
+    deadline = time.monotonic() + 30
+    while True:
         answer = prefect_api(
-            "POST",
-            "/events/filter",
-            json={"filter": {"event": {"name": [name]}, **filters}, "limit": 50},
-            api_url=api_url,
+            "POST", "/events/filter", json={"filter": {"event": {"name": [name]}}, "limit": 50}, api_url=api_url
         )
-        if found and len(answer["events"]) == len(found):
-            return found
-        found = answer["events"]
-        time.sleep(1.0)
-    return found
+        if until(answer["events"]) or time.monotonic() > deadline:
+            return answer["events"]  # type: ignore[no-any-return]
+        time.sleep(0.5)
 
 
 def artifact(api_url: str, key: str) -> dict[str, Any]:
@@ -203,9 +197,15 @@ def test_a_sync_run_and_a_batch_leave_previews_keyed_summaries_assets_and_a_fail
     assert [row["row"] for row in table_rows] == [1, 2, 3]
 
     # Assets: every stored object materialized, named by its URI; lineage manifest -> video -> previews.
+    delivered_uris = {video["uri"], video["thumbnail_uri"], video["spritesheet_uri"]}
+    delivered_uris |= {row[name] for row in delivered for name in ("uri", "thumbnail_uri", "spritesheet_uri")}
     materialized = {
         event["resource"]["prefect.resource.id"]: event
-        for event in events(api_url, "prefect.asset.materialization.succeeded")
+        for event in events(
+            api_url,
+            "prefect.asset.materialization.succeeded",
+            until=lambda found: delivered_uris <= {event["resource"]["prefect.resource.id"] for event in found},
+        )
     }
     assert video["uri"] in materialized and video["thumbnail_uri"] in materialized
     assert materialized[video["uri"]]["payload"]["video_id"] == video["video_id"]
@@ -222,7 +222,7 @@ def test_a_sync_run_and_a_batch_leave_previews_keyed_summaries_assets_and_a_fail
         assert ("asset", manifest) in roles and ("flow-run", f"prefect.flow-run.{result['batch_run']}") in roles
         assert row["thumbnail_uri"] in materialized and row["spritesheet_uri"] in materialized
     assert len(materialized) == 3 * 3  # three objects for each of the three videos
-    referenced = events(api_url, "prefect.asset.referenced")
+    referenced = events(api_url, "prefect.asset.referenced", until=bool)
     assert [event["resource"]["prefect.resource.id"] for event in referenced] == [manifest]
 
     # The failed row: one sora.video.failed with its flow run, and the shipped automation's notification.
