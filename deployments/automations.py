@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     paths = args.files or sorted(FOLDER.glob("*.yaml"))
+    if not paths:
+        parser.error(f"no automation files in {FOLDER}: name one (automations/video-failed.yaml in the project)")
     for name, automation_id in apply(paths, args.notify):
         print(f"{name}: {automation_id}")
     return 0
