@@ -541,6 +541,7 @@ def bench_cli(render: float, repeats: int, prefect_api: str, work: Path) -> CliF
             output = work / f"cli-{kind}-{i}.mp4"
             output.unlink(missing_ok=True)
             command = [str(servers.BIN / "sora-video"), "--prompt", CLI_PROMPT, "--output", str(output)]
+            command += ["--no-previews"]  # like for like: the SDK script downloads the MP4 only
             command += ["--base-url", base_url, "--request-id", f"bench-{kind}-{i}-{time.time_ns()}"]
             creates = servers.count_requests(log)["create"]
             call = checked(timed_call(command, env, Path(env["SORA_HOME"]).parent / "run"), output, kind)

@@ -56,6 +56,7 @@ def batch_flow(args: dict[str, Any]) -> dict[str, Any]:
                 output_prefix=f"s3://{args['bucket']}/{args['tag']}",
                 api=VideosApi(base_url=args["base_url"], poll_interval=0.25),
                 max_in_flight=args["c"],
+                previews=False,  # like for like: the SDK baseline downloads the MP4 only
             )
         except BatchFailedError as error:
             raise SystemExit(f"batch flow failed: {error}") from error
@@ -162,6 +163,7 @@ def spread_parent(args: dict[str, Any]) -> None:
             api=args["api"],  # a saved block, by name: the shards load it on their workers
             max_in_flight=args["c"],
             spread=Spread(shards=args["shards"], work_pool=args["work_pool"]),
+            previews=False,
         )
     except BatchFailedError as error:
         raise SystemExit(f"spread batch failed: {error}") from error
@@ -174,7 +176,10 @@ def big_flow(args: dict[str, Any]) -> None:
     from sora_tasks.blocks import VideosApi
 
     generate_video(
-        "a large video", api=VideosApi(base_url=args["base_url"]), output=f"s3://{args['bucket']}/big-flow.mp4"
+        "a large video",
+        api=VideosApi(base_url=args["base_url"]),
+        output=f"s3://{args['bucket']}/big-flow.mp4",
+        previews=False,
     )
 
 
@@ -202,7 +207,8 @@ def overhead(args: dict[str, Any]) -> None:
     api = VideosApi(base_url=base_url, poll_interval=0.02)
     with tempfile.TemporaryDirectory() as work:
         client.videos.create_and_poll(prompt="warm-up", poll_interval_ms=20)
-        generate_video("warm-up", api=api, output=f"{work}/w.mp4")
+        # previews=False: like for like, the SDK loop below downloads the MP4 only.
+        generate_video("warm-up", api=api, output=f"{work}/w.mp4", previews=False)
         started = time.perf_counter()
         for i in range(videos):
             video = client.videos.create_and_poll(prompt=f"sdk {i}", poll_interval_ms=20)
@@ -213,7 +219,7 @@ def overhead(args: dict[str, Any]) -> None:
         started = time.perf_counter()
         with profiler:
             for i in range(videos):
-                generate_video(f"flow {i}", api=api, output=f"{work}/f{i}.mp4")
+                generate_video(f"flow {i}", api=api, output=f"{work}/f{i}.mp4", previews=False)
         flow = (time.perf_counter() - started) / videos
     Path(args["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     session = profiler.last_session

@@ -25,9 +25,12 @@ from prefect.settings import PREFECT_API_URL
 from flows.batch import generate_videos
 from flows.deferred import collect_pending
 from flows.derive import edit_video, extend_video, remix_video
+from flows.downstream import video_uploaded
 from flows.generate import generate_video
 from flows.manual import collect_video, submit_video
 from flows.storyboard import storyboard
+
+from .triggers import batch_video_uploaded
 
 NO_API = (
     "no reachable Prefect API: start one with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
@@ -53,6 +56,7 @@ def build_deployments() -> list[Any]:
         collect_pending.to_deployment(name="collect-pending", tags=["sora"], interval=60, concurrency_limit=1),
         generate_videos.to_deployment(name="nightly-batch", tags=["sora"], cron="0 2 * * *", paused=True),
         generate_videos.to_deployment(name="shard", tags=["sora", "shard"]),
+        video_uploaded.to_deployment(name="after-upload", tags=["sora"], triggers=[batch_video_uploaded()]),
     ]
 
 

@@ -38,20 +38,38 @@ from prefect.utilities.annotations import quote
 from prefect_aws import S3Bucket
 from pydantic import BaseModel, Field
 
-from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket
+from sora_tasks.blocks import VideosApi, bucket_client, key_in_bucket, load_api, load_bucket, presigning_client
 from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
 from sora_tasks.core.images import prepare_image
 from sora_tasks.core.listing import Listing, forget_listings, shared_listing, take_listing
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
-from sora_tasks.core.pipeline import produce
+from sora_tasks.core.pipeline import Delivered, produce
 from sora_tasks.core.pricing import estimate_cost, price_per_second
 from sora_tasks.core.receipts import Receipts
 from sora_tasks.core.receipts import default_location as default_receipts
 from sora_tasks.core.records import RecordStore
 from sora_tasks.core.settings import ApiSettings
 from sora_tasks.core.slots import forget, holding_slot
-from sora_tasks.core.storage import check_bucket, list_uris, resolve_destination
-from sora_tasks.tasks import before_create, emit_video_event, rendering_slot, retry_on_transient
+from sora_tasks.core.storage import (
+    MAX_PRESIGN_SECONDS,
+    check_bucket,
+    check_presign_seconds,
+    list_uris,
+    presign,
+    resolve_destination,
+)
+from sora_tasks.core.summary import artifact_key as summary_key
+from sora_tasks.core.summary import batch_markdown, batch_totals, table_rows
+from sora_tasks.tasks import (
+    RunIdentity,
+    before_create,
+    emit_materialized,
+    emit_referenced,
+    emit_video_event,
+    rendering_slot,
+    retry_on_transient,
+    run_identity,
+)
 
 from .delivery import saved_name
 from .spread import ShardRows, Spread, run_spread
@@ -83,6 +101,11 @@ class RowContext:
     max_in_flight: int
     bucket: S3Bucket | None = None
     output_prefix: str = ""
+    previews: bool = True
+    manifest: str = ""  # the upstream asset of every video
+    # The batch's flow run, flow and deployment, for the rows' events: a row on a Dask
+    # worker has no flow run context to find them in.
+    identity: RunIdentity | None = None
 
 
 def listings(shared: RowContext, receipts: Receipts, s3: Any) -> tuple[Listing | None, Listing | None]:
@@ -145,10 +168,54 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         before_create=before_create(settings),
         reconcile_since=since,
         outputs=outputs,
+        previews=shared.previews,
     )
     if delivered.how != "already delivered":
-        emit_video_event("uploaded", delivered.video_id, uri=delivered.uri, bytes=delivered.bytes, how=delivered.how)
-    return {"video_id": delivered.video_id, "uri": delivered.uri, "how": delivered.how}
+        announce(delivered, shared.manifest, shared.identity)
+    return {
+        "video_id": delivered.video_id,
+        "uri": delivered.uri,
+        "how": delivered.how,
+        "thumbnail_uri": delivered.thumbnail_uri,
+        "spritesheet_uri": delivered.spritesheet_uri,
+    }
+
+
+def announce(delivered: Delivered, manifest: str, identity: RunIdentity | None = None) -> None:
+    """A delivered row's events, from its own task run: each stored object materialized as an asset
+    (the manifest upstream of the video, the video upstream of its previews), then ``sora.video.uploaded``.
+
+    Events, not task runs: a row's four events cost no Prefect API call of their own
+    (they share the events worker's websocket), where a materializing task per object
+    would add three task runs to every row.
+    """
+    upstream = [manifest] if manifest else []
+    emit_materialized(
+        delivered.uri,
+        video_id=delivered.video_id,
+        model=delivered.model,
+        upstream=upstream,
+        bytes=delivered.bytes,
+        sha256=delivered.sha256,
+    )
+    for variant, uri in (("thumbnail", delivered.thumbnail_uri), ("spritesheet", delivered.spritesheet_uri)):
+        if uri:
+            emit_materialized(
+                uri, video_id=delivered.video_id, model=delivered.model, variant=variant, upstream=[delivered.uri]
+            )
+    emit_video_event(
+        "uploaded",
+        delivered.video_id,
+        uri=delivered.uri,
+        bytes=delivered.bytes,
+        sha256=delivered.sha256,
+        how=delivered.how,
+        model=delivered.model,
+        thumbnail_uri=delivered.thumbnail_uri,
+        spritesheet_uri=delivered.spritesheet_uri,
+        manifest=manifest or None,
+        identity=identity,
+    )
 
 
 def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
@@ -167,6 +234,7 @@ def invalid_record(bad: InvalidRow) -> dict[str, Any]:
         "row": bad.number,
         "prompt": str(bad.fields.get("prompt", ""))[:60],
         "status": "invalid",
+        "code": "invalid_row",
         "error": bad.error,
     }
 
@@ -184,6 +252,9 @@ def generate_videos(
     shard: ShardRows | None = None,
     state: str | None = None,
     paths: RowPaths | None = None,
+    previews: bool = True,
+    artifact_key: str | None = None,
+    preview_url_seconds: int = MAX_PRESIGN_SECONDS,
 ) -> list[dict[str, Any]]:
     """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
 
@@ -196,6 +267,15 @@ def generate_videos(
     in S3, else this machine's ``~/.prefect-sora``). A row stays inside what the run was
     given unless ``paths`` says otherwise (see :class:`RowPaths`).
 
+    ``previews``: each video's thumbnail and spritesheet go beside it (two more
+    downloads and uploads per row; skipped, with one warning, where the provider has
+    none). The run's summary, a markdown table with a thumbnail, link, status and error
+    code per row and the totals, is kept under ``artifact_key`` (default: the
+    deployment's full name, e.g. ``generate-videos-nightly-batch``, else
+    ``generate-videos``), every row also in the table artifact ``<key>-table``; its S3
+    links are presigned for ``preview_url_seconds`` (at most 7 days). Every delivered
+    object is materialized as a Prefect asset, downstream of the manifest.
+
     Returns the per-row outcome table when every row was delivered (``how`` says whether
     it was created, resumed, recreated or already delivered). Otherwise raises
     :class:`BatchFailedError` (the run ends Failed) with the same table as ``rows``,
@@ -203,7 +283,13 @@ def generate_videos(
     """
     if max_in_flight < 1:
         raise InvalidRequestError(f"max_in_flight must be at least 1, got {max_in_flight}")
+    summary = BatchSummary(run_artifact_key(artifact_key), check_presign_seconds(preview_url_seconds))
     settings = load_api(api)
+    if previews and not settings.profile.supports_variants:
+        get_run_logger().warning(
+            "previews skipped: provider %s serves no thumbnail or spritesheet", settings.profile.name
+        )
+        previews = False
     settings = settings.model_copy(
         update={
             "rate_limit_name": existing_limit(settings.rate_limit_name, "rate"),
@@ -255,6 +341,8 @@ def generate_videos(
                 "prices": prices,
                 "state": state,
                 "paths": paths.model_dump() if paths else None,
+                "previews": previews,
+                "preview_url_seconds": summary.url_seconds,
             },
             api=api,
             destination=destination,
@@ -266,12 +354,26 @@ def generate_videos(
             return outcomes
     else:
         outcomes = [invalid_record(bad) for bad in invalid]
-        outcomes += run_rows(rows, settings, bucket, state, max_in_flight, manifest, prices, output_prefix)
+        outcomes += run_rows(
+            rows, settings, bucket, state, max_in_flight, manifest, prices, output_prefix, previews=previews
+        )
         if shard is not None:
             RecordStore(f"{state}/batches/{shard.batch}", bucket_client(bucket)).put(
                 shard.record_name, json.dumps(outcomes)
             )
-    return finish(outcomes, manifest)
+    return finish(outcomes, manifest, summary, bucket)
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    key: str  # the markdown summary's; the table artifact's is ``<key>-table``
+    url_seconds: int = MAX_PRESIGN_SECONDS
+
+
+def run_artifact_key(given: str | None) -> str:
+    """``given`` (slugified), else this run's deployment (``flow-deployment``), else its flow's name."""
+    identity = run_identity()
+    return summary_key(given, identity.flow_name or "generate-videos", identity.deployment_name)
 
 
 def run_rows(
@@ -283,6 +385,8 @@ def run_rows(
     manifest: str,
     prices: dict[str, float] | None,
     output_prefix: str = "",
+    *,
+    previews: bool = True,
 ) -> list[dict[str, Any]]:
     """Every row on the flow's task runner; one outcome record per row.
 
@@ -290,7 +394,19 @@ def run_rows(
     walk every row's request and the shared settings (a block) looking for some.
     """
     freeze_startup_objects()
-    shared = RowContext(settings, state, f"batch-{uuid.uuid4().hex}", max_in_flight, bucket, output_prefix)
+    shared = RowContext(
+        settings,
+        state,
+        f"batch-{uuid.uuid4().hex}",
+        max_in_flight,
+        bucket,
+        output_prefix,
+        previews,
+        manifest,
+        run_identity(),
+    )
+    if rows:
+        emit_referenced(manifest)  # the upstream asset, once per batch (its rows name it in their lineage)
     context = FlowRunContext.get()
     flow_runner = context.task_runner if context is not None else None
     try:
@@ -340,26 +456,40 @@ def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, 
         result = future.result()
         paid = cost if result["how"] in ("created", "recreated") else 0.0
         return _row_record(
-            row, status="delivered", how=result["how"], video_id=result["video_id"], uri=result["uri"], cost_usd=paid
+            row,
+            status="delivered",
+            how=result["how"],
+            video_id=result["video_id"],
+            uri=result["uri"],
+            cost_usd=paid,
+            thumbnail_uri=result.get("thumbnail_uri"),
+            spritesheet_uri=result.get("spritesheet_uri"),
         )
     error = future.state.result(raise_on_failure=False)
     video_id = getattr(error, "video_id", None)
+    code = str(getattr(error, "code", None) or type(error).__name__)
     if video_id:
-        emit_video_event("failed", video_id, code=getattr(error, "code", type(error).__name__), message=str(error))
+        emit_video_event("failed", video_id, code=code, message=str(error), row=row.number)
     return _row_record(
         row,
         status="failed",
         video_id=video_id,
+        code=code,
         error=f"{type(error).__name__}: {error}",
         cost_usd=cost if video_id else 0.0,
     )
 
 
-def finish(outcomes: list[dict[str, Any]], manifest: str) -> list[dict[str, Any]]:
-    """One table, one line per bad row, and the run's outcome."""
+def finish(
+    outcomes: list[dict[str, Any]], manifest: str, summary: BatchSummary, bucket: S3Bucket | None = None
+) -> list[dict[str, Any]]:
+    """The keyed summary and table, one line per bad row, and the run's outcome."""
     logger = get_run_logger()
     outcomes.sort(key=lambda outcome: outcome["row"])
-    create_table_artifact(table=outcomes, description=f"generate-videos: {manifest}")
+    try:
+        report_batch(outcomes, manifest, summary, bucket)
+    except Exception as error:  # the rows are delivered; the run's outcome must not hang on its report
+        logger.warning("batch summary not written: %s", error)
     for outcome in outcomes:
         if outcome["status"] != "delivered":
             video = f" (video {outcome['video_id']})" if outcome.get("video_id") else ""
@@ -372,6 +502,27 @@ def finish(outcomes: list[dict[str, Any]], manifest: str) -> list[dict[str, Any]
         # catch (a list cannot be raised) and the run's state message names the bad rows.
         raise BatchFailedError(outcomes)
     return outcomes
+
+
+def report_batch(
+    outcomes: list[dict[str, Any]], manifest: str, summary: BatchSummary, bucket: S3Bucket | None = None
+) -> None:
+    """A markdown summary with a thumbnail per row (a table artifact shows cells as text only) and the totals,
+    under the run's key; every row, as plain data, in the table artifact ``<key>-table``."""
+    s3 = presigning_client(bucket)
+    table_key = f"{summary.key}-table"
+    totals = batch_totals(outcomes)
+    create_markdown_artifact(
+        key=summary.key,
+        markdown=batch_markdown(
+            outcomes, manifest=manifest, presign=lambda uri: presign(uri, summary.url_seconds, s3), table_key=table_key
+        ),
+        description=(
+            f"generate-videos: {totals['delivered']} of {totals['rows']} delivered, {totals['failed']} failed, "
+            f"{totals['invalid']} invalid; ${totals['cost_usd']:.2f} ({manifest})"
+        ),
+    )
+    create_table_artifact(key=table_key, table=table_rows(outcomes), description=f"generate-videos: {manifest}")
 
 
 def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:

@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.events import emit_event
 
 from sora_tasks.blocks import VideosApi, bucket_client, load_api, load_bucket
 from sora_tasks.core import pipeline
 from sora_tasks.core.errors import ConfigurationError
 from sora_tasks.core.ledger import Ledger, PendingVideo
 from sora_tasks.core.sweep import DEFAULT_WORKERS, summary, sweep
+from sora_tasks.tasks import emit_materialized, emit_video_event, run_identity
 
 T = TypeVar("T")
 
@@ -51,6 +51,7 @@ def collect_pending(
     book = Ledger(ledger)
     fallback = load_api(api)
     blocks = SavedBlocks()
+    identity = run_identity()  # the sweep's threads have no run context: their events name the run from here
 
     def deliver(record: PendingVideo) -> str:
         if record.api_block:
@@ -63,10 +64,21 @@ def collect_pending(
         s3 = blocks.get(record.destination_block, _bucket_s3_client) if record.destination_block else None
         # This worker thread's client for these settings (ApiSettings.client keeps one per thread).
         delivered = pipeline.collect(settings.client(), record.video_id, record.output, s3=s3)
-        emit_event(
-            event="sora.video.uploaded",
-            resource={"prefect.resource.id": f"sora.video.{record.video_id}", "prefect.resource.name": record.video_id},
-            payload={"uri": delivered.uri, "bytes": delivered.bytes, "sha256": delivered.sha256},
+        emit_materialized(
+            delivered.uri,
+            video_id=delivered.video_id,
+            model=delivered.model,
+            bytes=delivered.bytes,
+            sha256=delivered.sha256,
+        )
+        emit_video_event(
+            "uploaded",
+            record.video_id,
+            uri=delivered.uri,
+            identity=identity,
+            bytes=delivered.bytes,
+            sha256=delivered.sha256,
+            model=delivered.model,
         )
         return delivered.uri
 
@@ -75,11 +87,7 @@ def collect_pending(
     def report(row: dict[str, Any]) -> None:
         seen.append(row)
         if row["outcome"] == "failed":
-            emit_event(
-                event="sora.video.failed",
-                resource={"prefect.resource.id": f"sora.video.{row['video_id']}"},
-                payload={"code": row.get("code"), "message": row["detail"]},
-            )
+            emit_video_event("failed", row["video_id"], identity=identity, code=row.get("code"), message=row["detail"])
         logger.info("%s: %s (%s)", row["video_id"], row["outcome"], row["detail"])
 
     try:

@@ -44,7 +44,7 @@ from sora_tasks.derive_tasks import derive_video, fetch_source_video
 from sora_tasks.tasks import rendering_slot, wait_for_video
 
 from .delivery import Delivery, resolve_delivery
-from .generate import DEFAULT_OUTPUT, already_delivered, deliver, report
+from .generate import DEFAULT_OUTPUT, Summary, already_delivered, deliver, report
 from .hooks import keep_for_collection
 from .results import DerivedResult
 
@@ -56,16 +56,16 @@ def remix_video(
     output: str = DEFAULT_OUTPUT,
     api: VideosApi | str | None = None,
     destination: S3Bucket | str | None = None,
-    thumbnail: bool = False,
+    previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
 ) -> DerivedResult:
     """A new video from the finished video ``video_id`` and a new ``prompt`` (its size and length).
 
-    ``output``, ``api``, ``destination``, ``thumbnail``, ``ledger`` as in ``generate_video``;
+    ``output``, ``api``, ``destination``, ``previews``, ``ledger`` as in ``generate_video``;
     ``request_id`` makes an otherwise identical request a new, separately paid job.
     """
-    return derive("remix", video_id, prompt, None, output, api, destination, thumbnail, ledger, request_id)
+    return derive("remix", video_id, prompt, None, output, api, destination, previews, ledger, request_id)
 
 
 @flow(name="edit-video", log_prints=True)
@@ -75,12 +75,12 @@ def edit_video(
     output: str = DEFAULT_OUTPUT,
     api: VideosApi | str | None = None,
     destination: S3Bucket | str | None = None,
-    thumbnail: bool = False,
+    previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
 ) -> DerivedResult:
     """``source`` (a video id, a local MP4 or an ``s3://`` MP4) edited per ``prompt``; same size and length."""
-    return derive("edit", source, prompt, None, output, api, destination, thumbnail, ledger, request_id)
+    return derive("edit", source, prompt, None, output, api, destination, previews, ledger, request_id)
 
 
 @flow(name="extend-video", log_prints=True)
@@ -91,13 +91,13 @@ def extend_video(
     output: str = DEFAULT_OUTPUT,
     api: VideosApi | str | None = None,
     destination: S3Bucket | str | None = None,
-    thumbnail: bool = False,
+    previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
 ) -> DerivedResult:
     """``source`` (a video id, a local MP4 or an ``s3://`` MP4) followed by a new ``duration``-second
     segment (4, 8, 12, 16 or 20) per ``prompt``: one video whose duration is the sum."""
-    return derive("extend", source, prompt, duration, output, api, destination, thumbnail, ledger, request_id)
+    return derive("extend", source, prompt, duration, output, api, destination, previews, ledger, request_id)
 
 
 def derive(
@@ -108,7 +108,7 @@ def derive(
     output: str,
     api: VideosApi | str | None,
     destination: S3Bucket | str | None,
-    thumbnail: bool,
+    previews: bool,
     ledger: str | None,
     request_id: str | None,
 ) -> DerivedResult:
@@ -127,7 +127,7 @@ def derive(
     fetched = fetch_source_video(source, delivery.bucket) if is_s3_source(source) else FetchedSource(source)
     try:
         request = DerivedRequest.build(operation, prompt, fetched.source, duration=duration)
-        return _derive(request, source, settings, delivery, client.base_url, api, thumbnail, ledger, request_id)
+        return _derive(request, source, settings, delivery, client.base_url, api, previews, ledger, request_id)
     finally:
         fetched.cleanup()
 
@@ -139,7 +139,7 @@ def _derive(
     delivery: Delivery,
     base_url: str,
     api: VideosApi | str | None,
-    thumbnail: bool,
+    previews: bool,
     ledger: str | None,
     request_id: str | None,
 ) -> DerivedResult:
@@ -153,7 +153,7 @@ def _derive(
     if done is not None:
         logger.info("already delivered at %s (video %s): nothing to pay for", done.uri, done.video_id)
         result = _result(already_delivered(done).model_dump(), request, source)
-        report(result)
+        report(result, delivery, settings, Summary())
         return result
 
     timings: dict[str, float] = {}
@@ -189,7 +189,7 @@ def _derive(
             delivery,
             rendered,
             timings,
-            thumbnail=thumbnail,
+            previews=previews,
             fingerprint=key,
             artifacts=False,
         )
@@ -198,7 +198,7 @@ def _derive(
         raise
     result = _result({**delivered.model_dump(), "how": job.how}, request, source)
     record_delivery(receipts, key, result)
-    report(result)
+    report(result, delivery, settings, Summary())
     context = FlowRunContext.get()
     if context is not None and context.flow_run is not None and context.flow_run.run_count > 1:
         Ledger(ledger).remove(job.video_id)  # an earlier attempt of this run recorded it; delivered now

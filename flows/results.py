@@ -19,6 +19,7 @@ class VideoResult(BaseModel):
     expires_at: int | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     thumbnail_uri: str | None = None
+    spritesheet_uri: str | None = None
     # created, resumed, recreated, or already delivered (an earlier run's video, nothing paid).
     how: str = "created"
 

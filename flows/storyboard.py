@@ -56,7 +56,7 @@ def storyboard(
     api: VideosApi | str | None = None,
     destination: S3Bucket | str | None = None,
     fit: Fit = "cover",
-    thumbnail: bool = False,
+    previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
 ) -> StoryboardResult:
@@ -66,7 +66,7 @@ def storyboard(
     on OpenAI's API; each extension 4, 8, 12, 16 or 20 s). ``image``: a reference image
     for the first shot (path or ``s3://``, fitted to ``resolution`` per ``fit``).
     ``model`` (default: the API block's) and ``resolution`` are the first shot's, which
-    the extensions keep. ``output``, ``api``, ``destination``, ``thumbnail``, ``ledger``,
+    the extensions keep. ``output``, ``api``, ``destination``, ``previews``, ``ledger``,
     ``request_id`` as in ``generate_video``. The result lists each shot's video id; its
     ``duration`` is the sum of the shots.
     """
@@ -88,7 +88,7 @@ def storyboard(
         result = StoryboardResult(**already_delivered(done).model_dump(), shots=_shots(outcomes))
         report(result)
         return result
-    return _run(plan, settings, delivery, receipts, receipts_at, api, thumbnail, ledger)
+    return _run(plan, settings, delivery, receipts, receipts_at, api, previews, ledger)
 
 
 def _run(
@@ -98,7 +98,7 @@ def _run(
     receipts: Receipts,
     receipts_at: str,
     api: VideosApi | str | None,
-    thumbnail: bool,
+    previews: bool,
     ledger: str | None,
 ) -> StoryboardResult:
     logger = get_run_logger()
@@ -159,7 +159,7 @@ def _run(
             delivery,
             rendered,
             timings,
-            thumbnail=thumbnail,
+            previews=previews,
             fingerprint=plan.final.key,
             artifacts=False,
         )

@@ -138,3 +138,21 @@ def key_in_bucket(bucket: S3Bucket, key: str, *, what: str = "output") -> str:
 def bucket_client(bucket: S3Bucket | None) -> Any:
     """The block's S3 client (cached by prefect-aws), or None for boto3's default chain."""
     return bucket.credentials.get_s3_client() if bucket is not None else None
+
+
+def presigning_client(bucket: S3Bucket | None) -> Any:
+    """An S3 client with the block's credentials that presigns with SigV4 (None: the default chain's, which does).
+
+    The block's own client presigns with botocore's default, SigV2, which newer buckets
+    and regions refuse.
+    """
+    if bucket is None:
+        return None
+    from botocore.config import Config
+
+    credentials: Any = bucket.credentials
+    params = dict(credentials.aws_client_parameters.get_params_override())
+    config = params.pop("config", None) or Config()
+    if getattr(credentials, "region_name", None):
+        params["region_name"] = credentials.region_name
+    return credentials.get_boto3_session().client("s3", config=config.merge(Config(signature_version="s3v4")), **params)

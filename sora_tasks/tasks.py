@@ -8,10 +8,14 @@ for once on any machine.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
@@ -20,13 +24,13 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import rate_limit
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
 from .blocks import bucket_client
-from .core import progress
+from .core import pipeline, progress
 from .core.client import DownloadedFile, Variant
 from .core.errors import TransientError
 from .core.images import Fit, ImageSource, PreparedImage, prepare_image
@@ -63,13 +67,149 @@ _transient_retries: dict[str, Any] = {
 }
 
 
-def emit_video_event(event: str, video_id: str, **payload: Any) -> None:
-    """``sora.video.<event>`` about one video (resource ``sora.video.<id>``), for automations."""
+@dataclass(frozen=True)
+class RunIdentity:
+    """The flow run this code runs in, as automations and artifact keys name it (all None outside a run)."""
+
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    flow_id: str | None = None
+    flow_name: str | None = None
+    deployment_id: str | None = None
+    deployment_name: str | None = None
+
+
+def run_identity() -> RunIdentity:
+    """This run's flow run, flow and deployment, from the run context (one API read per deployment, cached)."""
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context is not None else None
+    if flow_run is None:
+        task_context = TaskRunContext.get()  # a task run elsewhere (a Dask worker): its flow run's id only
+        flow_run_id = task_context.task_run.flow_run_id if task_context is not None else None
+        return RunIdentity(flow_run_id=str(flow_run_id) if flow_run_id else None)
+    deployment_id = str(flow_run.deployment_id) if flow_run.deployment_id else None
+    return RunIdentity(
+        flow_run_id=str(flow_run.id),
+        flow_run_name=flow_run.name,
+        flow_id=str(flow_run.flow_id),
+        flow_name=context.flow.name if context is not None and context.flow is not None else None,
+        deployment_id=deployment_id,
+        deployment_name=_deployment_name(deployment_id) if deployment_id else None,
+    )
+
+
+@lru_cache(maxsize=64)
+def _deployment_name(deployment_id: str) -> str | None:
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_deployment(UUID(deployment_id)).name
+    except Exception as error:  # a name is a nicety: the id still goes out
+        logging.getLogger("sora_tasks").debug("could not read deployment %s: %s", deployment_id, error)
+        return None
+
+
+def run_related(identity: RunIdentity | None = None) -> list[dict[str, str]]:
+    """The flow run, its flow and its deployment as an event's related resources.
+
+    Prefect's events worker attaches these from the run context too, but only where a
+    run context reaches the emitting thread; named here, automation filters
+    (``match_related``) and notification templates (``{{ flow_run.name }}``) always find them.
+    """
+    identity = identity or run_identity()
+    related: list[dict[str, str]] = []
+    for kind, resource_id, name in (
+        ("flow-run", identity.flow_run_id, identity.flow_run_name),
+        ("flow", identity.flow_id, identity.flow_name),
+        ("deployment", identity.deployment_id, identity.deployment_name),
+    ):
+        if resource_id:
+            resource = {"prefect.resource.id": f"prefect.{kind}.{resource_id}", "prefect.resource.role": kind}
+            if name:
+                resource["prefect.resource.name"] = name
+            related.append(resource)
+    return related
+
+
+# Prefect's asset key rules (prefect.types.names, 3.8): a lowercase scheme, at most 512
+# characters, none of these.
+ASSET_KEY_FORBIDDEN = "\n\r\t\0 #?&%\"'<>[]{}|\\^`"
+ASSET_KEY_MAX = 512
+
+
+def asset_key(uri: str) -> str:
+    """The Prefect asset key of a stored object: its ``s3://`` URI, or ``file://`` and its absolute path.
+
+    Characters Prefect refuses in a key (space, ``%``, ``#``, ``?``, quotes, brackets...)
+    become ``_``; a key past 512 characters is cut and ends in a digest of the whole. The
+    exact URI always travels in the event's payload.
+    """
+    key = uri if uri.startswith("s3://") else "file://" + Path(uri).expanduser().absolute().as_posix()
+    key = "".join("_" if char in ASSET_KEY_FORBIDDEN else char for char in key)
+    if len(key) > ASSET_KEY_MAX:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        key = f"{key[: ASSET_KEY_MAX - 17]}-{digest}"
+    return key
+
+
+def object_resource(uri: str) -> dict[str, str]:
+    """A delivered object as a related resource (role ``object``), named by its exact URI."""
+    return {"prefect.resource.id": asset_key(uri), "prefect.resource.role": "object", "prefect.resource.name": uri}
+
+
+def emit_video_event(
+    event: str, video_id: str, *, uri: str | None = None, identity: RunIdentity | None = None, **payload: Any
+) -> None:
+    """``sora.video.<event>`` about one video (resource ``sora.video.<id>``), for automations.
+
+    Related: the flow run, flow and deployment it happened in (``identity``, taken by
+    the flow where the event comes from a thread or process without its context), and
+    with ``uri`` the stored object (role ``object``, id = its asset key), so a trigger
+    can match ``related`` on any of them.
+    """
+    related = run_related(identity)
+    if uri is not None:
+        related.append(object_resource(uri))
+        payload = {"uri": uri, **payload}
     emit_event(
         event=f"sora.video.{event}",
         resource={"prefect.resource.id": f"sora.video.{video_id}", "prefect.resource.name": video_id},
+        related=related,
         payload=payload,
     )
+
+
+def emit_materialized(
+    uri: str,
+    *,
+    video_id: str,
+    model: str,
+    variant: str = "video",
+    upstream: Iterable[str] = (),
+    **metadata: Any,
+) -> None:
+    """``prefect.asset.materialization.succeeded`` for a stored object, as ``@materialize`` emits it.
+
+    Emitted directly rather than through a materializing task: a batch row would
+    otherwise need a task run per delivered object (three per row), and an asset's key
+    (the object's URI) is known only once the video id is. The shape is Prefect's own
+    (``AssetContext.emit_events``): resource = the asset key, ``upstream`` assets as
+    related resources with role ``asset``, metadata as the payload; the events worker
+    adds the flow run and task run from the context.
+    """
+    key = asset_key(uri)
+    emit_event(
+        event="prefect.asset.materialization.succeeded",
+        resource={"prefect.resource.id": key, "prefect.resource.name": PurePosixPath(key).name},
+        related=[{"prefect.resource.id": asset_key(source), "prefect.resource.role": "asset"} for source in upstream],
+        payload={"uri": uri, "video_id": video_id, "model": model, "variant": variant, **metadata},
+    )
+
+
+def emit_referenced(uri: str) -> None:
+    """``prefect.asset.referenced`` for an input (a batch's manifest), as ``@materialize`` emits for upstream assets."""
+    emit_event(event="prefect.asset.referenced", resource={"prefect.resource.id": asset_key(uri)}, related=[])
 
 
 @task(name="preprocess-image", timeout_seconds=120, **_transient_retries)
@@ -211,8 +351,14 @@ def upload_video(
     request: VideoRequest,
     bucket: S3Bucket | None = None,
     fingerprint: str | None = None,
+    announce: bool = True,
 ) -> StoredVideo:
-    """Deliver the file to a local path or S3 (with an S3Bucket block's credentials) and verify what landed."""
+    """Deliver the file to a local path or S3 (with an S3Bucket block's credentials) and verify what landed.
+
+    The stored object is materialized as a Prefect asset (key: its URI); with
+    ``announce`` a video's ``sora.video.uploaded`` event is emitted here (a caller that
+    delivers previews too emits it once they are stored).
+    """
     client = bucket_client(bucket)
     destination = resolve_destination(output, video_id=downloaded.video_id, model=request.model)
     metadata = object_metadata(
@@ -235,5 +381,30 @@ def upload_video(
     get_run_logger().info(
         "stored %s at %s (%d bytes, sha256 %s)", downloaded.video_id, stored.uri, stored.bytes, stored.sha256
     )
-    emit_video_event("uploaded", downloaded.video_id, uri=stored.uri, bytes=stored.bytes, sha256=stored.sha256)
+    emit_materialized(
+        stored.uri, video_id=downloaded.video_id, model=request.model, bytes=stored.bytes, sha256=stored.sha256
+    )
+    if announce:
+        emit_video_event("uploaded", downloaded.video_id, uri=stored.uri, bytes=stored.bytes, sha256=stored.sha256)
+    return stored
+
+
+@task(name="deliver-previews", timeout_seconds=900, cache_policy=NO_CACHE)
+def deliver_previews(
+    video_id: str, video_uri: str, model: str, settings: ApiSettings, bucket: S3Bucket | None = None
+) -> dict[str, str]:
+    """The thumbnail and spritesheet beside the video at ``video_uri`` (variant -> URI), each materialized
+    as an asset downstream of the video. Best effort: a preview the server lacks is skipped with a warning.
+
+    One task run for both (the core retries transient failures itself): previews add two
+    downloads and two uploads to a delivery, not four task runs.
+    """
+    logger = get_run_logger()
+    stored = pipeline.deliver_previews(
+        settings.client(), video_id, video_uri, model=model, s3=bucket_client(bucket), warn=logger.warning
+    )
+    for variant, uri in stored.items():
+        emit_materialized(uri, video_id=video_id, model=model, variant=variant, upstream=[video_uri])
+    if stored:
+        logger.info("previews of %s: %s", video_id, ", ".join(stored.values()))
     return stored

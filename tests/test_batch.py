@@ -24,6 +24,7 @@ from sora_tasks.core.pricing import estimate_cost
 from sora_tasks.core.request import VideoRequest
 
 from .media import api_requests, probe_mp4, sha256
+from .prefect_api import prefect_api
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
@@ -106,6 +107,7 @@ def test_batch_reports_every_row_and_caps_jobs_in_flight(  # type: ignore[no-unt
         "delivered",
     ]
     assert "1920x1080" in outcomes[2]["error"] and "moderation_blocked" in outcomes[3]["error"]
+    assert (outcomes[2]["code"], outcomes[3]["code"]) == ("invalid_row", "moderation_blocked")
     assert outcomes[3]["video_id"].startswith("video_")  # a failed row keeps its id
     assert outcomes[4]["uri"] == f"s3://{bucket}/batch/products/{outcomes[4]['video_id']}.mp4"
     for outcome in outcomes:
@@ -131,13 +133,36 @@ def test_csv_manifest_on_s3_all_delivered(emulator, s3, bucket: str, tmp_path: P
             {"prompt": f"csv row {n} {tag}", "duration": 4, "resolution": "1280x720", "output": f"clip-{n}.mp4"}
         )
     s3.put_object(Bucket=bucket, Key="manifests/today.csv", Body=buffer.getvalue().encode())
-    outcomes = generate_videos(
+    state = generate_videos(
         manifest=f"s3://{bucket}/manifests/today.csv",
         output_prefix=str(tmp_path / "out"),
         api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
+        return_state=True,
     )
+    outcomes = state.result()
     assert [o["status"] for o in outcomes] == ["delivered"] * 4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"clip-{n}.mp4" for n in range(4)]
+    # Each video with its previews beside it (on by default), named in its row.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"clip-{n}{suffix}" for n in range(4) for suffix in (".mp4", ".thumbnail.webp", ".spritesheet.jpg")
+    )
+    for n, outcome in enumerate(outcomes):
+        assert outcome["thumbnail_uri"] == str(tmp_path / "out" / f"clip-{n}.thumbnail.webp")
+        assert outcome["spritesheet_uri"] == str(tmp_path / "out" / f"clip-{n}.spritesheet.jpg")
+    # The keyed summary (a thumbnail per row, the totals) and the keyed table of every row.
+    artifacts = prefect_api(
+        "POST",
+        "/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}, "limit": 50},
+    )
+    keyed = {artifact["key"]: artifact for artifact in artifacts if artifact["key"]}
+    assert set(keyed) == {"generate-videos", "generate-videos-table"}
+    summary = keyed["generate-videos"]["data"]
+    assert "**4 of 4 delivered**" in summary and "**16 s paid**" in summary and "**estimated $1.60**" in summary
+    for n, outcome in enumerate(outcomes, start=1):
+        assert (
+            f"| {n} | ![row {n}]({outcome['thumbnail_uri']}) | [{outcome['video_id']}]({outcome['uri']}) |" in summary
+        )
+    assert [row["row"] for row in json.loads(keyed["generate-videos-table"]["data"])] == [1, 2, 3, 4]
 
 
 def test_row_outliving_the_sdk_retries_is_retried_whole_without_a_second_create(  # type: ignore[no-untyped-def]

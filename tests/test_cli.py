@@ -40,6 +40,12 @@ def test_no_key_uses_the_local_emulator_and_writes_a_real_mp4(tmp_path: Path) ->
     assert Path(result.stdout.strip()) == tmp_path / "clip.mp4"
     probe = probe_mp4(tmp_path / "clip.mp4")
     assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 1280, 720, 96)
+    # Previews by default, beside the video.
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == [
+        "clip.mp4",
+        "clip.spritesheet.jpg",
+        "clip.thumbnail.webp",
+    ]
 
 
 def test_image_to_video_to_s3_with_seed_flags(tmp_path: Path, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +129,68 @@ def test_providers_are_listed() -> None:
     assert result.returncode == 0
     for name in ("openai", "litellm", "vllm-omni", "sglang", "generic"):
         assert name in result.stdout
+
+
+def fake_viewer(folder: Path, name: str) -> Path:
+    """A viewer on PATH (or $BROWSER) that records what it was asked to open, one line per call."""
+    record = folder / f"{name}.opened"
+    script = folder / "bin" / name
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{record}"\n')
+    script.chmod(0o755)
+    return record
+
+
+def wait_for_lines(record: Path, timeout: float = 20.0) -> list[str]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return record.read_text().splitlines() if record.exists() else []
+
+
+def test_open_shows_the_video_with_the_system_viewer(tmp_path: Path, emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    env = {"OPENAI_BASE_URL": emulator.base_url}
+    opened = fake_viewer(tmp_path, "xdg-open")
+    viewers = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
+    local = sora_video(
+        "--prompt", "Opened at once", "--output", str(tmp_path / "open.mp4"), "--open", "--no-previews",
+        env={**env, "PATH": viewers},
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    assert local.stdout.strip() == str(tmp_path / "open.mp4")  # stdout is still only the result
+    assert wait_for_lines(opened) == [str(tmp_path / "open.mp4")]
+    assert f"opened {tmp_path / 'open.mp4'} with xdg-open" in local.stderr
+    assert not (tmp_path / "open.thumbnail.webp").exists()  # --no-previews
+
+    # S3: a presigned URL through the browser ($BROWSER, as Python's webbrowser reads it).
+    browsed = fake_viewer(tmp_path, "browser")
+    remote = sora_video(
+        "--prompt", "Opened from S3", "--output", f"s3://{bucket}/open/{{video_id}}.mp4", "--open",
+        env={**env, "BROWSER": str(tmp_path / "bin" / "browser")},
+    )  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    [url] = wait_for_lines(browsed)
+    key = remote.stdout.strip().removeprefix(f"s3://{bucket}/")
+    assert url.startswith(f"{os.environ['AWS_ENDPOINT_URL']}/{bucket}/{key}?") and "Signature=" in url
+    import httpx
+
+    answer = httpx.get(url)
+    assert answer.status_code == 200 and answer.content[4:8] == b"ftyp"  # the MP4 itself
+    assert s3.head_object(Bucket=bucket, Key=key.removesuffix(".mp4") + ".thumbnail.webp")["ContentLength"] > 0
+
+    # No viewer at all: delivered anyway, and a line that says so.
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    python_only = f"{empty}:{Path(sys.executable).parent}"
+    none = sora_video(
+        "--prompt", "Nobody to show it", "--output", str(tmp_path / "none.mp4"), "--open",
+        env={**env, "PATH": python_only},
+    )  # fmt: skip
+    assert none.returncode == 0, none.stderr
+    assert f"no viewer to open {tmp_path / 'none.mp4'}: xdg-open" in none.stderr
+    assert (tmp_path / "none.mp4").exists()
+
+    refused = sora_video("--prompt", "x", "--async", "--open", env=env)
+    assert refused.returncode == 2 and "--open" in refused.stderr and emulator.state.jobs_created == 3

@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deployments.serve import build_deployments
+from deployments.triggers import batch_video_uploaded
 
 from .media import probe_mp4
 from .prefect_api import prefect_api
@@ -85,12 +87,24 @@ def test_all_deployments_are_registered_with_their_schedules(prefect_server: dic
         ("collect-pending", "flows/deferred.py:collect_pending"),
         ("nightly-batch", "flows/batch.py:generate_videos"),
         ("shard", "flows/batch.py:generate_videos"),
+        ("after-upload", "flows/downstream.py:video_uploaded"),
     }
     schedules = {d["name"]: d["schedules"] for d in deployments}
     assert schedules["collect-pending"][0]["schedule"]["interval"] == 60
     assert schedules["nightly-batch"][0]["schedule"]["cron"] == "0 2 * * *"
     assert not schedules["nightly-batch"][0]["active"]  # waits for a real manifest
     assert {d.name for d in build_deployments()} == {name for name, _ in names}  # serve.py matches
+
+
+def test_the_shipped_trigger_is_the_same_in_prefect_yaml_and_serve() -> None:
+    import yaml
+
+    shipped = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
+    [after_upload] = [d for d in shipped["deployments"] if d["name"] == "after-upload"]
+    [in_yaml] = after_upload["triggers"]
+    [served] = next(d for d in build_deployments() if d.name == "after-upload").triggers
+    assert type(served).model_validate(in_yaml).model_dump() == served.model_dump()
+    assert served.model_dump() == batch_video_uploaded().model_dump()
 
 
 def test_adhoc_deployment_runs_on_a_worker(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
@@ -108,8 +122,17 @@ def test_adhoc_deployment_runs_on_a_worker(prefect_server: dict[str, str], emula
     assert probe_mp4(body).frames == 96
     artifacts = api(prefect_server, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
     assert isinstance(artifacts, list) and len(artifacts) == 3 and any(job.id in str(a["data"]) for a in artifacts)
+    assert [a["key"] for a in artifacts if a["key"]] == ["generate-video-adhoc"]  # keyed per deployment
     wanted = {"sora.video.created", "sora.video.completed", "sora.video.uploaded"}
     assert recorded_events(prefect_server, job.id, wanted) == wanted
+    # The upload names its flow run, its deployment and the object, for automations to match on.
+    found = api(prefect_server, "/events/filter", {"filter": {"event": {"name": ["sora.video.uploaded"]}}, "limit": 5})
+    assert isinstance(found, dict)
+    [uploaded] = [e for e in found["events"] if e["resource"]["prefect.resource.id"] == f"sora.video.{job.id}"]
+    related = {r["prefect.resource.role"]: r for r in uploaded["related"]}
+    assert related["flow-run"]["prefect.resource.id"] == f"prefect.flow-run.{flow_run_id}"
+    assert related["deployment"]["prefect.resource.name"] == "adhoc"
+    assert related["object"]["prefect.resource.id"] == f"s3://{bucket}/{job.id}.mp4"
 
 
 def recorded_events(env: dict[str, str], video_id: str, wanted: set[str]) -> set[str]:
@@ -156,7 +179,37 @@ def test_batch_deployment(prefect_server: dict[str, str], emulator, s3, bucket: 
     log = work_once(prefect_server)
     assert flow_run_state(prefect_server, flow_run_id) == "COMPLETED", log
     keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="nightly/")["Contents"])
-    assert keys == sorted(f"nightly/{job.id}.mp4" for job in emulator.state.listing()) and len(keys) == 3
+    jobs = emulator.state.listing()
+    expected = [
+        f"nightly/{job.id}{suffix}" for job in jobs for suffix in (".mp4", ".spritesheet.jpg", ".thumbnail.webp")
+    ]
+    assert keys == sorted(expected) and len(jobs) == 3
+
+    # The trigger prefect.yaml ships (`prefect deploy` made it an automation): one run of the
+    # downstream deployment per uploaded video, with the event's URIs as its parameters.
+    downstream = downstream_runs(prefect_server, 3)
+    assert sorted(run["parameters"]["uri"] for run in downstream) == sorted(
+        f"s3://{bucket}/nightly/{job.id}.mp4" for job in jobs
+    )
+    for run in downstream:
+        video_id = run["parameters"]["video_id"]
+        assert run["parameters"]["thumbnail_uri"] == f"s3://{bucket}/nightly/{video_id}.thumbnail.webp"
+        assert run["parameters"]["model"] == "sora-2"
+    log = work_once(prefect_server)  # the downstream runs are real runs: a worker runs them
+    assert [flow_run_state(prefect_server, run["id"]) for run in downstream] == ["COMPLETED"] * 3, log
+
+
+def downstream_runs(env: dict[str, str], count: int) -> list[dict[str, Any]]:
+    """The after-upload deployment's flow runs, once ``count`` exist (the trigger fires as events arrive)."""
+    deployment = prefect_api("GET", "/deployments/name/video-uploaded/after-upload", api_url=env["PREFECT_API_URL"])
+    deadline = time.monotonic() + 60
+    while True:
+        runs = api(env, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
+        assert isinstance(runs, list)
+        if len(runs) >= count or time.monotonic() > deadline:
+            assert len(runs) == count, runs
+            return runs
+        time.sleep(0.5)
 
 
 def test_batch_deployment_with_a_bad_row_ends_failed(prefect_server: dict[str, str], emulator, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,27 @@ def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_pro
     assert len(obj["Metadata"]["fingerprint"]) == 64
     assert result.bytes == len(body) and result.status == "completed" and result.expires_at
     assert (result.model, result.duration, result.resolution) == ("sora-2", 8, "720x1280")
-    assert set(result.timings) == {"preprocess", "create", "wait", "download", "upload"}
+    assert set(result.timings) == {"preprocess", "create", "wait", "download", "upload", "previews"}
+    # The previews, beside the video by default: same name, the variant's extension.
+    stem = key.removesuffix(".mp4")
+    assert result.thumbnail_uri == f"s3://{bucket}/{stem}.thumbnail.webp"
+    assert result.spritesheet_uri == f"s3://{bucket}/{stem}.spritesheet.jpg"
+    thumbnail = s3.get_object(Bucket=bucket, Key=f"{stem}.thumbnail.webp")
+    assert thumbnail["ContentType"] == "image/webp" and thumbnail["Metadata"]["video-id"] == result.video_id
+    with Image.open(io.BytesIO(thumbnail["Body"].read())) as image:
+        assert (image.format, image.size) == ("WEBP", (720, 1280))  # the video's own aspect
+    sheet = s3.get_object(Bucket=bucket, Key=f"{stem}.spritesheet.jpg")
+    assert Image.open(io.BytesIO(sheet["Body"].read())).format == "JPEG"
     artifacts = run_artifacts(state.state_details.flow_run_id)
     assert sorted(artifact["type"] for artifact in artifacts) == ["markdown", "markdown", "progress"]
     assert any(f"]({result.uri})" in str(artifact["data"]) for artifact in artifacts)  # the link
-    assert any(f"| video_id | {result.video_id} |" in str(artifact["data"]) for artifact in artifacts)
-    assert emulator.state.jobs_created == 1 and emulator.state.count("content") == 1
+    [summary] = [artifact for artifact in artifacts if artifact["key"]]
+    assert summary["key"] == "generate-video"  # no deployment: the flow's name
+    assert f"![thumbnail of {result.video_id}](" in summary["data"]
+    assert f"| video id | `{result.video_id}` |" in summary["data"]
+    assert "| estimated cost | $0.80 |" in summary["data"] and "| **total** |" in summary["data"]
+    # One video, its thumbnail and its spritesheet.
+    assert emulator.state.jobs_created == 1 and emulator.state.count("content") == 3
 
 
 def test_image_to_video_to_s3_and_disk(emulator, s3, bucket: str, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
@@ -108,6 +124,8 @@ def test_image_to_video_to_s3_and_disk(emulator, s3, bucket: str, tmp_path: Path
         ({"output": "ftp://host/v.mp4"}, "local path or s3://"),
         ({"output": "videos/{user}.mp4"}, "allowed: video_id, date, model"),
         ({"base_url": "not a url"}, "base_url must be an http"),
+        ({"preview_url_seconds": 8 * 24 * 3600}, "between 1 and 604800"),
+        ({"artifact_key": "!!!"}, "artifact_key '!!!' has no letter or digit"),
     ],
 )
 def test_bad_input_fails_before_any_request(
@@ -157,7 +175,9 @@ def test_transient_faults_are_retried(emulator, tmp_path: Path, unique_prompt: s
     emulator.faults.inject("500", endpoint="create")  # plain 500: nothing created, reconciled, retried
     emulator.faults.inject("503", endpoint="retrieve", count=2)
     emulator.faults.inject("cut", endpoint="content")
-    result = generate_video(unique_prompt, output=str(tmp_path / "v.mp4"), api=api_for(emulator, poll_interval=0.1))
+    result = generate_video(
+        unique_prompt, output=str(tmp_path / "v.mp4"), api=api_for(emulator, poll_interval=0.1), previews=False
+    )
     assert Path(result.uri).read_bytes() == emulator_bytes(emulator, result.video_id)
     state = emulator.state
     assert state.jobs_created == 1
@@ -254,3 +274,43 @@ def test_saved_api_block_key_and_s3_bucket_block_destination(
     with pytest.raises(ValueError, match="no VideosApi block named 'nope'"):
         generate_video("p", api="nope", destination=f"videos-{suffix}")
     assert emulator.state.jobs_created == 1  # neither unknown name cost anything
+
+
+def test_previews_off_a_given_key_and_a_provider_without_previews(  # type: ignore[no-untyped-def]
+    emulator, tmp_path: Path, unique_prompt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = api_for(emulator, poll_interval=0.1)
+    # The seed's thumbnail=False still means no thumbnail (and now no spritesheet either).
+    state = generate_video(
+        unique_prompt,
+        output=str(tmp_path / "off" / "{video_id}.mp4"),
+        api=api,
+        thumbnail=False,
+        artifact_key="My Launch Videos!",
+        return_state=True,
+    )
+    result = state.result()
+    assert (result.thumbnail_uri, result.spritesheet_uri) == (None, None)
+    assert [path.name for path in (tmp_path / "off").iterdir()] == [f"{result.video_id}.mp4"]
+    [summary] = [a for a in run_artifacts(state.state_details.flow_run_id) if a["key"]]
+    assert summary["key"] == "my-launch-videos" and "no thumbnail" in summary["data"]
+    # Local previews: the paths, beside the video; the summary shows the local path.
+    local = generate_video(unique_prompt + " local", output=str(tmp_path / "on" / "clip.mp4"), api=api)
+    assert sorted(path.name for path in (tmp_path / "on").iterdir()) == [
+        "clip.mp4",
+        "clip.spritesheet.jpg",
+        "clip.thumbnail.webp",
+    ]
+    assert local.thumbnail_uri == str(tmp_path / "on" / "clip.thumbnail.webp")
+    with Image.open(local.thumbnail_uri) as image:
+        assert image.size == (1280, 720)
+    # A provider that serves no previews: skipped with one warning, never a request for them.
+    caplog.set_level(logging.WARNING)
+    before = emulator.state.count("content")
+    plain = generate_video(
+        unique_prompt + " litellm",
+        output=str(tmp_path / "plain" / "{video_id}.mp4"),
+        api=api_for(emulator, poll_interval=0.1, provider="litellm", model="sora-2"),
+    )
+    assert plain.thumbnail_uri is None and emulator.state.count("content") == before + 1
+    assert "previews skipped: provider litellm serves no thumbnail or spritesheet" in caplog.text

@@ -43,7 +43,9 @@ def test_200_video_batch_survives_ten_percent_faults(s3, bucket: str, tmp_path: 
             api=VideosApi(base_url=emulator.base_url, poll_interval=0.25),
         )
         faulted = sum(1 for r in emulator.state.requests if r.status in (0, 429, 500, 503))
-        cut = emulator.state.count("content") - sum(1 for o in outcomes if o["status"] == "delivered")
+        # Video downloads beyond one per row were cut ones fetched again (previews are downloads too).
+        videos = [r for r in emulator.state.requests if r.endpoint == "content" and "variant=video" in r.path]
+        cut = len(videos) - sum(1 for o in outcomes if o["status"] == "delivered")
         created = emulator.state.jobs_created
         expected = {
             job.id: hashlib.sha256(job.render.result().video.read_bytes()).hexdigest()
@@ -52,11 +54,13 @@ def test_200_video_batch_survives_ten_percent_faults(s3, bucket: str, tmp_path: 
     delivered = [o for o in outcomes if o["status"] == "delivered"]
     assert len(delivered) == 200, [o for o in outcomes if o["status"] != "delivered"][:3]
     assert created == 200  # no fault made anyone pay twice
-    assert faulted + cut >= 0.05 * len(emulator.state.requests)  # the faults really happened
+    assert cut >= 0 and faulted + cut >= 0.05 * len(emulator.state.requests)  # the faults really happened
     for outcome in delivered:
         head = s3.head_object(Bucket=bucket, Key=outcome["uri"].removeprefix(f"s3://{bucket}/"))
         assert head["Metadata"]["sha256"] == expected[outcome["video_id"]]
         assert head["Metadata"]["video-id"] == outcome["video_id"]
+    # Previews are best effort: a cut or faulted one is skipped, never a failed row; most arrive.
+    assert sum(1 for o in delivered if o["thumbnail_uri"]) >= 0.8 * len(delivered)
 
 
 def _everything_prefect_recorded() -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from deployments.triggers import BATCH_VIDEO_UPLOADED_NAME
+
 from .prefect_api import prefect_api
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,7 @@ SERVED = {
     "generate-videos/shard",
     "collect-pending/collect-pending",
     "generate-videos/nightly-batch",
+    "video-uploaded/after-upload",
 }
 
 
@@ -92,6 +95,13 @@ def test_a_signal_stops_serving_within_seconds(
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.3)
         assert not deployments(api_url)["collect-pending/collect-pending"]["paused"]  # its schedule is live
+        # after-upload's trigger is an automation that runs that deployment, as `prefect deploy` makes it.
+        automations = prefect_api("POST", "/automations/filter", json={}, api_url=api_url)
+        target = deployments(api_url)["video-uploaded/after-upload"]["id"]
+        [trigger] = [a for a in automations if a["name"] == BATCH_VIDEO_UPLOADED_NAME]
+        assert [(action["type"], action["deployment_id"]) for action in trigger["actions"]] == [
+            ("run-deployment", target)
+        ]
         sent = time.monotonic()
         process.send_signal(stop)
         returncode = process.wait(timeout=30)

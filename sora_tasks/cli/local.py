@@ -59,7 +59,7 @@ def generate(
             poll_interval=settings.poll_interval,
             on_progress=reporter.update,
             on_submitted=lambda submitted: reporter.submitted(submitted.video_id, reused=submitted.reused),
-            thumbnail=args.thumbnail,
+            previews=args.previews,
         )
     except Exception as error:
         keep_for_collection(error, request, args.output, settings, args.ledger)
@@ -161,7 +161,7 @@ def derive(args: argparse.Namespace, target: Target, operation: DerivedOperation
             poll_interval=settings.poll_interval,
             on_progress=reporter.update,
             on_submitted=lambda submitted: reporter.submitted(submitted.video_id, reused=submitted.reused),
-            thumbnail=args.thumbnail,
+            previews=args.previews,
         )
     except Exception as error:
         keep_for_collection(error, None, args.output, settings, args.ledger)
@@ -197,7 +197,7 @@ def storyboard(
             poll_interval=settings.poll_interval,
             on_progress=reporter.update,
             on_submitted=submitted,
-            thumbnail=args.thumbnail,
+            previews=args.previews,
         )
     except Exception as error:
         keep_for_collection(error, None, args.output, settings, args.ledger)

@@ -46,10 +46,28 @@ def _target(args: argparse.Namespace) -> tuple[Any, bool]:
     return backend.choose_target(args), prefect
 
 
+def open_delivered(args: argparse.Namespace, uri: str) -> None:
+    """``--open``: the delivered video in the system's viewer; a clear line when there is none."""
+    from .viewer import open_video
+
+    s3 = None
+    if uri.startswith("s3://") and args.destination_block:
+        from ..blocks import load_bucket, presigning_client
+
+        s3 = presigning_client(load_bucket(args.destination_block))  # its credentials sign the URL
+    opened, message = open_video(uri, s3=s3)
+    if not opened or not args.quiet:
+        print(f"sora-video: {message}" if not opened else message, file=sys.stderr)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from . import backend, checks
     from .display import Reporter, choose_mode
 
+    if args.submit_only and args.open:
+        from ..core.errors import InvalidRequestError
+
+        raise InvalidRequestError("--open shows a delivered video: it cannot be combined with --async")
     target, prefect = _target(args)
     target = target.with_max_wait(args.max_wait)
     spec, request, image = checks.check_generate(args, target)
@@ -83,7 +101,9 @@ def run_generate(args: argparse.Namespace) -> int:
             from . import local
 
             uri = local.generate(args, target, spec, request, image, reporter)
-    print(uri)
+    print(uri, flush=True)
+    if args.open:
+        open_delivered(args, uri)
     return EXIT_OK
 
 
@@ -121,7 +141,9 @@ def run_collect(args: argparse.Namespace) -> int:
             from . import local
 
             uri = local.collect(args, target, reporter)
-    print(uri)
+    print(uri, flush=True)
+    if args.open:
+        open_delivered(args, uri)
     return EXIT_OK
 
 

@@ -42,7 +42,7 @@ def generate(args: argparse.Namespace, target: Target, spec: VideoSpec, reporter
             output=args.output,
             api=api_parameter(target),
             destination=args.destination_block,
-            thumbnail=args.thumbnail,
+            previews=args.previews,
             ledger=args.ledger,
         )
     finally:
@@ -98,7 +98,7 @@ def derive(args: argparse.Namespace, target: Target, operation: str, reporter: R
         "output": args.output,
         "api": api_parameter(target),
         "destination": args.destination_block,
-        "thumbnail": args.thumbnail,
+        "previews": args.previews,
         "ledger": args.ledger,
         "request_id": args.request_id,
     }
@@ -131,7 +131,7 @@ def storyboard(args: argparse.Namespace, target: Target, story: StoryboardInput,
             api=api_parameter(target),
             destination=args.destination_block,
             fit=args.fit,
-            thumbnail=args.thumbnail,
+            previews=args.previews,
             ledger=args.ledger,
             request_id=args.request_id,
         )

@@ -66,6 +66,15 @@ def _display(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="show run logs and full tracebacks")
 
 
+def _open(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="open the delivered video with the system's viewer (xdg-open, open, or the default app; "
+        "an s3:// video as a presigned URL in the browser)",
+    )
+
+
 def parse_extra(text: str) -> tuple[str, Any]:
     """KEY=VALUE; VALUE is read as JSON when it parses (numbers, booleans), else kept as text."""
     key, sep, value = text.partition("=")
@@ -114,7 +123,8 @@ def generate_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a create field the provider accepts, e.g. --extra seed=7 (repeatable; see `sora-video providers`)",
     )
-    parser.add_argument("--thumbnail", action="store_true", help="also deliver the thumbnail next to the video")
+    _previews(parser)
+    _open(parser)
     parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
     parser.add_argument(
         "--ledger",
@@ -143,6 +153,7 @@ def collect_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="videos/{video_id}.mp4", help="local path or s3://bucket/key")
     _destination(parser)
     parser.add_argument("--ledger", help="the --async ledger to clear it from (default: $SORA_LEDGER)")
+    _open(parser)
     _connection(parser)
     _display(parser)
     return parser
@@ -183,6 +194,21 @@ def ps_parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog="sora-video ps", description="Show the background services.")
 
 
+def _previews(parser: argparse.ArgumentParser) -> None:
+    previews = parser.add_mutually_exclusive_group()
+    previews.add_argument(
+        "--no-previews",
+        dest="previews",
+        action="store_false",
+        help="deliver the video only (default: its thumbnail and spritesheet go beside it, "
+        "x.thumbnail.webp and x.spritesheet.jpg, where the server has them)",
+    )
+    previews.add_argument(
+        "--thumbnail", dest="previews", action="store_true", help="the seed's flag: previews are on by default"
+    )
+    parser.set_defaults(previews=True)
+
+
 def _job_flags(parser: argparse.ArgumentParser) -> None:
     """What every command that pays for a video and delivers it takes (as the default command does)."""
     parser.add_argument(
@@ -194,7 +220,7 @@ def _job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-wait", type=float, help="seconds to wait for the video (default: the block's, else 1200)"
     )
-    parser.add_argument("--thumbnail", action="store_true", help="also deliver the thumbnail next to the video")
+    _previews(parser)
     parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
     parser.add_argument(
         "--ledger",

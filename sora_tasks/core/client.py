@@ -308,12 +308,21 @@ class VideosClient(VideoOperations):
             prefix=f"{video_id}-", suffix=suffix, dir=directory, delete=False
         )
         path = Path(handle.name)
-        digest, size = hashlib.sha256(), 0
+        digest, size, head = hashlib.sha256(), 0, b""
         try:
             with handle, self._content(video_id, variant) as response:
                 expected = response.headers.get("content-length")
                 content_type = response.headers.get("content-type", "")
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                    if variant != "video" and len(head) < SIGNATURE_BYTES:
+                        head += chunk[: SIGNATURE_BYTES - len(head)]
+                        if len(head) == SIGNATURE_BYTES and _looks_like(head, "video"):
+                            # A server that ignores the variant sends the whole MP4: stop at its first bytes.
+                            raise VariantUnavailableError(
+                                video_id,
+                                variant,
+                                f"the server answered the {variant} request with a video ({content_type})",
+                            )
                     handle.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
@@ -399,7 +408,13 @@ def job_error(video: Video) -> VideoJobError:
     return cls(video.id, code, message)
 
 
+SIGNATURE_BYTES = 16
+
+
+def _looks_like(head: bytes, variant: str) -> bool:
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in _SIGNATURES[variant])
+
+
 def _has_signature(path: Path, variant: str) -> bool:
     with path.open("rb") as handle:
-        head = handle.read(16)
-    return any(head[offset : offset + len(magic)] == magic for offset, magic in _SIGNATURES[variant])
+        return _looks_like(handle.read(SIGNATURE_BYTES), variant)

@@ -22,7 +22,14 @@ from typing import Protocol, TypeVar
 from openai.types import Video
 
 from .client import ProgressCallback, VideosClient, job_error
-from .errors import StorageError, TransientError, VariantUnavailableError, VideoExpiredError, VideoNotReadyError
+from .errors import (
+    SoraError,
+    StorageError,
+    TransientError,
+    VariantUnavailableError,
+    VideoExpiredError,
+    VideoNotReadyError,
+)
 from .images import PreparedImage
 from .listing import Listing
 from .receipts import Receipt, Receipts, receipt_key
@@ -30,6 +37,7 @@ from .request import VideoRequest
 from .storage import (
     Destination,
     S3Client,
+    exact_destination,
     object_metadata,
     resolve_destination,
     store_file,
@@ -266,6 +274,7 @@ class Delivered:
     # created, resumed (an earlier run's job), recreated (the earlier job was gone) or
     # already delivered (nothing asked of the server at all).
     how: str = "created"
+    spritesheet_uri: str | None = None
 
 
 def deliver(
@@ -275,10 +284,13 @@ def deliver(
     *,
     prompt: str | None = None,
     s3: S3Client | None = None,
-    thumbnail: bool = False,
+    previews: bool = False,
     fingerprint: str | None = None,
 ) -> Delivered:
-    """Download a completed video and store it at ``output``; the local copy goes once stored."""
+    """Download a completed video and store it at ``output``; the local copy goes once stored.
+
+    ``previews``: the thumbnail and spritesheet go beside it too (see :func:`deliver_previews`).
+    """
     downloaded = retry_transient(lambda _: client.download(video.id), what=f"downloading {video.id}")
     model, seconds, size = str(video.model), str(video.seconds), str(video.size)
     prompt_sha256 = hashlib.sha256((prompt or video.prompt or "").encode()).hexdigest()
@@ -301,27 +313,74 @@ def deliver(
             error.args = (f"{error.args[0]}; `sora-video collect {video.id}` can deliver it until {when}",)
         raise
     Path(downloaded.path).unlink(missing_ok=True)
-    thumbnail_uri = deliver_variant(client, video, output, "thumbnail", s3=s3) if thumbnail else None
+    shown = deliver_previews(client, video.id, stored.uri, model=model, s3=s3) if previews else {}
     return Delivered(
-        video.id, stored.uri, stored.bytes, stored.sha256, model, seconds, size, video.expires_at, False, thumbnail_uri
+        video.id,
+        stored.uri,
+        stored.bytes,
+        stored.sha256,
+        model,
+        seconds,
+        size,
+        video.expires_at,
+        thumbnail_uri=shown.get("thumbnail"),
+        spritesheet_uri=shown.get("spritesheet"),
     )
 
 
-def deliver_variant(
-    client: VideosClient, video: Video, output: str, variant: str, *, s3: S3Client | None = None
-) -> str | None:
-    """Store a preview beside the video, or skip it (warning) where the server has none."""
+PREVIEWS = ("thumbnail", "spritesheet")
+
+
+def deliver_previews(
+    client: VideosClient,
+    video_id: str,
+    video_uri: str,
+    *,
+    model: str,
+    s3: S3Client | None = None,
+    warn: Callable[[str], object] = logger.warning,
+) -> dict[str, str]:
+    """The thumbnail and the spritesheet beside the delivered video at ``video_uri``: variant -> URI.
+
+    ``clip.mp4`` -> ``clip.thumbnail.webp`` and ``clip.spritesheet.jpg`` (the extension
+    follows the content type). Best effort: the video is what was paid for, so a preview
+    the server does not serve, or that cannot be stored, is skipped with a warning and
+    never fails the delivery (``warn`` says why). A server that answers a preview
+    request with the MP4 (seen in its first bytes, never stored as an image) is asked
+    for no other.
+    """
+    if not client.profile.supports_variants:
+        warn(f"previews skipped: provider {client.profile.name} serves no thumbnail or spritesheet")
+        return {}
+    stored: dict[str, str] = {}
+    for variant in PREVIEWS:
+        try:
+            stored[variant] = _store_variant(client, video_id, video_uri, variant, model=model, s3=s3)
+        except VariantUnavailableError as error:
+            warn(f"previews skipped: {error}")
+            break  # it ignores the variant: the next request would download the video again
+        except (SoraError, OSError) as error:
+            warn(f"{variant} of {video_id} skipped: {error}")
+    return stored
+
+
+def _store_variant(
+    client: VideosClient, video_id: str, video_uri: str, variant: str, *, model: str, s3: S3Client | None
+) -> str:
+    downloaded = client.download(video_id, variant="thumbnail" if variant == "thumbnail" else "spritesheet")
     try:
-        downloaded = client.download(video.id, variant="thumbnail" if variant == "thumbnail" else "spritesheet")
-    except VariantUnavailableError as error:
-        logger.warning("%s skipped: %s", variant, error)
-        return None
-    try:
-        destination = resolve_destination(
-            variant_output(output, variant, downloaded.content_type), video_id=video.id, model=str(video.model)
-        )
-        stored = store_file(
-            downloaded.path, destination, sha256=downloaded.sha256, content_type=downloaded.content_type, client=s3
+        destination = exact_destination(variant_output(video_uri, variant, downloaded.content_type))
+        metadata = {"video-id": video_id, "model": model, "variant": variant}
+        stored = retry_transient(
+            lambda _: store_file(
+                downloaded.path,
+                destination,
+                sha256=downloaded.sha256,
+                content_type=downloaded.content_type,
+                metadata=metadata,
+                client=s3,
+            ),
+            what=f"storing the {variant} of {video_id}",
         )
     finally:
         Path(downloaded.path).unlink(missing_ok=True)
@@ -387,6 +446,8 @@ def _delivered_at(
                 receipt.expires_at,
                 reused=True,
                 how="already delivered",
+                thumbnail_uri=receipt.thumbnail_uri,
+                spritesheet_uri=receipt.spritesheet_uri,
             )
     fixed = fixed_s3_destination(output, model=model)
     if fixed is None:
@@ -421,6 +482,10 @@ class StoredResult(Protocol):
     def sha256(self) -> str: ...
     @property
     def expires_at(self) -> int | None: ...
+    @property
+    def thumbnail_uri(self) -> str | None: ...
+    @property
+    def spritesheet_uri(self) -> str | None: ...
 
 
 def record_delivery(
@@ -438,6 +503,8 @@ def record_delivery(
                 delivered_bytes=delivered.bytes,
                 delivered_sha256=delivered.sha256,
                 expires_at=delivered.expires_at,
+                thumbnail_uri=delivered.thumbnail_uri,
+                spritesheet_uri=delivered.spritesheet_uri,
             )
         )
 
@@ -454,7 +521,7 @@ def produce(
     poll_interval: float,
     on_progress: ProgressCallback | None = None,
     on_submitted: Callable[[Submitted], None] | None = None,
-    thumbnail: bool = False,
+    previews: bool = True,
     s3: S3Client | None = None,
     rendering: Callable[[], AbstractContextManager[object]] = nullcontext,
     before_create: Callable[[], None] | None = None,
@@ -467,7 +534,8 @@ def produce(
     followed. Otherwise one job is created. ``rendering()`` is held from right before the
     create until the job stops rendering (a concurrency slot); ``before_create`` runs
     right before a paid create (a rate limit). ``outputs``: a listing of what existed at
-    the destination (a batch's), so a missing output is not looked up.
+    the destination (a batch's), so a missing output is not looked up. ``previews``: the
+    thumbnail and spritesheet are delivered beside the video (where the server has them).
 
     The receipt is read once: before the create. What is recorded after it is this run's own.
     """
@@ -480,7 +548,7 @@ def produce(
         poll_interval=poll_interval,
         on_progress=on_progress,
         on_submitted=on_submitted,
-        thumbnail=thumbnail,
+        previews=previews,
         s3=s3,
         rendering=rendering,
         before_create=before_create,
@@ -499,7 +567,7 @@ def produce_job(
     poll_interval: float,
     on_progress: ProgressCallback | None = None,
     on_submitted: Callable[[Submitted], None] | None = None,
-    thumbnail: bool = False,
+    previews: bool = True,
     s3: S3Client | None = None,
     rendering: Callable[[], AbstractContextManager[object]] = nullcontext,
     before_create: Callable[[], None] | None = None,
@@ -533,10 +601,9 @@ def produce_job(
             video = wait(
                 client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress
             )
-    delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, thumbnail=thumbnail, fingerprint=key)
+    delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=key)
     delivered = replace(delivered, reused=submitted.reused, how=submitted.how)
-    if fixed_s3_destination(output, model=model) is None:
-        # A fixed S3 object's metadata already says it is delivered (see _delivered_at):
-        # one request per video fewer. Elsewhere the receipt has to say where it went.
-        record_delivery(receipts, key, delivered, receipt=submitted.receipt)
+    # Recorded even for a fixed S3 object (whose metadata would do): the receipt also
+    # remembers where the previews went, for a rerun's summary.
+    record_delivery(receipts, key, delivered, receipt=submitted.receipt)
     return delivered

@@ -2,8 +2,7 @@
 
 A receipt is written the moment a create answers, keyed by the request's fingerprint
 (prompt, model, duration, resolution, image digest, extra fields, request id) and the
-server, and completed once the video is stored (the engine's batch rows skip that for a
-fixed S3 output, whose object carries the fingerprint in its metadata). A later run of the same request, on any
+server, and completed once the video is stored. A later run of the same request, on any
 machine that sees the same store, finds it: a delivered video is not made again, a job
 still rendering is followed, and a job the server no longer has (expired, deleted,
 server reset) is created anew and said so. Nothing here depends on a cache or a clock.
@@ -58,6 +57,9 @@ class Receipt:
     delivered_bytes: int | None = None
     delivered_sha256: str | None = None
     expires_at: int | None = None
+    # The previews stored beside the video, if any.
+    thumbnail_uri: str | None = None
+    spritesheet_uri: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

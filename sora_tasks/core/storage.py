@@ -114,6 +114,15 @@ def resolve_destination(output: str | Path, *, video_id: str, model: str) -> Des
     return Destination(uri=str(path), path=path)
 
 
+def exact_destination(uri: str) -> Destination:
+    """The destination an already resolved URI names (a delivered object's), with no template filled again."""
+    if uri.startswith("s3://"):
+        bucket, key = split_s3_uri(uri)
+        return Destination(uri=f"s3://{bucket}/{check_key(key, uri)}", bucket=bucket, key=key)
+    path = Path(uri).expanduser().absolute()
+    return Destination(uri=str(path), path=path)
+
+
 PREVIEW_EXTENSIONS = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}
 
 
@@ -125,6 +134,35 @@ def variant_output(output: str, variant: str, content_type: str) -> str:
     suffix = Path(output).suffix
     stem = output[: -len(suffix)] if suffix else output
     return f"{stem}.{variant}{extension}"
+
+
+# SigV4 presigned URLs live at most seven days (and no longer than the credentials that signed them).
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+
+
+def check_presign_seconds(seconds: int) -> int:
+    """A presigned URL's lifetime in seconds: 1 to seven days (SigV4's limit)."""
+    if not 1 <= int(seconds) <= MAX_PRESIGN_SECONDS:
+        raise InvalidRequestError(
+            f"preview_url_seconds must be between 1 and {MAX_PRESIGN_SECONDS} (7 days, SigV4's limit), got {seconds}"
+        )
+    return int(seconds)
+
+
+def presign(uri: str, seconds: int = MAX_PRESIGN_SECONDS, client: S3Client | None = None) -> str:
+    """A URL a browser can load: a presigned GET for ``s3://`` (no request is sent), else the local path.
+
+    Signed with ``client``'s credentials (default: boto3's chain), which must sign SigV4
+    (``Config(signature_version="s3v4")``; the default client does). A URL signed by
+    temporary credentials (a role) stops working when they expire, whatever ``seconds`` says.
+    """
+    if not uri.startswith("s3://"):
+        return uri
+    bucket, key = split_s3_uri(uri)
+    url: str = (client or s3_client()).generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=check_presign_seconds(seconds)
+    )
+    return url
 
 
 def validate_output(output: str | Path) -> None:
@@ -166,7 +204,10 @@ def _shared_s3_client(settings: tuple[str | None, ...]) -> S3Client:
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client("s3", config=Config(max_pool_connections=S3_MAX_CONNECTIONS))
+    # SigV4 for presigned URLs too: botocore still presigns S3 with SigV2 unless told, which
+    # buckets created since 2020 and newer regions refuse (and which ignores the 7-day cap).
+    config = Config(max_pool_connections=S3_MAX_CONNECTIONS, signature_version="s3v4")
+    return boto3.session.Session().client("s3", config=config)
 
 
 def check_bucket(bucket: str, client: S3Client | None = None) -> None:

@@ -274,7 +274,7 @@ def produce_storyboard(
     on_progress: ProgressCallback | None = None,
     on_submitted: Callable[[Shot, Submitted], None] | None = None,
     on_shot: Callable[[ShotOutcome], None] | None = None,
-    thumbnail: bool = False,
+    previews: bool = True,
     s3: S3Client | None = None,
 ) -> StoryboardDelivered:
     """The storyboard's final video at ``output``, paying only for shots no earlier run paid for.
@@ -345,7 +345,7 @@ def produce_storyboard(
     assert video is not None and last_submitted is not None
     try:
         delivered = deliver(
-            client, video, output, prompt=plan.prompt, s3=s3, thumbnail=thumbnail, fingerprint=final.key
+            client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=final.key
         )
     except Exception as error:
         raise shot_failure(error, plan, final, video.id, completed[:-1]) from error
