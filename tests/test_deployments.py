@@ -246,7 +246,7 @@ def row_warnings(env: dict[str, str], flow_run_id: str) -> list[str]:
 
 
 def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    emulator.state.config.render_seconds = 5.0
+    emulator.state.config.render_seconds = 15.0  # outlasts the submit run on a busy machine
     ledger = str(tmp_path / "ledger")
     submit_id = run_deployment(
         prefect_server,
