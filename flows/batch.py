@@ -108,14 +108,18 @@ class RowContext:
     identity: RunIdentity | None = None
 
 
-def listings(shared: RowContext, receipts: Receipts, s3: Any) -> tuple[Listing | None, Listing | None]:
-    """What already existed, receipts and outputs, listed once per process and batch (see core.listing)."""
-    known = shared_listing(shared.batch_key, receipts.location, receipts.take_listing)
-    outputs = None
-    if shared.output_prefix.startswith("s3://"):
-        prefix = shared.output_prefix.rstrip("/") + "/"
-        outputs = shared_listing(shared.batch_key, prefix, lambda: take_listing(list_uris(prefix, s3), prefix=prefix))
-    return known, outputs
+def listed_outputs(shared: RowContext, s3: Any) -> Listing | None:
+    """What already existed under the output prefix, listed once per process and batch (see core.listing).
+
+    Receipts are not listed: a receipt is looked up right before each create, because
+    another run of the same rows (a shard orphaned by a killed parent, still creating)
+    may write one at any moment, and a listing taken at the start would miss it and pay
+    again. An output missing from the listing only means its receipt is then consulted.
+    """
+    if not shared.output_prefix.startswith("s3://"):
+        return None
+    prefix = shared.output_prefix.rstrip("/") + "/"
+    return shared_listing(shared.batch_key, prefix, lambda: take_listing(list_uris(prefix, s3), prefix=prefix))
 
 
 @task(
@@ -143,10 +147,8 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     context = TaskRunContext.get()
     retrying = context is not None and context.task_run.run_count > 1
     since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
-    outputs = None
-    if not retrying:  # a retry asks the stores directly: another process may have written since
-        known, outputs = listings(shared, receipts, s3)
-        receipts = Receipts(shared.receipts, s3 if in_bucket else None, known=known)
+    # A retry asks S3 directly: another process may have written since the listing.
+    outputs = None if retrying else listed_outputs(shared, s3)
 
     @contextmanager
     def rendering() -> Iterator[None]:

@@ -1,16 +1,16 @@
 """What already exists under an S3 prefix, listed once per batch instead of asked per row.
 
-A batch of N rows would otherwise ask S3 about every row before its create: is there a
-receipt for this request, is its output already there? Nearly every answer is "no", and
-botocore parses each miss as an error reply, which made these lookups a fifth of a
-batch's CPU. One LIST per process and batch answers all of them: a name missing from
-the listing was not there when the batch started, so no lookup is needed; a name in it
-is still looked up (its content matters).
+A batch of N rows would otherwise HEAD every row's output before its create to see
+whether an earlier run delivered it there. Nearly every answer is "no", and botocore
+parses each miss as an error reply. One LIST per process and batch answers all of them:
+an output missing from the listing was not there when the batch started, so no lookup is
+needed (the row's receipt is still read before its create); one in it is still looked
+up (its metadata matters).
 
-A listing is a hint for the first attempt only. What this process writes afterwards is
-added to it, but another process may write too, so a retried row asks S3 directly.
-Listings are kept in a process-wide registry by scope (the batch's id), like the
-rendering slots, so the rows that name them stay plain data for any task runner.
+A listing is a hint for the first attempt only: another process may write afterwards, so
+a retried row asks S3 directly. Listings are kept in a process-wide registry by scope
+(the batch's id), like the rendering slots, so the rows that name them stay plain data
+for any task runner.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from .listing import Listing, take_listing
 from .records import RecordStore, sora_home
 from .storage import S3Client
 
@@ -71,36 +70,22 @@ class Receipt:
 
 
 class Receipts:
-    """Receipts at one location. ``known``: a listing of it (see :mod:`.listing`); a key
-    missing from it is taken as absent without asking the store."""
+    """Receipts at one location (a folder or an ``s3://`` prefix)."""
 
-    def __init__(
-        self, location: str | None = None, client: S3Client | None = None, *, known: Listing | None = None
-    ) -> None:
+    def __init__(self, location: str | None = None, client: S3Client | None = None) -> None:
         self.location = location or default_location()
         self.is_local = not self.location.startswith("s3://")
         self._store = RecordStore(self.location, client, what="receipts")
-        self._known = known
 
     def __repr__(self) -> str:
         return f"Receipts({self.location!r})"
 
     def find(self, key: str) -> Receipt | None:
-        if self._known is not None and self._known.rules_out(key):
-            return None
         text = self._store.get(key)
         return Receipt.from_json(text) if text is not None else None
 
     def record(self, receipt: Receipt) -> None:
         self._store.put(receipt.key, receipt.to_json())
-        if self._known is not None:
-            self._known.add(receipt.key)
 
     def forget(self, key: str) -> None:
         self._store.delete(key)
-        if self._known is not None:
-            self._known.discard(key)
-
-    def take_listing(self) -> Listing | None:
-        """Every receipt's key, for a batch's rows (None: a local folder, where lookups are cheap, or too many)."""
-        return None if self.is_local else take_listing(self._store.names())
