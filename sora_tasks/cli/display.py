@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any, Literal, Protocol
 
+from ..core.summary import human_bytes
+
 Mode = Literal["bar", "lines", "quiet"]
 
 
@@ -39,15 +41,6 @@ def choose_mode(*, quiet: bool, stream: Any = None) -> Mode:
     if quiet:
         return "quiet"
     return "bar" if stream.isatty() else "lines"
-
-
-def human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
 
 
 class Reporter:
