@@ -344,9 +344,7 @@ def produce_storyboard(
             on_shot(outcome)
     assert video is not None and last_submitted is not None
     try:
-        delivered = deliver(
-            client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=final.key
-        )
+        delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=final.key)
     except Exception as error:
         raise shot_failure(error, plan, final, video.id, completed[:-1]) from error
     delivered = replace(delivered, reused=last_submitted.reused, how=overall_how(completed))
