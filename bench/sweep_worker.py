@@ -56,7 +56,8 @@ def main() -> None:
         list(pool.map(lambda video_id: book.add(PendingVideo(video_id, output, base_url=base_url)), ids))
 
     started_wall, started_cpu = time.perf_counter(), time.process_time()
-    rows = collect_pending(ledger=book.location, api=None, workers=args["workers"])
+    # Videos only, as the drain rate is quoted (previews are two more downloads a video).
+    rows = collect_pending(ledger=book.location, api=None, workers=args["workers"], previews=False)
     wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
 
     delivered = sum(row["outcome"] == "delivered" for row in rows)

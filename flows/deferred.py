@@ -30,6 +30,7 @@ def collect_pending(
     limit: int | None = None,
     api: VideosApi | str | None = None,
     workers: int = DEFAULT_WORKERS,
+    previews: bool = True,
 ) -> list[dict[str, Any]]:
     """Deliver every finished video recorded in ``ledger``; one row per record looked at.
 
@@ -38,6 +39,8 @@ def collect_pending(
     with ``OPENAI_API_KEY``). ``workers`` videos are delivered at once; ``limit`` records
     at most are looked at (None: the whole ledger), in listing order (an S3 ledger's is
     by video id), not oldest first: the ledger is read as the sweep goes, never whole.
+    ``previews``: each video's thumbnail and spritesheet go beside it (two small downloads
+    more per video; ``False`` drains faster when the assets are about to expire).
 
     The deliveries run inside this flow run, not as task runs of their own: two task
     runs a video cost more than the download and upload at thousands of videos, and
@@ -63,7 +66,7 @@ def collect_pending(
         # The record's output is already the full path or s3:// URI; a block lends its credentials.
         s3 = blocks.get(record.destination_block, _bucket_s3_client) if record.destination_block else None
         # This worker thread's client for these settings (ApiSettings.client keeps one per thread).
-        delivered = pipeline.collect(settings.client(), record.video_id, record.output, s3=s3)
+        delivered = pipeline.collect(settings.client(), record.video_id, record.output, s3=s3, previews=previews)
         emit_materialized(
             delivered.uri,
             video_id=delivered.video_id,
@@ -71,10 +74,17 @@ def collect_pending(
             bytes=delivered.bytes,
             sha256=delivered.sha256,
         )
+        for variant, uri in (("thumbnail", delivered.thumbnail_uri), ("spritesheet", delivered.spritesheet_uri)):
+            if uri:
+                emit_materialized(
+                    uri, video_id=delivered.video_id, model=delivered.model, variant=variant, upstream=[delivered.uri]
+                )
         emit_video_event(
             "uploaded",
             record.video_id,
             uri=delivered.uri,
+            thumbnail_uri=delivered.thumbnail_uri,
+            spritesheet_uri=delivered.spritesheet_uri,
             identity=identity,
             bytes=delivered.bytes,
             sha256=delivered.sha256,

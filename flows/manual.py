@@ -76,14 +76,14 @@ def video_status(video_id: str, api: VideosApi | str | None = None) -> dict[str,
     return status_dict(video)
 
 
-def collect(video_id: str, delivery: Delivery, settings: ApiSettings) -> VideoResult:
+def collect(video_id: str, delivery: Delivery, settings: ApiSettings, previews: bool = True) -> VideoResult:
     """Deliver a finished video; raises clearly when it is not finished, failed or expired."""
     video, _ = settings.client().retrieve(video_id)
     ensure_collectable(video)
     request = VideoRequest(
         prompt=video.prompt or "", model=str(video.model), seconds=str(video.seconds), size=str(video.size)
     )
-    return deliver(video_id, request, settings, delivery, video.model_dump(mode="json"), {})
+    return deliver(video_id, request, settings, delivery, video.model_dump(mode="json"), {}, previews=previews)
 
 
 @flow(name="collect-video")
@@ -93,15 +93,17 @@ def collect_video(
     api: VideosApi | str | None = None,
     destination: S3Bucket | str | None = None,
     ledger: str | None = None,
+    previews: bool = True,
 ) -> VideoResult:
     """Deliver a finished video; fails clearly when it is not finished, failed or expired.
 
-    Its record in ``ledger`` (if it has one there) is removed, so a sweep never delivers it again.
+    Its record in ``ledger`` (if it has one there) is removed, so a sweep never delivers it
+    again. ``previews``: the thumbnail and spritesheet go beside it, as with ``generate_video``.
     """
     settings = load_api(api)
     delivery = resolve_delivery(output, destination)
     settings.client()
-    result = collect(video_id, delivery, settings)
+    result = collect(video_id, delivery, settings, previews)
     if ledger is not None:
         Ledger(ledger).remove(video_id)
     return result

@@ -171,7 +171,7 @@ def test_one_collect_pending_run_drains_a_thousand_finished_jobs(shared_renders,
         book.add(PendingVideo(job.id, str(out / "{video_id}.mp4"), "sora-2", "4", "1280x720", emulator.base_url))
 
     started = time.monotonic()
-    state = collect_pending(ledger=book.location, return_state=True)
+    state = collect_pending(ledger=book.location, previews=False, return_state=True)  # videos only: the rate
     took = time.monotonic() - started
     rows = state.result()
     print(f"collect-pending delivered {len(rows)} videos in {took:.1f} s ({len(rows) / took:.0f}/s)")
@@ -225,7 +225,12 @@ def test_a_mixed_ledger_reports_every_outcome_and_keeps_only_what_still_renders(
     assert "moderation_blocked" in outcomes[ids["forbidden"]]["detail"]
     assert "expired at" in outcomes[ids["expired"]]["detail"]
     assert (tmp_path / "out" / "done.mp4").read_bytes() == clip
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["done.mp4"]
+    # Previews beside the one video delivered, as every delivery has them.
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "done.mp4",
+        "done.spritesheet.jpg",
+        "done.thumbnail.webp",
+    ]
     assert [pending.video_id for pending in book.pending()] == [ids["rendering"]]
     _, artifacts = flow_run_children(str(state.state_details.flow_run_id))
     [table] = [json.loads(artifact["data"]) for artifact in artifacts]  # one table for the sweep

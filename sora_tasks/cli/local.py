@@ -122,7 +122,7 @@ def status(args: argparse.Namespace, target: Target) -> str:
 def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str:
     client = target.settings.new_client()
     try:
-        delivered = pipeline.collect(client, args.video_id, args.output)
+        delivered = pipeline.collect(client, args.video_id, args.output, previews=args.previews)
     finally:
         client.close()
     Ledger(args.ledger).remove(args.video_id)  # delivered: `pending` must not deliver it again
@@ -130,14 +130,14 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
     return delivered.uri
 
 
-def pending(book: Ledger, workers: int = DEFAULT_WORKERS) -> list[dict[str, Any]]:
+def pending(book: Ledger, workers: int = DEFAULT_WORKERS, *, previews: bool = True) -> list[dict[str, Any]]:
     """Sweep the ledger with the core, ``workers`` videos at once: each record with the server it was made on."""
 
     def deliver(record: PendingVideo) -> str:
         key = SecretStr(services.EMULATOR_KEY) if services.is_emulator_url(record.base_url) else None
         # This worker thread's client for the record's server, kept for its later records.
         client = ApiSettings(base_url=record.base_url, provider=record.provider, api_key=key).client()
-        return pipeline.collect(client, record.video_id, record.output).uri
+        return pipeline.collect(client, record.video_id, record.output, previews=previews).uri
 
     return sweep(book, deliver, workers=workers)
 

@@ -231,11 +231,11 @@ def run_pending(args: argparse.Namespace) -> int:
         backend.prepare_prefect(args.verbose)
         if any(services.is_emulator_url(record.base_url) for record in records):
             os.environ.setdefault("OPENAI_API_KEY", services.EMULATOR_KEY)  # the emulator's key is no secret
-        rows = orchestrated.pending(book, None)
+        rows = orchestrated.pending(book, None, previews=args.previews)
     else:
         from . import local
 
-        rows = local.pending(book)
+        rows = local.pending(book, previews=args.previews)
     for row in rows:
         print(f"{row['video_id']}\t{row['outcome']}\t{row['detail']}")
     if not args.quiet:

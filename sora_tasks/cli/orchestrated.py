@@ -79,16 +79,17 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
         api=api_parameter(target),
         destination=args.destination_block,
         ledger=Ledger(args.ledger).location,
+        previews=args.previews,
     )
     reporter.delivered(result)
     return str(result.uri)
 
 
-def pending(book: Ledger, target: Target | None) -> list[dict[str, Any]]:
+def pending(book: Ledger, target: Target | None, *, previews: bool = True) -> list[dict[str, Any]]:
     from flows.deferred import collect_pending
 
     api = api_parameter(target) if target is not None else None
-    return list(collect_pending(ledger=book.location, api=api))
+    return list(collect_pending(ledger=book.location, api=api, previews=previews))
 
 
 def derive(args: argparse.Namespace, target: Target, operation: str, reporter: Reporter) -> str:

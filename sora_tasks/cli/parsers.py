@@ -153,6 +153,7 @@ def collect_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="videos/{video_id}.mp4", help="local path or s3://bucket/key")
     _destination(parser)
     parser.add_argument("--ledger", help="the --async ledger to clear it from (default: $SORA_LEDGER)")
+    _previews(parser)
     _open(parser)
     _connection(parser)
     _display(parser)
@@ -165,6 +166,7 @@ def pending_parser() -> argparse.ArgumentParser:
         description="Deliver every recorded (--async) video that has finished; report the rest.",
     )
     parser.add_argument("--ledger", help="ledger folder or s3://bucket/prefix (default: $SORA_LEDGER)")
+    _previews(parser)
     engine = parser.add_mutually_exclusive_group()
     engine.add_argument("--prefect", action="store_true", help="run as a Prefect flow run")
     engine.add_argument("--local", action="store_true", help="run without Prefect")

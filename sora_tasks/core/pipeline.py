@@ -387,11 +387,14 @@ def _store_variant(
     return stored.uri
 
 
-def collect(client: VideosClient, video_id: str, output: str, *, s3: S3Client | None = None) -> Delivered:
-    """Deliver a job that finished; raises clearly when it is not finished, failed or expired."""
+def collect(
+    client: VideosClient, video_id: str, output: str, *, s3: S3Client | None = None, previews: bool = True
+) -> Delivered:
+    """Deliver a job that finished, its previews beside it as every delivery has them;
+    raises clearly when it is not finished, failed or expired."""
     video, _ = client.retrieve(video_id)
     ensure_collectable(video)
-    return deliver(client, video, output, s3=s3)
+    return deliver(client, video, output, s3=s3, previews=previews)
 
 
 def find_delivered(
