@@ -119,7 +119,9 @@ def test_a_saved_block_drives_every_flow_and_the_cli_and_its_key_is_never_record
         assert all(uri.startswith(f"s3://{bucket}/blocks/batch-{how}/") for uri in done[f"{how}-batch"])
         assert len(done[f"{how}-batch"]) == 3
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="blocks/")["Contents"]]
-    assert sum(key.startswith("blocks/object/video_") for key in keys) == 1  # the sweep delivered under the folder
+    swept = [key for key in keys if key.startswith("blocks/object/video_")]
+    # The sweep delivered under the block's folder: the video, its previews beside it.
+    assert sum(key.endswith(".mp4") for key in swept) == 1 and len(swept) == 3, swept
 
     cli = subprocess.run(
         [sys.executable, "-m", "sora_tasks.cli", "--api-block", "sora-test", "--prompt", "from the shell",
