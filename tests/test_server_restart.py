@@ -122,4 +122,6 @@ def test_a_server_restart_mid_batch_loses_nothing_and_pays_nothing_twice(
     assert [row["status"] for row in outcome] == ["delivered"] * 10, outcome
     assert emulator.state.count("create") == 10 and emulator.state.jobs_created == 10
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="restart/")["Contents"]]
-    assert len(keys) == 10
+    videos = {key for key in keys if key.endswith(".mp4")}
+    assert len(videos) == 10  # and previews beside them, each beside its video
+    assert all(key.rsplit(".", 2)[0] + ".mp4" in videos for key in set(keys) - videos)
