@@ -586,6 +586,11 @@ def produce_job(
         logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
         return done
     with rendering():
+        if earlier is None and receipts is not None:
+            # Read again once the slot is held, right before paying: waiting for the slot can
+            # take long, and another run of this row (a shard orphaned by a killed parent) may
+            # have paid meanwhile.
+            earlier = receipts.find(key)
         submitted = _submit(client, plan, earlier, receipts, reconcile_since, before_create)
         if on_submitted is not None:
             on_submitted(submitted)
