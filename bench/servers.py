@@ -161,20 +161,16 @@ def request_span(request_log: Path) -> tuple[float, float]:
 
 
 def peak_rendering(request_log: Path) -> int:
-    """Most jobs rendering at once: from each create to the status poll that saw its job end.
+    """Most jobs rendering at once: from each create to the answer that first told a client its job ended.
 
     As tests/test_batch.py's ``peak_jobs_in_flight`` counts them, from the request log
-    alone: a create's request starts after its render slot is taken, and the last poll
-    of a job starts before its slot is given back, so this never overstates the peak.
+    alone (each answer lists the jobs it was first to report ended): a create's request
+    starts after its render slot is taken, and that answer is sent before the slot is
+    given back, so this never overstates the peak.
     """
     records = [json.loads(line) for line in request_log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    last_seen: dict[str, float] = {}
-    for record in records:
-        parts = record["path"].split("?")[0].split("/")
-        if record["endpoint"] == "retrieve" and len(parts) > 3 and parts[3].startswith("video_"):
-            last_seen[parts[3]] = max(last_seen.get(parts[3], 0.0), record["at"])
     events = [(record["at"], 1) for record in records if record["endpoint"] == "create"]
-    events += [(seen, -1) for seen in last_seen.values()]
+    events += [(record["at"], -1) for record in records for _ in record.get("ended", ())]
     peak = alive = 0
     for _, change in sorted(events):
         alive += change

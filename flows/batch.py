@@ -16,8 +16,6 @@ from __future__ import annotations
 import gc
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -150,12 +148,6 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     # A retry asks S3 directly: another process may have written since the listing.
     outputs = None if retrying else listed_outputs(shared, s3)
 
-    @contextmanager
-    def rendering() -> Iterator[None]:
-        # This process's cap first, then the account's slot: no slot is leased while queueing here.
-        with holding_slot(shared.batch_key, shared.max_in_flight), rendering_slot(settings):
-            yield
-
     delivered = produce(
         settings.client(),
         row.request,
@@ -166,11 +158,14 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         max_wait=settings.max_wait,
         poll_interval=settings.poll_interval,
         s3=s3,
-        rendering=rendering,
+        # This process's cap first, then the account's slot: no slot is leased while queueing here.
+        admitted=lambda: holding_slot(shared.batch_key, shared.max_in_flight),
+        rendering=lambda: rendering_slot(settings),
         before_create=before_create(settings),
         reconcile_since=since,
         outputs=outputs,
         previews=shared.previews,
+        watcher=settings.watcher(),  # one status read per interval for every row of this process
     )
     if delivered.how != "already delivered":
         announce(delivered, shared.manifest, shared.identity)

@@ -33,18 +33,15 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def peak_jobs_in_flight(emulator: Any) -> int:
-    """Most jobs rendering at once: from each job's create to the status poll that saw it end.
+    """Most jobs rendering at once: from each job's create to the answer that first told a client it ended.
 
+    That answer (a retrieve, or a page of the job list the batch's watcher reads) comes
+    before the client gives the job's slot back, so this never overstates the peak.
     Downloads of finished jobs may overlap new renders; max_in_flight caps renders.
     """
-    last_seen: dict[str, float] = {}
-    for record in emulator.state.requests:
-        parts = record.path.split("?")[0].split("/")
-        if record.endpoint == "retrieve" and len(parts) > 3 and parts[3].startswith("video_"):
-            last_seen[parts[3]] = max(last_seen.get(parts[3], 0.0), record.at)
     events = []
     for job in emulator.state.listing():
-        events += [(job.created_at, 1), (last_seen.get(job.id, float("inf")), -1)]
+        events += [(job.created_at, 1), (job.reported_ended_at or float("inf"), -1)]
     peak = alive = 0
     for _, change in sorted(events):
         alive += change

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +241,34 @@ class VideosClient(VideoOperations):
             # we asked with is the one that works, so it is the one everyone sees.
             video = video.model_copy(update={"id": video_id})
         return video, (int(hint) / 1000 if hint and hint.isdigit() else None)
+
+    def list_recent(
+        self, *, after: str | None = None, limit: int = 100, wanted: Callable[[Mapping[str, Any]], bool] | None = None
+    ) -> tuple[list[Video], str | None, float | None]:
+        """One page of the server's jobs, newest first: the jobs (those ``wanted`` says yes to, if
+        given), the id to page on from (None on the last page) and the poll-after hint in seconds.
+
+        Read with the SDK's retries; a failure that outlasts them is a :class:`TransientError`.
+        The page is read as plain JSON and only the wanted jobs are built: building every
+        job of a long page costs more than the request itself.
+        """
+        try:
+            raw = self._reads.videos.with_raw_response.list(limit=limit, order="desc", after=after or openai.omit)
+        except openai.APIStatusError as error:
+            raise _status_error(error, None) from error
+        except openai.APIConnectionError as error:
+            raise TransientError(f"cannot reach {self.base_url}: {error}") from error
+        hint = raw.headers.get("openai-poll-after-ms")
+        body = raw.http_response.json()
+        items = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise TransientError(f"unexpected job list from {self.base_url}: {str(body)[:200]}")
+        last = items[-1].get("id") if items and isinstance(items[-1], dict) else None
+        following = last if body.get("has_more") and isinstance(last, str) else None
+        videos = [
+            Video.construct(**item) for item in items if isinstance(item, dict) and (wanted is None or wanted(item))
+        ]
+        return videos, following, (int(hint) / 1000 if hint and hint.isdigit() else None)
 
     def wait(
         self,

@@ -35,6 +35,7 @@ from .listing import Listing
 from .receipts import Receipt, Receipts, receipt_key
 from .request import VideoRequest
 from .storage import (
+    PREVIEW_EXTENSIONS,
     Destination,
     S3Client,
     exact_destination,
@@ -44,11 +45,14 @@ from .storage import (
     stored_object,
     variant_output,
 )
+from .watcher import JobWatcher
 
 logger = logging.getLogger("sora_tasks")
 T = TypeVar("T")
 
 TRANSIENT_ATTEMPTS = 4
+# A render slot that took longer than this (seconds) to get: the receipt is read again before paying.
+RECHECK_AFTER_WAIT = 0.25
 
 
 def retry_transient(action: Callable[[int], T], *, attempts: int = TRANSIENT_ATTEMPTS, what: str) -> T:
@@ -232,18 +236,21 @@ def wait(
     max_wait: float,
     poll_interval: float,
     on_progress: ProgressCallback | None = None,
+    watcher: JobWatcher | None = None,
 ) -> Video:
-    """Poll until completed; a transient failure that outlasts the SDK's retries resumes polling."""
+    """Poll until completed; a transient failure that outlasts the SDK's retries resumes polling.
+
+    ``watcher``: the process's shared status reads (a batch), instead of polling this job alone.
+    """
     deadline = time.monotonic() + max_wait
-    return retry_transient(
-        lambda _: client.wait(
-            video_id,
-            max_wait=max(0.0, deadline - time.monotonic()),
-            poll_interval=poll_interval,
-            on_progress=on_progress,
-        ),
-        what=f"polling {video_id}",
-    )
+
+    def poll(_: int) -> Video:
+        left = max(0.0, deadline - time.monotonic())
+        if watcher is not None:
+            return watcher.wait(video_id, max_wait=left, on_progress=on_progress)
+        return client.wait(video_id, max_wait=left, poll_interval=poll_interval, on_progress=on_progress)
+
+    return retry_transient(poll, what=f"polling {video_id}")
 
 
 def ensure_collectable(video: Video) -> None:
@@ -430,28 +437,34 @@ def _delivered_at(
     outputs: Listing | None = None,
 ) -> Delivered | None:
     """:func:`find_delivered` once the receipt has been looked up; ``outputs`` lists what was there."""
-    # Delivered *here*: another output (a new path, another day's {date}) gets its own copy.
-    here = (
-        receipt is not None
-        and receipt.delivered_uri == resolve_destination(output, video_id=receipt.video_id, model=model).uri
-    )
-    if receipt is not None and receipt.delivered_uri and here:
-        found = stored_object(resolve_destination(receipt.delivered_uri, video_id=receipt.video_id, model=model), s3)
-        if found is not None and found[0] == receipt.delivered_bytes and found[1].get("fingerprint", key) == key:
-            return Delivered(
-                receipt.video_id,
-                receipt.delivered_uri,
-                found[0],
-                receipt.delivered_sha256 or "",
-                receipt.model,
-                receipt.duration,
-                receipt.resolution,
-                receipt.expires_at,
-                reused=True,
-                how="already delivered",
-                thumbnail_uri=receipt.thumbnail_uri,
-                spritesheet_uri=receipt.spritesheet_uri,
-            )
+    if receipt is not None:
+        # Delivered *here*: another output (a new path, another day's {date}) gets its own copy.
+        here = resolve_destination(output, video_id=receipt.video_id, model=model).uri
+        # A batch does not write S3 deliveries back to the receipt (see produce_job): the
+        # job's object at this output says by its metadata whether it holds this request.
+        unrecorded = receipt.delivered_uri is None and here.startswith("s3://")
+        if (receipt.delivered_uri == here or unrecorded) and not (outputs is not None and outputs.rules_out(here)):
+            found = stored_object(exact_destination(here), s3)
+            if (
+                found is not None
+                and (unrecorded or found[0] == receipt.delivered_bytes)
+                and found[1].get("fingerprint", None if unrecorded else key) == key
+            ):
+                listed = _listed_previews(here, outputs)
+                return Delivered(
+                    receipt.video_id,
+                    here,
+                    found[0],
+                    receipt.delivered_sha256 or found[1].get("sha256", ""),
+                    receipt.model,
+                    receipt.duration,
+                    receipt.resolution,
+                    receipt.expires_at,
+                    reused=True,
+                    how="already delivered",
+                    thumbnail_uri=receipt.thumbnail_uri or listed.get("thumbnail"),
+                    spritesheet_uri=receipt.spritesheet_uri or listed.get("spritesheet"),
+                )
     fixed = fixed_s3_destination(output, model=model)
     if fixed is None:
         return None
@@ -461,6 +474,7 @@ def _delivered_at(
     if found is None or found[1].get("fingerprint") != key:
         return None
     metadata = found[1]
+    listed = _listed_previews(fixed.uri, outputs)
     return Delivered(
         metadata.get("video-id", ""),
         fixed.uri,
@@ -471,7 +485,21 @@ def _delivered_at(
         metadata.get("size", ""),
         reused=True,
         how="already delivered",
+        thumbnail_uri=listed.get("thumbnail", receipt.thumbnail_uri if receipt else None),
+        spritesheet_uri=listed.get("spritesheet", receipt.spritesheet_uri if receipt else None),
     )
+
+
+def _listed_previews(video_uri: str, outputs: Listing | None) -> dict[str, str]:
+    """The previews a listing shows beside ``video_uri``: variant -> URI."""
+    if outputs is None:
+        return {}
+    return {
+        variant: uri
+        for variant in PREVIEWS
+        for content_type in PREVIEW_EXTENSIONS
+        if (uri := variant_output(video_uri, variant, content_type)) in outputs
+    }
 
 
 class StoredResult(Protocol):
@@ -530,6 +558,8 @@ def produce(
     before_create: Callable[[], None] | None = None,
     reconcile_since: float | None = None,
     outputs: Listing | None = None,
+    watcher: JobWatcher | None = None,
+    admitted: Callable[[], AbstractContextManager[object]] | None = None,
 ) -> Delivered:
     """The video for ``request`` at ``output``, paying only for what no earlier run did.
 
@@ -539,8 +569,12 @@ def produce(
     right before a paid create (a rate limit). ``outputs``: a listing of what existed at
     the destination (a batch's), so a missing output is not looked up. ``previews``: the
     thumbnail and spritesheet are delivered beside the video (where the server has them).
+    ``watcher``: the process's shared status reads (see :mod:`.watcher`). ``admitted()``:
+    a queue in this process (a batch's ``max_in_flight``), held around ``rendering()``.
 
-    The receipt is read once: before the create. What is recorded after it is this run's own.
+    The receipt is read before the create: before anything is held, or with ``admitted``
+    once let in; read again once ``rendering()`` is held if getting it took long. What is
+    recorded after it is this run's own.
     """
     return produce_job(
         client,
@@ -557,6 +591,8 @@ def produce(
         before_create=before_create,
         reconcile_since=reconcile_since,
         outputs=outputs,
+        watcher=watcher,
+        admitted=admitted,
     )
 
 
@@ -576,42 +612,69 @@ def produce_job(
     before_create: Callable[[], None] | None = None,
     reconcile_since: float | None = None,
     outputs: Listing | None = None,
+    watcher: JobWatcher | None = None,
+    admitted: Callable[[], AbstractContextManager[object]] | None = None,
 ) -> Delivered:
     """:func:`produce` for any kind of job (``plan``: a create, remix, edit or extension)."""
     key = plan.key
-    earlier = receipts.find(key) if receipts is not None else None
+    # Queued in this process first (``admitted``, a batch): the receipt is read once the row
+    # is let in, not before. Meanwhile a fixed S3 output still tells by itself (listing,
+    # then the object's fingerprint) whether this request was delivered there.
+    earlier = receipts.find(key) if receipts is not None and admitted is None else None
     model = plan.model or (earlier.model if earlier is not None else "") or "unknown"
     done = _delivered_at(earlier, key, output, model=model, s3=s3, outputs=outputs)
     if done is not None:
         logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
         return done
-    with rendering():
-        if earlier is None and receipts is not None:
-            # Read again once the slot is held, right before paying: waiting for the slot can
-            # take long, and another run of this row (a shard orphaned by a killed parent) may
-            # have paid meanwhile.
+    with admitted() if admitted is not None else nullcontext():
+        if admitted is not None and receipts is not None:
             earlier = receipts.find(key)
-        submitted = _submit(client, plan, earlier, receipts, reconcile_since, before_create)
-        if on_submitted is not None:
-            on_submitted(submitted)
-        try:
-            video = wait(
-                client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress
-            )
-        except VideoNotReadyError as error:
-            if error.status != "not_found" or not submitted.reused:
-                raise
-            # Gone between the receipt check and the first poll (a server reset): pay once more.
-            logger.warning("video %s vanished from the server; creating a new one", submitted.video_id)
-            if receipts is not None:
-                receipts.forget(key)
-            submitted = replace(_submit(client, plan, None, receipts), recreated=True)
-            video = wait(
-                client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress
-            )
+            if earlier is not None and (done := _delivered_at(earlier, key, output, model=model, s3=s3)) is not None:
+                logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
+                return done
+        entering = time.monotonic()
+        with rendering():
+            if earlier is None and receipts is not None and time.monotonic() - entering > RECHECK_AFTER_WAIT:
+                # Read again once the slot is held, right before paying: the wait for it was
+                # long enough for another run of this row (a shard orphaned by a killed
+                # parent) to have paid meanwhile, or even delivered.
+                earlier = receipts.find(key)
+                if earlier is not None and (done := _delivered_at(earlier, key, output, model=model, s3=s3)):
+                    logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
+                    return done
+            submitted = _submit(client, plan, earlier, receipts, reconcile_since, before_create)
+            if on_submitted is not None:
+                on_submitted(submitted)
+            try:
+                video = wait(
+                    client,
+                    submitted.video_id,
+                    max_wait=max_wait,
+                    poll_interval=poll_interval,
+                    on_progress=on_progress,
+                    watcher=watcher,
+                )
+            except VideoNotReadyError as error:
+                if error.status != "not_found" or not submitted.reused:
+                    raise
+                # Gone between the receipt check and the first poll (a server reset): pay once more.
+                logger.warning("video %s vanished from the server; creating a new one", submitted.video_id)
+                if receipts is not None:
+                    receipts.forget(key)
+                submitted = replace(_submit(client, plan, None, receipts), recreated=True)
+                video = wait(
+                    client,
+                    submitted.video_id,
+                    max_wait=max_wait,
+                    poll_interval=poll_interval,
+                    on_progress=on_progress,
+                    watcher=watcher,
+                )
     delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=key)
     delivered = replace(delivered, reused=submitted.reused, how=submitted.how)
-    # Recorded even for a fixed S3 object (whose metadata would do): the receipt also
-    # remembers where the previews went, for a rerun's summary.
-    record_delivery(receipts, key, delivered, receipt=submitted.receipt)
+    if outputs is None or not delivered.uri.startswith("s3://"):
+        # A batch's S3 object needs no record: its metadata carries the fingerprint, the
+        # receipt names the job and so the object, and the batch's listing shows the
+        # previews beside it. Elsewhere the receipt also remembers the previews.
+        record_delivery(receipts, key, delivered, receipt=submitted.receipt)
     return delivered

@@ -18,6 +18,7 @@ from .providers import ProviderProfile, resolve_profile
 
 if TYPE_CHECKING:
     from .client import VideosClient
+    from .watcher import JobWatcher
 
 
 class ApiSettings(BaseModel):
@@ -64,6 +65,13 @@ class ApiSettings(BaseModel):
             provider=self.profile,
         )
 
+    def watcher(self) -> JobWatcher:
+        """This process's shared status reads for these settings' server (see :mod:`.watcher`)."""
+        from .watcher import shared_watcher
+
+        key = (*self._client_key(), self.poll_interval)
+        return shared_watcher(key, self.new_client, poll_interval=self.poll_interval)
+
     def client(self) -> VideosClient:
         """This thread's client for these settings, kept for every later call.
 
@@ -72,18 +80,21 @@ class ApiSettings(BaseModel):
         checks every pooled socket under it, and twenty batch threads sharing one
         pool spent more time queueing for that lock than talking to the server.
         """
+        key = self._client_key()
+        clients: dict[tuple[Any, ...], VideosClient] = _per_thread.__dict__.setdefault("clients", {})
+        if key not in clients:
+            clients[key] = self.new_client()
+        return clients[key]
+
+    def _client_key(self) -> tuple[Any, ...]:
         # The key actually used, env included: a rotated or removed OPENAI_API_KEY is noticed.
-        key = (
+        return (
             self.api_key.get_secret_value() if self.api_key else os.environ.get("OPENAI_API_KEY"),
             self.resolved_base_url,
             self.max_retries,
             self.request_timeout,
             self.provider,
         )
-        clients: dict[tuple[Any, ...], VideosClient] = _per_thread.__dict__.setdefault("clients", {})
-        if key not in clients:
-            clients[key] = self.new_client()
-        return clients[key]
 
 
 _per_thread = threading.local()

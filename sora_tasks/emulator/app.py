@@ -48,6 +48,8 @@ RESET = ApiError(0, "connection reset")
 
 # Endpoint names in the request log and the counters ("POST create", "GET retrieve"...).
 # The ones that make a paid job are state.JOB_KINDS: create, remix, edit, extend.
+# Where an answer's handler leaves the ids it first reported ended, for the request log.
+ENDED_KEY = "sora_emulator.ended"
 VIDEO_ENDPOINTS = ("create", "list", "retrieve", "delete", "content", "remix", "edit", "extend", "character")
 
 
@@ -150,14 +152,21 @@ def build_app(state: EmulatorState) -> FastAPI:
             raise server_error()
         return JSONResponse(state.describe(job))
 
+    def told(request: Request, job: Job) -> dict[str, Any]:
+        """The job as answered, noting in the request log when this answer is the first to say it ended."""
+        described = state.describe(job)
+        if state.report(job, described):
+            request.scope.setdefault(ENDED_KEY, []).append(job.id)
+        return described
+
     @app.get("/v1/videos")
-    async def list_videos(after: str | None = None, limit: int = 20, order: str = "desc") -> Response:
+    async def list_videos(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> Response:
         jobs = sorted(state.listing(), key=lambda job: job.created_at, reverse=(order != "asc"))
         if after:
             ids = [job.id for job in jobs]
             jobs = jobs[ids.index(after) + 1 :] if after in ids else []
         page = jobs[: max(1, min(limit, 100))]
-        data = [state.describe(job) for job in page]
+        data = [told(request, job) for job in page]
         return JSONResponse(
             {
                 "object": "list",
@@ -169,9 +178,9 @@ def build_app(state: EmulatorState) -> FastAPI:
         )
 
     @app.get("/v1/videos/{video_id}")
-    async def retrieve_video(video_id: str) -> Response:
+    async def retrieve_video(request: Request, video_id: str) -> Response:
         job = existing(video_id)
-        described = state.describe(job)
+        described = told(request, job)
         headers = {}
         if described["status"] in ("queued", "in_progress"):
             headers["openai-poll-after-ms"] = str(state.config.poll_after_ms)
@@ -295,6 +304,7 @@ def wrap_with_gateway(app: ASGIApp, state: EmulatorState) -> ASGIApp:
                     bytes=outcome["bytes"],
                     seconds=time.time() - started,
                     at=started,
+                    ended=tuple(scope.get(ENDED_KEY, ())),
                 )
             )
 

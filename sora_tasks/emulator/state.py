@@ -63,6 +63,8 @@ class Job:
     # (None for an uploaded source).
     kind: str = "create"
     source: str | None = None
+    # When an answer first told a client this job had ended (completed or failed).
+    reported_ended_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class RequestRecord:
     seconds: float
     at: float
 
+    # Jobs this answer was the first to report ended (a retrieve's or a list page's).
+    ended: tuple[str, ...] = ()
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
@@ -128,6 +133,7 @@ class RequestRecord:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 6),
             "at": self.at,
+            **({"ended": list(self.ended)} if self.ended else {}),
         }
 
 
@@ -318,6 +324,20 @@ class EmulatorState:
     def listing(self) -> list[Job]:
         with self._lock:
             return list(self.jobs.values())
+
+    def report(self, job: Job, described: dict[str, Any]) -> bool:
+        """Note that a client is being told ``described``; True if it is the first news that the job ended.
+
+        How long a client held a job as rendering (its create to the answer that told it
+        the job had ended) is what concurrency limits are measured by.
+        """
+        if described["status"] not in ("completed", "failed"):
+            return False
+        with self._lock:
+            if job.reported_ended_at is not None:
+                return False
+            job.reported_ended_at = time.time()
+            return True
 
     def describe(self, job: Job, now: float | None = None) -> dict[str, Any]:
         """The job as the Videos API returns it, its status derived from the clock."""
