@@ -162,6 +162,39 @@ def test_csv_manifest_on_s3_all_delivered(emulator, s3, bucket: str, tmp_path: P
     assert [row["row"] for row in json.loads(keyed["generate-videos-table"]["data"])] == [1, 2, 3, 4]
 
 
+def test_an_s3_batch_rerun_knows_every_row_delivered_from_its_objects(  # type: ignore[no-untyped-def]
+    emulator, s3, bucket: str, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    rows = [{"prompt": f"s3 rerun {n} {tag}"} for n in range(3)] + [{"prompt": f"fixed {tag}", "output": "fixed.mp4"}]
+    manifest = write_jsonl(tmp_path / "rerun.jsonl", rows)
+    prefix = f"s3://{bucket}/rerun-{tag}"
+    api = VideosApi(base_url=emulator.base_url, poll_interval=0.1)
+    first = generate_videos(manifest=manifest, output_prefix=prefix, api=api)
+    assert [row["how"] for row in first] == ["created"] * 4
+    assert first[3]["uri"] == f"{prefix}/fixed.mp4"
+    # One receipt write per row, when its create answered: the delivery is not written
+    # back, as each object carries the request's fingerprint in its metadata.
+    receipts = s3.list_objects_v2(Bucket=bucket, Prefix=".prefect-sora/receipts/")["Contents"]
+    recorded = [json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()) for item in receipts]
+    ours = [receipt for receipt in recorded if receipt["video_id"] in {row["video_id"] for row in first}]
+    assert len(ours) == 4 and all(receipt["delivered_uri"] is None for receipt in ours)
+
+    reads_before = emulator.state.count("retrieve") + emulator.state.count("list")
+    again = generate_videos(manifest=manifest, output_prefix=prefix, api=api)
+    assert [row["how"] for row in again] == ["already delivered"] * 4
+    assert emulator.state.jobs_created == 4
+    assert emulator.state.count("retrieve") + emulator.state.count("list") == reads_before  # no API call at all
+    for before, after in zip(first, again, strict=True):
+        assert (after["video_id"], after["uri"]) == (before["video_id"], before["uri"])
+        # The previews beside each video, found in the batch's listing of its prefix.
+        assert (after["thumbnail_uri"], after["spritesheet_uri"]) == (
+            before["thumbnail_uri"],
+            before["spritesheet_uri"],
+        )
+        assert after["thumbnail_uri"].endswith(".thumbnail.webp")
+
+
 def test_row_outliving_the_sdk_retries_is_retried_whole_without_a_second_create(  # type: ignore[no-untyped-def]
     emulator, tmp_path: Path
 ) -> None:

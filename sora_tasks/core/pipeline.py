@@ -629,7 +629,9 @@ def produce_job(
     with admitted() if admitted is not None else nullcontext():
         if admitted is not None and receipts is not None:
             earlier = receipts.find(key)
-            if earlier is not None and (done := _delivered_at(earlier, key, output, model=model, s3=s3)) is not None:
+            if earlier is not None and (
+                done := _delivered_at(earlier, key, output, model=model, s3=s3, outputs=outputs)
+            ):
                 logger.info("already delivered: %s (video %s)", done.uri, done.video_id)
                 return done
         entering = time.monotonic()
