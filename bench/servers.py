@@ -96,12 +96,11 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process and its children (one process group), then SIGKILL what is left of it."""
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    try:
+    with suppress(subprocess.TimeoutExpired):  # it is killed below either way
         process.wait(timeout=30)
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=5)
 
 
 def _encode_shared_clip(base_url: str) -> None:

@@ -41,7 +41,7 @@ from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
 from sora_tasks.core.images import prepare_image
 from sora_tasks.core.listing import Listing, forget_listings, shared_listing, take_listing
 from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
-from sora_tasks.core.pipeline import Delivered, produce
+from sora_tasks.core.pipeline import produce
 from sora_tasks.core.pricing import estimate_cost, price_per_second
 from sora_tasks.core.receipts import Receipts
 from sora_tasks.core.receipts import default_location as default_receipts
@@ -60,8 +60,8 @@ from sora_tasks.core.summary import artifact_key as summary_key
 from sora_tasks.core.summary import batch_markdown, batch_totals, table_rows
 from sora_tasks.tasks import (
     RunIdentity,
+    announce_delivered,
     before_create,
-    emit_materialized,
     emit_referenced,
     emit_video_event,
     rendering_slot,
@@ -168,7 +168,14 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         watcher=settings.watcher(),  # one status read per interval for every row of this process
     )
     if delivered.how != "already delivered":
-        announce(delivered, shared.manifest, shared.identity)
+        # The manifest is upstream of every video made from it.
+        announce_delivered(
+            delivered,
+            upstream=[shared.manifest] if shared.manifest else [],
+            identity=shared.identity,
+            how=delivered.how,
+            manifest=shared.manifest or None,
+        )
     return {
         "video_id": delivered.video_id,
         "uri": delivered.uri,
@@ -176,43 +183,6 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         "thumbnail_uri": delivered.thumbnail_uri,
         "spritesheet_uri": delivered.spritesheet_uri,
     }
-
-
-def announce(delivered: Delivered, manifest: str, identity: RunIdentity | None = None) -> None:
-    """A delivered row's events, from its own task run: each stored object materialized as an asset
-    (the manifest upstream of the video, the video upstream of its previews), then ``sora.video.uploaded``.
-
-    Events, not task runs: a row's four events cost no Prefect API call of their own
-    (they share the events worker's websocket), where a materializing task per object
-    would add three task runs to every row.
-    """
-    upstream = [manifest] if manifest else []
-    emit_materialized(
-        delivered.uri,
-        video_id=delivered.video_id,
-        model=delivered.model,
-        upstream=upstream,
-        bytes=delivered.bytes,
-        sha256=delivered.sha256,
-    )
-    for variant, uri in (("thumbnail", delivered.thumbnail_uri), ("spritesheet", delivered.spritesheet_uri)):
-        if uri:
-            emit_materialized(
-                uri, video_id=delivered.video_id, model=delivered.model, variant=variant, upstream=[delivered.uri]
-            )
-    emit_video_event(
-        "uploaded",
-        delivered.video_id,
-        uri=delivered.uri,
-        bytes=delivered.bytes,
-        sha256=delivered.sha256,
-        how=delivered.how,
-        model=delivered.model,
-        thumbnail_uri=delivered.thumbnail_uri,
-        spritesheet_uri=delivered.spritesheet_uri,
-        manifest=manifest or None,
-        identity=identity,
-    )
 
 
 def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:

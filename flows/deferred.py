@@ -19,7 +19,7 @@ from sora_tasks.core import pipeline
 from sora_tasks.core.errors import ConfigurationError
 from sora_tasks.core.ledger import Ledger, PendingVideo
 from sora_tasks.core.sweep import DEFAULT_WORKERS, summary, sweep
-from sora_tasks.tasks import emit_materialized, emit_video_event, run_identity
+from sora_tasks.tasks import announce_delivered, emit_video_event, run_identity
 
 T = TypeVar("T")
 
@@ -67,29 +67,7 @@ def collect_pending(
         s3 = blocks.get(record.destination_block, _bucket_s3_client) if record.destination_block else None
         # This worker thread's client for these settings (ApiSettings.client keeps one per thread).
         delivered = pipeline.collect(settings.client(), record.video_id, record.output, s3=s3, previews=previews)
-        emit_materialized(
-            delivered.uri,
-            video_id=delivered.video_id,
-            model=delivered.model,
-            bytes=delivered.bytes,
-            sha256=delivered.sha256,
-        )
-        for variant, uri in (("thumbnail", delivered.thumbnail_uri), ("spritesheet", delivered.spritesheet_uri)):
-            if uri:
-                emit_materialized(
-                    uri, video_id=delivered.video_id, model=delivered.model, variant=variant, upstream=[delivered.uri]
-                )
-        emit_video_event(
-            "uploaded",
-            record.video_id,
-            uri=delivered.uri,
-            thumbnail_uri=delivered.thumbnail_uri,
-            spritesheet_uri=delivered.spritesheet_uri,
-            identity=identity,
-            bytes=delivered.bytes,
-            sha256=delivered.sha256,
-            model=delivered.model,
-        )
+        announce_delivered(delivered, identity=identity)
         return delivered.uri
 
     seen: list[dict[str, Any]] = []

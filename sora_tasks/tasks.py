@@ -212,6 +212,48 @@ def emit_referenced(uri: str) -> None:
     emit_event(event="prefect.asset.referenced", resource={"prefect.resource.id": asset_key(uri)}, related=[])
 
 
+def announce_delivered(
+    delivered: pipeline.Delivered,
+    *,
+    upstream: Iterable[str] = (),
+    identity: RunIdentity | None = None,
+    **payload: Any,
+) -> None:
+    """A delivered video's events: each stored object materialized as an asset (``upstream``
+    assets before the video, the video before its previews), then ``sora.video.uploaded``
+    (with ``payload`` added) for automations.
+
+    Events, not task runs: they cost no Prefect API call of their own (they share the
+    events worker's websocket), where a materializing task per object would add three
+    task runs to every batch row or swept job.
+    """
+    emit_materialized(
+        delivered.uri,
+        video_id=delivered.video_id,
+        model=delivered.model,
+        upstream=upstream,
+        bytes=delivered.bytes,
+        sha256=delivered.sha256,
+    )
+    for variant, uri in (("thumbnail", delivered.thumbnail_uri), ("spritesheet", delivered.spritesheet_uri)):
+        if uri:
+            emit_materialized(
+                uri, video_id=delivered.video_id, model=delivered.model, variant=variant, upstream=[delivered.uri]
+            )
+    emit_video_event(
+        "uploaded",
+        delivered.video_id,
+        uri=delivered.uri,
+        bytes=delivered.bytes,
+        sha256=delivered.sha256,
+        model=delivered.model,
+        thumbnail_uri=delivered.thumbnail_uri,
+        spritesheet_uri=delivered.spritesheet_uri,
+        identity=identity,
+        **payload,
+    )
+
+
 @task(name="preprocess-image", timeout_seconds=120, **_transient_retries)
 def preprocess_image(image: ImageSource, size: str, fit: Fit = "cover") -> PreparedImage:
     prepared = prepare_image(image, size, fit=fit)
