@@ -289,12 +289,8 @@ class VideosClient(VideoOperations):
         while True:
             polled = time.monotonic()
             video, hint = self.retrieve(video_id)
-            if on_progress is not None:
-                on_progress(video)
-            if video.status == "completed":
-                return video
-            if video.status == "failed":
-                raise job_error(video)
+            if (done := settled(video, on_progress)) is not None:
+                return done
             delay = hint if hint is not None else poll_interval
             now = time.monotonic()
             if polled + delay - started > max_wait:
@@ -427,6 +423,17 @@ def status_dict(video: Video) -> dict[str, Any]:
         "completed_at": video.completed_at,
         "expires_at": video.expires_at,
     }
+
+
+def settled(video: Video, on_progress: ProgressCallback | None = None) -> Video | None:
+    """One status read handled: progress reported; the video once completed, ``job_error`` once failed, else None."""
+    if on_progress is not None:
+        on_progress(video)
+    if video.status == "completed":
+        return video
+    if video.status == "failed":
+        raise job_error(video)
+    return None
 
 
 def job_error(video: Video) -> VideoJobError:

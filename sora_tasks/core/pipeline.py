@@ -647,15 +647,19 @@ def produce_job(
             submitted = _submit(client, plan, earlier, receipts, reconcile_since, before_create)
             if on_submitted is not None:
                 on_submitted(submitted)
-            try:
-                video = wait(
+
+            def follow(video_id: str) -> Video:
+                return wait(
                     client,
-                    submitted.video_id,
+                    video_id,
                     max_wait=max_wait,
                     poll_interval=poll_interval,
                     on_progress=on_progress,
                     watcher=watcher,
                 )
+
+            try:
+                video = follow(submitted.video_id)
             except VideoNotReadyError as error:
                 if error.status != "not_found" or not submitted.reused:
                     raise
@@ -664,14 +668,7 @@ def produce_job(
                 if receipts is not None:
                     receipts.forget(key)
                 submitted = replace(_submit(client, plan, None, receipts), recreated=True)
-                video = wait(
-                    client,
-                    submitted.video_id,
-                    max_wait=max_wait,
-                    poll_interval=poll_interval,
-                    on_progress=on_progress,
-                    watcher=watcher,
-                )
+                video = follow(submitted.video_id)
     delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=key)
     delivered = replace(delivered, reused=submitted.reused, how=submitted.how)
     if outputs is None or not delivered.uri.startswith("s3://"):

@@ -34,7 +34,7 @@ from typing import Any
 
 from openai.types import Video
 
-from .client import ProgressCallback, VideosClient, job_error
+from .client import ProgressCallback, VideosClient, settled
 from .errors import SoraError, TransientError, VideoTimeoutError
 
 logger = logging.getLogger("sora_tasks")
@@ -115,14 +115,8 @@ class JobWatcher:
                     seen, video, error = watch.version, watch.video, watch.error
                 if error is not None:
                     raise error
-                if video is None:
-                    continue
-                if on_progress is not None:
-                    on_progress(video)
-                if video.status == "completed":
-                    return video
-                if video.status == "failed":
-                    raise job_error(video)
+                if video is not None and (done := settled(video, on_progress)) is not None:
+                    return done
         finally:
             self._unregister(video_id)
 
