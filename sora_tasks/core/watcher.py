@@ -26,6 +26,7 @@ raise, so the callers' retries work unchanged.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -127,7 +128,7 @@ class JobWatcher:
                 # First read one interval on: right after the create it could only say "queued".
                 watch = self._watched[video_id] = _Watch(due=time.monotonic() + self._interval)
             watch.waiters += 1
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="sora-job-watcher", daemon=True)
                 self._thread.start()
             self._wake.notify()
@@ -218,6 +219,16 @@ class JobWatcher:
 
 _watchers: dict[Hashable, JobWatcher] = {}
 _watchers_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # A forked child has none of the parent's threads (or its lock holders): it starts afresh.
+    global _watchers_lock
+    _watchers.clear()
+    _watchers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def shared_watcher(key: Hashable, make_client: Callable[[], VideosClient], *, poll_interval: float) -> JobWatcher:
