@@ -178,10 +178,11 @@ class JobWatcher:
                 watched[video.id].tell(video)
         for video_id in missing:
             try:
-                video, self._hint = self._client.retrieve(video_id)
+                video, hint = self._client.retrieve(video_id)
             except SoraError as error:
                 watched[video_id].tell(error=error)
             else:
+                self._hint = hint if hint is not None else self._hint  # a finished job's answer has none
                 watched[video_id].tell(video)
 
     def _listed(self, watched: Mapping[str, _Watch], due: set[str], missing: set[str]) -> list[Video]:
