@@ -165,7 +165,7 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         reconcile_since=since,
         outputs=outputs,
         previews=shared.previews,
-        watcher=settings.watcher(),  # one status read per interval for every row of this process
+        watcher=settings.watcher(),  # status reads shared by every row of this process: pages of the job list
     )
     if delivered.how != "already delivered":
         # The manifest is upstream of every video made from it.
