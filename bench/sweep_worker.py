@@ -44,8 +44,8 @@ def finished_jobs(base_url: str, n: int) -> list[str]:
 def main() -> None:
     import boto3
 
-    from flows.deferred import collect_pending
-    from sora_tasks.core.ledger import Ledger, PendingVideo
+    from sora_tasks.core.storage.ledger import Ledger, PendingVideo
+    from sora_tasks.flows.deferred import collect_pending
 
     args = json.loads(sys.argv[1])
     base_url, bucket, n, tag = args["base_url"], args["bucket"], args["n"], args["tag"]

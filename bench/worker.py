@@ -42,9 +42,9 @@ def manifest_of(n: int, tag: str, directory: str) -> str:
 
 
 def batch_flow(args: dict[str, Any]) -> dict[str, Any]:
-    from flows.batch import generate_videos
     from sora_tasks import BatchFailedError
     from sora_tasks.blocks import VideosApi
+    from sora_tasks.flows.batch import generate_videos
 
     marks = trace_batch() if args.get("trace") else None
     profiler = start_profiler() if args.get("profile") else None
@@ -82,8 +82,8 @@ def trace_batch() -> dict[str, dict[str, float]]:
     function is replaced in the module that calls it; the run's figures are not the
     measured ones.
     """
-    import flows.batch
-    import sora_tasks.core.pipeline
+    import sora_tasks.core.jobs.pipeline
+    import sora_tasks.flows.batch
 
     marks: dict[str, dict[str, float]] = {}
     lock = threading.Lock()
@@ -114,9 +114,9 @@ def trace_batch() -> dict[str, dict[str, float]]:
         "listings",
         "produce",
     ):
-        wrap(flows.batch, name)
+        wrap(sora_tasks.flows.batch, name)
     for name in ("_delivered_at", "_submit", "wait", "deliver"):
-        wrap(sora_tasks.core.pipeline, name)
+        wrap(sora_tasks.core.jobs.pipeline, name)
     return marks
 
 
@@ -152,9 +152,9 @@ def batch_sdk(args: dict[str, Any]) -> None:
 
 def spread_parent(args: dict[str, Any]) -> None:
     """The parent of a spread batch: its rows run as flow runs of the shard deployment on other processes."""
-    from flows.batch import generate_videos
-    from flows.spread import Spread
     from sora_tasks import BatchFailedError
+    from sora_tasks.flows.batch import generate_videos
+    from sora_tasks.flows.spread import Spread
 
     try:
         rows = generate_videos(
@@ -172,8 +172,8 @@ def spread_parent(args: dict[str, Any]) -> None:
 
 def big_flow(args: dict[str, Any]) -> None:
     """The sync flow delivering one (padded, large) video to S3."""
-    from flows.generate import generate_video
     from sora_tasks.blocks import VideosApi
+    from sora_tasks.flows.generate import generate_video
 
     generate_video(
         "a large video",
@@ -199,8 +199,8 @@ def overhead(args: dict[str, Any]) -> None:
     from openai import OpenAI
     from pyinstrument import Profiler
 
-    from flows.generate import generate_video
     from sora_tasks.blocks import VideosApi
+    from sora_tasks.flows.generate import generate_video
 
     videos, base_url = args["videos"], args["base_url"]
     client = OpenAI(base_url=base_url)
@@ -230,11 +230,11 @@ def overhead(args: dict[str, Any]) -> None:
 
 # Imported before the "before" RSS figure, so the peak shows what the work itself adds.
 IMPORTS = {
-    "batch-flow": "flows.batch",
+    "batch-flow": "sora_tasks.flows.batch",
     "batch-sdk": "openai",
-    "big-flow": "flows.generate",
+    "big-flow": "sora_tasks.flows.generate",
     "big-bytes": "openai",
-    "spread-parent": "flows.batch",
+    "spread-parent": "sora_tasks.flows.batch",
 }
 KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "batch-flow": batch_flow,

@@ -28,13 +28,13 @@ from typing import IO, Any
 from PIL import Image
 from pydantic import SecretStr
 
-from .core.client import job_error, status_dict
-from .core.derived import DerivedRequest, derive_job
+from .core.api.client import job_error, status_dict
+from .core.api.request import VideoRequest
+from .core.api.settings import ApiSettings
 from .core.errors import InvalidRequestError, VideoNotReadyError
-from .core.images import Fit, prepare_image
-from .core.pipeline import create_job
-from .core.request import VideoRequest
-from .core.settings import ApiSettings
+from .core.jobs.derived import DerivedRequest
+from .core.jobs.pipeline import plan_job, send_job
+from .core.media.images import Fit, prepare_image
 from .core.spec import VideoSpec, build_request
 
 logger = logging.getLogger("sora_tasks.adapter")
@@ -178,7 +178,7 @@ class SoraVideoAdapter:
         """
         request = DerivedRequest.build("remix", prompt, video_id)
         request.check(self.settings.profile)
-        new_id = derive_job(self._client, request).id
+        new_id = send_job(plan_job(self._client, request)).id
         return self._wait_and_download(new_id) if wait else new_id
 
     def extend_video(
@@ -200,7 +200,7 @@ class SoraVideoAdapter:
             raise InvalidRequestError("duration (the extension's length) is required: one of 4, 8, 12, 16, 20 seconds")
         request = DerivedRequest.build("extend", prompt, video_id_or_path, duration=length)
         request.check(self.settings.profile)
-        new_id = derive_job(self._client, request).id
+        new_id = send_job(plan_job(self._client, request)).id
         return self._wait_and_download(new_id) if wait else new_id
 
     # -- waiting for async work ---------------------------------------------------
@@ -241,7 +241,7 @@ class SoraVideoAdapter:
         return self._create(request, prepared)
 
     def _create(self, request: VideoRequest, image: Any) -> str:
-        return create_job(self._client, request, image).id
+        return send_job(plan_job(self._client, request, image)).id
 
     def _wait_and_download(self, video_id: str, on_progress: ProgressCallback | None = None) -> bytes:
         self._client.wait(

@@ -16,10 +16,10 @@ from prefect.blocks.core import Block
 from prefect_aws import S3Bucket
 from pydantic import Field, SecretStr
 
-from .core.client import VideosClient
-from .core.endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL
+from .core.api.client import VideosClient
+from .core.api.endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL
+from .core.api.settings import ApiSettings
 from .core.errors import ConfigurationError, InvalidRequestError
-from .core.settings import ApiSettings
 
 
 class VideosApi(Block):

@@ -13,11 +13,11 @@ from prefect.context import TaskRunContext
 from prefect_aws import S3Bucket
 
 from .blocks import bucket_client
-from .core.derived import DerivedJob, DerivedRequest, FetchedSource, derived_plan, fetch_source
-from .core.pipeline import submit_job
-from .core.receipts import Receipts
-from .core.settings import ApiSettings
-from .core.storage import split_s3_uri
+from .core.api.settings import ApiSettings
+from .core.jobs.derived import DerivedJob, DerivedRequest, FetchedSource, fetch_source
+from .core.jobs.pipeline import plan_job, submit_job
+from .core.storage.destinations import split_s3_uri
+from .core.storage.receipts import Receipts
 from .tasks import _transient_retries, before_create, emit_video_event
 
 
@@ -54,14 +54,13 @@ def derive_video(
     ``key``: the receipt key when it is not the request's own (a storyboard's chained one).
     """
     client = settings.client()
-    request.check(client.profile)
     context = TaskRunContext.get()
     retrying = context is not None and context.task_run.run_count > 1
     # On a retry, first adopt any job the failed attempt made after all.
     since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
     submitted = submit_job(
         client,
-        derived_plan(client, request, request_id, key=key),
+        plan_job(client, request, request_id=request_id, key=key),
         receipts=Receipts(receipts, bucket_client(bucket)) if receipts else None,
         reconcile_since=since,
         before_create=before_create(settings),

@@ -30,15 +30,15 @@ from prefect.tasks import exponential_backoff
 from prefect_aws import S3Bucket
 
 from .blocks import bucket_client
-from .core import pipeline, progress
-from .core.client import DownloadedFile, Variant
+from .core.api.client import DownloadedFile, Variant
+from .core.api.request import VideoRequest
+from .core.api.settings import ApiSettings
 from .core.errors import TransientError
-from .core.images import Fit, ImageSource, PreparedImage, prepare_image
-from .core.pipeline import submit
-from .core.receipts import Receipts
-from .core.request import VideoRequest
-from .core.settings import ApiSettings
-from .core.storage import StoredVideo, object_metadata, resolve_destination, store_file
+from .core.jobs import pipeline, progress
+from .core.jobs.pipeline import submit
+from .core.media.images import Fit, ImageSource, PreparedImage, prepare_image
+from .core.storage.destinations import StoredVideo, object_metadata, resolve_destination, store_file
+from .core.storage.receipts import Receipts
 from .leases import holding_lease
 
 P = ParamSpec("P")

@@ -81,7 +81,7 @@ def prefect_server_env() -> Iterator[dict[str, str]]:
     """A real `prefect server start` on 127.0.0.1; yields the variables that point a client at it.
 
     Module-scoped: each module registers deployments of the same names its own way
-    (`prefect deploy`, `python -m deployments.serve`), so modules must not share one.
+    (`prefect deploy`, `python -m sora_tasks.deployments.serve`), so modules must not share one.
     """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -16,12 +16,12 @@ from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-from flows.batch import generate_videos
 from sora_tasks.blocks import VideosApi
+from sora_tasks.core.api.pricing import estimate_cost
+from sora_tasks.core.api.request import VideoRequest
 from sora_tasks.core.errors import BatchFailedError
-from sora_tasks.core.manifest import join_output
-from sora_tasks.core.pricing import estimate_cost
-from sora_tasks.core.request import VideoRequest
+from sora_tasks.core.jobs.manifest import join_output
+from sora_tasks.flows.batch import generate_videos
 
 from .media import api_requests, probe_mp4, sha256
 from .prefect_api import prefect_api

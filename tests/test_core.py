@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sora_tasks.core import resolve_destination, store_file
-from sora_tasks.core.storage import object_metadata
+from sora_tasks.core.storage.destinations import object_metadata
 
 
 def test_multipart_upload_for_large_files_is_verified(s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -15,8 +15,8 @@ def test_batch_rows_run_on_dask_worker_processes(emulator, s3, bucket: str) -> N
     from prefect.settings import PREFECT_API_URL
     from prefect_dask import DaskTaskRunner
 
-    from flows.batch import generate_videos
     from sora_tasks.blocks import VideosApi
+    from sora_tasks.flows.batch import generate_videos
 
     tag = uuid.uuid4().hex[:6]
     rows = [{"prompt": f"dask row {n} {tag}"} for n in range(6)]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from deployments.serve import build_deployments
-from deployments.triggers import batch_video_uploaded
+from sora_tasks.deployments.serve import build_deployments
+from sora_tasks.deployments.triggers import batch_video_uploaded
 
 from .media import probe_mp4
 from .prefect_api import prefect_api
@@ -77,17 +77,17 @@ def test_all_deployments_are_registered_with_their_schedules(prefect_server: dic
     assert isinstance(deployments, list)
     names = {(d["name"], d["entrypoint"]) for d in deployments}
     assert names == {
-        ("adhoc", "flows/generate.py:generate_video"),
-        ("remix", "flows/derive.py:remix_video"),
-        ("edit", "flows/derive.py:edit_video"),
-        ("extend", "flows/derive.py:extend_video"),
-        ("storyboard", "flows/storyboard.py:storyboard"),
-        ("submit", "flows/manual.py:submit_video"),
-        ("collect", "flows/manual.py:collect_video"),
-        ("collect-pending", "flows/deferred.py:collect_pending"),
-        ("nightly-batch", "flows/batch.py:generate_videos"),
-        ("shard", "flows/batch.py:generate_videos"),
-        ("after-upload", "flows/downstream.py:video_uploaded"),
+        ("adhoc", "sora_tasks/flows/generate.py:generate_video"),
+        ("remix", "sora_tasks/flows/derive.py:remix_video"),
+        ("edit", "sora_tasks/flows/derive.py:edit_video"),
+        ("extend", "sora_tasks/flows/derive.py:extend_video"),
+        ("storyboard", "sora_tasks/flows/storyboard.py:storyboard"),
+        ("submit", "sora_tasks/flows/manual.py:submit_video"),
+        ("collect", "sora_tasks/flows/manual.py:collect_video"),
+        ("collect-pending", "sora_tasks/flows/deferred.py:collect_pending"),
+        ("nightly-batch", "sora_tasks/flows/batch.py:generate_videos"),
+        ("shard", "sora_tasks/flows/batch.py:generate_videos"),
+        ("after-upload", "sora_tasks/flows/downstream.py:video_uploaded"),
     }
     schedules = {d["name"]: d["schedules"] for d in deployments}
     assert schedules["collect-pending"][0]["schedule"]["interval"] == 60

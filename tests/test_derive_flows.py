@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from flows.derive import create_character, edit_video, extend_video, get_character, remix_video
-from flows.storyboard import storyboard
 from sora_tasks.core import VideoRequest, VideosClient
 from sora_tasks.core.errors import StoryboardError
 from sora_tasks.emulator.render import render_job
+from sora_tasks.flows.derive import create_character, edit_video, extend_video, get_character, remix_video
+from sora_tasks.flows.storyboard import storyboard
 
 from .apis import api_for
 from .media import api_requests, probe_mp4, sha256

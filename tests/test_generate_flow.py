@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from flows.generate import generate_video
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core import ModerationBlockedError, ServerRejectedError, VideoJobError, VideoTimeoutError
 from sora_tasks.core.spec import VideoSpec
+from sora_tasks.flows.generate import generate_video
 
 from .apis import api_for
 from .media import api_requests, probe_mp4, sha256

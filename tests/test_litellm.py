@@ -17,12 +17,12 @@ from typing import Any
 import av
 import pytest
 
-from flows.generate import generate_video
-from flows.manual import collect_video, submit_video, video_status
-from sora_tasks.core.client import VideosClient
+from sora_tasks.core.api.client import VideosClient
+from sora_tasks.core.api.providers import detect_provider
+from sora_tasks.core.api.request import VideoRequest
 from sora_tasks.core.errors import VariantUnavailableError
-from sora_tasks.core.providers import detect_provider
-from sora_tasks.core.request import VideoRequest
+from sora_tasks.flows.generate import generate_video
+from sora_tasks.flows.manual import collect_video, submit_video, video_status
 
 from .apis import api_for
 from .media import sha256
@@ -81,7 +81,7 @@ def test_manual_mode_through_the_proxy(litellm_proxy: str, emulator, s3, bucket:
 
 
 def test_small_batch_through_the_proxy(litellm_proxy: str, emulator, s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.batch import generate_videos
+    from sora_tasks.flows.batch import generate_videos
 
     manifest = tmp_path / "rows.jsonl"
     manifest.write_text("".join(json.dumps({"prompt": f"proxy batch row {i} {time.time()}"}) + "\n" for i in range(3)))

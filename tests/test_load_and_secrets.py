@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from flows.batch import generate_videos
-from flows.generate import generate_video
-from flows.manual import collect_video, submit_video
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core import BatchFailedError, VideoJobError
 from sora_tasks.emulator import EmulatorConfig, FaultPlan, run_emulator
+from sora_tasks.flows.batch import generate_videos
+from sora_tasks.flows.generate import generate_video
+from sora_tasks.flows.manual import collect_video, submit_video
 
 from .conftest import SENTINEL_API_KEY, SENTINEL_AWS_SECRET
 from .prefect_api import prefect_api

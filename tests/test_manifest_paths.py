@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from sora_tasks.core.api.settings import ApiSettings
 from sora_tasks.core.errors import InvalidRequestError
-from sora_tasks.core.manifest import InvalidRow, ManifestRow, load_manifest
-from sora_tasks.core.settings import ApiSettings
+from sora_tasks.core.jobs.manifest import InvalidRow, ManifestRow, load_manifest
 
 SETTINGS = ApiSettings(provider="openai")
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from flows.deferred import collect_pending
-from flows.generate import generate_video
-from flows.hooks import seed_callbacks
-from flows.manual import collect_video, submit_video, video_status
 from sora_tasks.core import StorageError, VideoExpiredError, VideoJobError, VideoNotReadyError, VideoTimeoutError
-from sora_tasks.core.ledger import Ledger
 from sora_tasks.core.spec import VideoSpec
+from sora_tasks.core.storage.ledger import Ledger
+from sora_tasks.flows.deferred import collect_pending
+from sora_tasks.flows.generate import generate_video
+from sora_tasks.flows.hooks import seed_callbacks
+from sora_tasks.flows.manual import collect_video, submit_video, video_status
 
 from .apis import api_for
 from .media import api_requests, sha256

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.generate import generate_video
 from sora_tasks.core import StorageError, TransientError, VideoRequest, VideosClient, resolve_destination, store_file
 from sora_tasks.core.spec import VideoSpec
+from sora_tasks.flows.generate import generate_video
 
 from .apis import api_for
 

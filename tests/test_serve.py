@@ -1,4 +1,4 @@
-"""`python -m deployments.serve` as a process: no serving without a reachable Prefect API, prompt stop on a signal."""
+"""`python -m sora_tasks.deployments.serve` as a process: no serving without a reachable Prefect API, prompt stop on a signal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.triggers import BATCH_VIDEO_UPLOADED_NAME
+from sora_tasks.deployments.triggers import BATCH_VIDEO_UPLOADED_NAME
 
 from .prefect_api import prefect_api
 
@@ -49,7 +49,12 @@ def test_refuses_to_serve_without_a_reachable_prefect_api(api_url: str | None, t
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{closed_port()}/api"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "deployments.serve"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "sora_tasks.deployments.serve"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     took = time.monotonic() - started
     assert done.returncode == 2, done.stdout + done.stderr
@@ -79,7 +84,7 @@ def test_a_signal_stops_serving_within_seconds(
     try:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "deployments.serve"],
+                [sys.executable, "-m", "sora_tasks.deployments.serve"],
                 cwd=PROJECT,
                 env={**os.environ, **prefect_server_env},
                 stdout=log,

@@ -7,7 +7,12 @@ from prefect.assets import Asset
 from prefect.client.schemas.actions import ArtifactCreate
 
 from sora_tasks.core.errors import InvalidRequestError
-from sora_tasks.core.storage import MAX_PRESIGN_SECONDS, check_presign_seconds, presign, variant_output
+from sora_tasks.core.storage.destinations import (
+    MAX_PRESIGN_SECONDS,
+    check_presign_seconds,
+    presign,
+    variant_output,
+)
 from sora_tasks.core.summary import artifact_key, batch_markdown, batch_totals, slug, table_rows
 from sora_tasks.tasks import asset_key
 

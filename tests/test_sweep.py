@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from flows.deferred import collect_pending
 from sora_tasks.core.errors import VideoNotReadyError
-from sora_tasks.core.ledger import Ledger, PendingVideo
-from sora_tasks.core.sweep import sweep
+from sora_tasks.core.jobs.sweep import sweep
+from sora_tasks.core.storage.ledger import Ledger, PendingVideo
+from sora_tasks.flows.deferred import collect_pending
 
 from .prefect_api import prefect_api, sora_events
 

@@ -189,7 +189,7 @@ def test_sdk_still_cannot_send_reference_objects_so_the_client_sends_json(client
     """openai 3.57 forces multipart for these and treats the object as a file.
 
     When this test fails, the SDK sends the objects itself: the JSON workaround in
-    sora_tasks.core.operations (and VideosClient.create's image_url / file_id) can go.
+    sora_tasks.core.api.operations (and VideosClient.create's image_url / file_id) can go.
     """
     attempts = [
         lambda: client.videos.edit(prompt="p", video={"id": "video_123"}),

@@ -1,4 +1,4 @@
-"""The shared status reads of a batch (sora_tasks.core.watcher), against the emulator through the real SDK."""
+"""The shared status reads of a batch (sora_tasks.core.api.watcher), against the emulator through the real SDK."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from openai.types import Video
 
 from sora_tasks.core import VideoRequest, VideosClient
-from sora_tasks.core import watcher as watcher_module
+from sora_tasks.core.api.watcher import JobWatcher
 from sora_tasks.core.errors import ModerationBlockedError, VideoNotReadyError, VideoTimeoutError
-from sora_tasks.core.watcher import JobWatcher
+from sora_tasks.core.jobs import watcher as watcher_module
 
 
 def client_for(emulator: Any, **options: Any) -> VideosClient:

@@ -135,10 +135,14 @@ def test_a_sync_run_and_a_batch_leave_previews_keyed_summaries_assets_and_a_fail
         ".save('sora-failures', overwrite=True)"
     )
     run(env, sys.executable, "-c", save_block)
-    applied = run(env, sys.executable, "-m", "deployments.automations", "--notify", "custom-webhook/sora-failures")
+    applied = run(
+        env, sys.executable, "-m", "sora_tasks.deployments.automations", "--notify", "custom-webhook/sora-failures"
+    )
     assert applied.stdout.startswith("sora-video-failed: ")
     # ... and as shipped, with Prefect's own CLI: accepted, created disabled until a block is chosen.
-    as_shipped = run(env, str(BIN / "prefect"), "automation", "create", "--from-file", "automations/video-failed.yaml")
+    as_shipped = run(
+        env, str(BIN / "prefect"), "automation", "create", "--from-file", "sora_tasks/automations/video-failed.yaml"
+    )
     assert "Created automation 'sora-video-failed'" in as_shipped.stdout
     automations = prefect_api("POST", "/automations/filter", json={}, api_url=api_url)
     assert sorted(a["enabled"] for a in automations if a["name"] == "sora-video-failed") == [False, True]

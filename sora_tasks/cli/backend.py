@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ..core.settings import ApiSettings
+from ..core.api.settings import ApiSettings
 from . import services
 
 

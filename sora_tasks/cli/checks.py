@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core.api.request import VideoRequest
 from ..core.errors import ConfigurationError, InvalidRequestError
-from ..core.request import VideoRequest
 
 if TYPE_CHECKING:
-    from ..core.derived import DerivedOperation
-    from ..core.images import PreparedImage
-    from ..core.storyboard import Storyboard
+    from ..core.jobs.derived import DerivedOperation
+    from ..core.jobs.storyboard import Storyboard
+    from ..core.media.images import PreparedImage
 from ..core.spec import VideoSpec, build_request
-from ..core.storage import check_bucket, resolve_destination, validate_output
+from ..core.storage.destinations import check_bucket, resolve_destination, validate_output
 from .backend import Target
 
 # Ids are opaque (proxies encode routes in them) but never hold spaces, slashes or query characters.
@@ -80,7 +80,7 @@ def check_generate(args: argparse.Namespace, target: Target) -> tuple[VideoSpec,
     check_output(args.output, args.destination_block)
     image = None
     if args.image:
-        from ..core.images import prepare_image  # Pillow, only when there is an image
+        from ..core.media.images import prepare_image
 
         image = prepare_image(args.image, request.size, fit=args.fit)
     return spec, request, image
@@ -94,14 +94,14 @@ def check_max_wait(max_wait: float | None) -> None:
 def check_source(source: str, what: str = "source") -> Literal["id", "upload"]:
     """How a source will be sent (by id, or uploaded), checked for free: a local file must be an MP4,
     an S3 object must exist (read later, before anything is paid)."""
-    from ..core.derived import is_s3_source
-    from ..core.references import video_source
+    from ..core.api.references import video_source
+    from ..core.jobs.derived import is_s3_source
 
     if not is_s3_source(source):
         return "id" if video_source(source, field=what).video_id is not None else "upload"
     from botocore.exceptions import BotoCoreError
 
-    from ..core.storage import stored_object
+    from ..core.storage.destinations import stored_object
 
     destination = resolve_destination(source.strip(), video_id="video_check", model="sora-2")
     try:
@@ -115,7 +115,7 @@ def check_source(source: str, what: str = "source") -> Literal["id", "upload"]:
 
 def check_derive(operation: DerivedOperation, args: argparse.Namespace, target: Target) -> None:
     """A remix, edit or extension's input, and whether the server serves it: before anything is paid."""
-    from ..core.derived import check_derived, check_support
+    from ..core.jobs.derived import check_derived, check_support
 
     check_derived(operation, args.prompt, getattr(args, "duration", None))
     source = args.video_id if operation == "remix" else args.source
@@ -125,7 +125,7 @@ def check_derive(operation: DerivedOperation, args: argparse.Namespace, target: 
 
 
 def check_character(args: argparse.Namespace, target: Target) -> None:
-    from ..core.references import check_id, check_name
+    from ..core.api.references import check_id, check_name
 
     profile = target.settings.profile
     profile.require("characters")
@@ -214,7 +214,7 @@ def check_storyboard(
     story: StoryboardInput, args: argparse.Namespace, target: Target
 ) -> tuple[Storyboard, PreparedImage | None]:
     """The checked storyboard and its fitted first image, before anything is paid."""
-    from ..core.storyboard import Storyboard
+    from ..core.jobs.storyboard import Storyboard
 
     settings = target.settings
     board = Storyboard.build(
@@ -228,7 +228,7 @@ def check_storyboard(
     check_output(args.output, args.destination_block)
     image = None
     if story.image:
-        from ..core.images import prepare_image
+        from ..core.media.images import prepare_image
 
         image = prepare_image(story.image, board.first.size, fit=args.fit)
     return board, image

@@ -15,24 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from ..core import pipeline
-from ..core.client import status_dict
+from ..core.api.client import status_dict
+from ..core.api.request import VideoRequest
+from ..core.api.settings import ApiSettings
 from ..core.errors import StoryboardError, VideoJobError
-from ..core.images import PreparedImage
-from ..core.ledger import Ledger, PendingVideo
-from ..core.receipts import Receipts
-from ..core.receipts import default_location as default_receipts
-from ..core.request import VideoRequest
-from ..core.settings import ApiSettings
+from ..core.jobs import pipeline
+from ..core.jobs.sweep import DEFAULT_WORKERS, sweep
+from ..core.media.images import PreparedImage
 from ..core.spec import VideoSpec
-from ..core.sweep import DEFAULT_WORKERS, sweep
+from ..core.storage.ledger import Ledger, PendingVideo
+from ..core.storage.receipts import Receipts
+from ..core.storage.receipts import default_location as default_receipts
 from . import services
 from .backend import Target
 from .display import Reporter
 
 if TYPE_CHECKING:
-    from ..core.derived import DerivedOperation
-    from ..core.storyboard import Storyboard
+    from ..core.jobs.derived import DerivedOperation
+    from ..core.jobs.storyboard import Storyboard
 
 logger = logging.getLogger("sora_tasks.cli")
 
@@ -144,14 +144,14 @@ def pending(book: Ledger, workers: int = DEFAULT_WORKERS, *, previews: bool = Tr
 
 def derive(args: argparse.Namespace, target: Target, operation: DerivedOperation, reporter: Reporter) -> str:
     """A remix, edit or extension delivered to ``--output``, with the receipts' guarantees."""
-    from ..core.derived import DerivedRequest, fetch_source, produce_derived
+    from ..core.jobs.derived import DerivedRequest, fetch_source
 
     settings = target.settings
     fetched = fetch_source(args.video_id if operation == "remix" else args.source)
     client = settings.new_client()
     try:
         request = DerivedRequest.build(operation, args.prompt, fetched.source, duration=getattr(args, "duration", None))
-        delivered = produce_derived(
+        delivered = pipeline.produce(
             client,
             request,
             args.output,
@@ -177,7 +177,7 @@ def storyboard(
     args: argparse.Namespace, target: Target, board: Storyboard, image: PreparedImage | None, reporter: Reporter
 ) -> str:
     """The storyboard's one video at ``--output``; a rerun resumes from the last finished shot."""
-    from ..core.storyboard import produce_storyboard
+    from ..core.jobs.storyboard import produce_storyboard
 
     settings = target.settings
     client = settings.new_client()
@@ -212,7 +212,7 @@ def storyboard(
 
 def character(args: argparse.Namespace, target: Target) -> str:
     """``character create``: a character from a video (JSON); ``character show``: one by id."""
-    from ..core.derived import fetch_source
+    from ..core.jobs.derived import fetch_source
 
     client = target.settings.new_client()
     try:

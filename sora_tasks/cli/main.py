@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from . import parsers
 
 if TYPE_CHECKING:
-    from ..core.derived import DerivedOperation
-    from ..core.providers import ProviderProfile
+    from ..core.api.providers import ProviderProfile
+    from ..core.jobs.derived import DerivedOperation
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 SUBCOMMANDS = (
@@ -72,7 +72,7 @@ def run_generate(args: argparse.Namespace) -> int:
     target = target.with_max_wait(args.max_wait)
     spec, request, image = checks.check_generate(args, target)
     if args.submit_only:
-        from ..core.ledger import Ledger
+        from ..core.storage.ledger import Ledger
 
         Ledger(args.ledger)  # a malformed ledger location is bad input, found now
     target = backend.start(target, quiet=args.quiet)
@@ -213,8 +213,8 @@ def run_character(args: argparse.Namespace) -> int:
 def run_pending(args: argparse.Namespace) -> int:
     import os
 
-    from ..core.ledger import Ledger
-    from ..core.sweep import FAILED_OUTCOMES, summary
+    from ..core.jobs.sweep import FAILED_OUTCOMES, summary
+    from ..core.storage.ledger import Ledger
     from . import backend, services
 
     book = Ledger(args.ledger)
@@ -282,7 +282,7 @@ def run_ps(args: argparse.Namespace) -> int:
 
 
 def run_providers(args: argparse.Namespace) -> int:
-    from ..core.providers import PROFILES
+    from ..core.api.providers import PROFILES
 
     for profile in PROFILES.values():
         models = ", ".join(profile.models) if profile.models else "any (passed through)"
@@ -305,7 +305,7 @@ def run_providers(args: argparse.Namespace) -> int:
 
 def operations_line(profile: ProviderProfile) -> str:
     """The optional operations a profile serves, and for those that start from a video, how it is given."""
-    from ..core.providers import OPERATIONS, VIDEO_OPERATIONS
+    from ..core.api.providers import OPERATIONS, VIDEO_OPERATIONS
 
     served = []
     for name in OPERATIONS:

@@ -11,9 +11,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..blocks import VideosApi
-from ..core import progress as feed
-from ..core.ledger import Ledger
+from ..core.jobs import progress as feed
 from ..core.spec import VideoSpec
+from ..core.storage.ledger import Ledger
 from .backend import Target
 from .display import Reporter
 
@@ -33,7 +33,7 @@ def api_parameter(target: Target) -> VideosApi | str:
 
 
 def generate(args: argparse.Namespace, target: Target, spec: VideoSpec, reporter: Reporter) -> str:
-    from flows.generate import generate_video
+    from sora_tasks.flows.generate import generate_video
 
     unsubscribe = feed.subscribe(reporter.update)
     try:
@@ -52,7 +52,7 @@ def generate(args: argparse.Namespace, target: Target, spec: VideoSpec, reporter
 
 
 def submit(args: argparse.Namespace, target: Target, spec: VideoSpec) -> str:
-    from flows.manual import submit_video
+    from sora_tasks.flows.manual import submit_video
 
     submitted = submit_video(
         spec,
@@ -65,13 +65,13 @@ def submit(args: argparse.Namespace, target: Target, spec: VideoSpec) -> str:
 
 
 def status(args: argparse.Namespace, target: Target) -> str:
-    from flows.manual import video_status
+    from sora_tasks.flows.manual import video_status
 
     return json.dumps(video_status(args.video_id, api=api_parameter(target)), indent=2)
 
 
 def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str:
-    from flows.manual import collect_video
+    from sora_tasks.flows.manual import collect_video
 
     result = collect_video(
         args.video_id,
@@ -86,14 +86,14 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
 
 
 def pending(book: Ledger, target: Target | None, *, previews: bool = True) -> list[dict[str, Any]]:
-    from flows.deferred import collect_pending
+    from sora_tasks.flows.deferred import collect_pending
 
     api = api_parameter(target) if target is not None else None
     return list(collect_pending(ledger=book.location, api=api, previews=previews))
 
 
 def derive(args: argparse.Namespace, target: Target, operation: str, reporter: Reporter) -> str:
-    from flows.derive import edit_video, extend_video, remix_video
+    from sora_tasks.flows.derive import edit_video, extend_video, remix_video
 
     common: dict[str, Any] = {
         "output": args.output,
@@ -118,7 +118,7 @@ def derive(args: argparse.Namespace, target: Target, operation: str, reporter: R
 
 
 def storyboard(args: argparse.Namespace, target: Target, story: StoryboardInput, reporter: Reporter) -> str:
-    from flows.storyboard import storyboard as storyboard_flow
+    from sora_tasks.flows.storyboard import storyboard as storyboard_flow
 
     unsubscribe = feed.subscribe(reporter.update)
     try:
@@ -145,7 +145,7 @@ def storyboard(args: argparse.Namespace, target: Target, story: StoryboardInput,
 
 
 def character(args: argparse.Namespace, target: Target) -> str:
-    from flows.derive import create_character, get_character
+    from sora_tasks.flows.derive import create_character, get_character
 
     if args.action == "show":
         found = get_character(args.character_id, api=api_parameter(target))

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core.records import sora_home
+from ..core.storage.records import sora_home
 
 EMULATOR_KEY = "sk-emulator"
 # An emulator started on demand exits after this long without a request: its videos

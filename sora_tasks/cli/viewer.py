@@ -30,7 +30,7 @@ def open_video(uri: str, *, s3: Any = None) -> tuple[bool, str]:
     if uri.startswith("s3://"):
         import webbrowser
 
-        from ..core.storage import presign
+        from ..core.storage.destinations import presign
 
         url = presign(uri, OPEN_URL_SECONDS, s3)
         try:

@@ -26,34 +26,35 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .client import DownloadedFile, VideosClient, job_error
-    from .images import FITS, PreparedImage, prepare_image
-    from .references import EXTENSION_SECONDS, VideoSource, video_source
-    from .request import MODEL_SIZES, SECONDS, VideoRequest
-    from .settings import ApiSettings
+    from .api.client import DownloadedFile, VideosClient, job_error
+    from .api.references import EXTENSION_SECONDS, VideoSource, video_source
+    from .api.request import MODEL_SIZES, SECONDS, VideoRequest
+    from .api.settings import ApiSettings
+    from .media.fit import FITS
+    from .media.images import PreparedImage, prepare_image
     from .spec import VideoSpec, build_request
-    from .storage import Destination, StoredVideo, resolve_destination, store_file
+    from .storage.destinations import Destination, StoredVideo, resolve_destination, store_file
 
 _LAZY = {
-    "EXTENSION_SECONDS": "references",
-    "VideoSource": "references",
-    "video_source": "references",
-    "DownloadedFile": "client",
-    "VideosClient": "client",
-    "job_error": "client",
-    "FITS": "request",
-    "PreparedImage": "images",
-    "prepare_image": "images",
-    "MODEL_SIZES": "request",
-    "SECONDS": "request",
-    "VideoRequest": "request",
-    "ApiSettings": "settings",
+    "EXTENSION_SECONDS": "api.references",
+    "VideoSource": "api.references",
+    "video_source": "api.references",
+    "DownloadedFile": "api.client",
+    "VideosClient": "api.client",
+    "job_error": "api.client",
+    "FITS": "media.fit",
+    "PreparedImage": "media.images",
+    "prepare_image": "media.images",
+    "MODEL_SIZES": "api.request",
+    "SECONDS": "api.request",
+    "VideoRequest": "api.request",
+    "ApiSettings": "api.settings",
     "VideoSpec": "spec",
     "build_request": "spec",
-    "Destination": "storage",
-    "StoredVideo": "storage",
-    "resolve_destination": "storage",
-    "store_file": "storage",
+    "Destination": "storage.destinations",
+    "StoredVideo": "storage.destinations",
+    "resolve_destination": "storage.destinations",
+    "store_file": "storage.destinations",
 }
 
 __all__ = [

@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .request import Fit, VideoRequest
-from .settings import ApiSettings
+from .api.request import VideoRequest
+from .api.settings import ApiSettings
+from .media.fit import Fit
 
 
 class VideoSpec(BaseModel):

@@ -1,0 +1,1 @@
+"""Jobs from request to delivery: the pipeline, derived jobs, storyboards, batch manifests, shared waits, the sweep."""

@@ -1,0 +1,188 @@
+"""Sweeping the ledger: each record delivered, still rendering, failed, expired, missing or kept to retry.
+
+The ``collect-pending`` flow and ``sora-video pending`` share this, so a record means the
+same thing whichever engine sweeps it. Only a delivered, failed, expired or missing job
+leaves the ledger; anything else stays for the next sweep.
+
+:func:`sweep` runs records on a bounded pool of threads: a finished video's assets live
+about an hour, and one at a time a sweep of thousands would outlast them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..api.settings import close_thread_clients
+from ..errors import InvalidRequestError, SoraError, VideoExpiredError, VideoJobError, VideoNotReadyError
+from ..storage.ledger import Ledger, PendingVideo
+
+logger = logging.getLogger("sora_tasks")
+
+# Outcomes that end a record's life in the ledger.
+FINAL_OUTCOMES = ("delivered", "failed", "expired", "missing")
+# Outcomes a caller should treat as a failed delivery (the job is lost or broken).
+FAILED_OUTCOMES = ("failed", "expired", "missing")
+# Records delivered at once. Each is a status read, a download and an upload, all
+# waiting on the network (an hour's worth of finished jobs must be delivered within
+# the hour). Measured with collect-pending, S3 ledger into moto S3, on two cores that
+# the emulator, moto and the Prefect server share: one thread 17 videos/s, 16 threads
+# 40-53/s (bench/run.py --parts sweep), limited by those cores; against a remote API,
+# where each request waits longer, threads help more. The flow's earlier loop, one
+# video at a time as two task runs: 7/s.
+DEFAULT_WORKERS = 16
+
+Row = dict[str, Any]
+
+
+def sweep_record(record: PendingVideo, ledger: Ledger, deliver: Callable[[PendingVideo], str]) -> Row:
+    """Try to deliver one record with ``deliver`` (which returns the stored URI); one outcome row.
+
+    Any error other than the job's own outcome keeps the record for the next sweep (a
+    ``retry`` row naming the error): one bad record never stops the others.
+    """
+    row: Row = {"video_id": record.video_id, "output": record.output, "reason": record.reason}
+    try:
+        uri = deliver(record)
+    except VideoExpiredError as error:
+        row.update(outcome="expired", detail=str(error))
+    except VideoNotReadyError as error:
+        if error.status == "not_found":
+            row.update(outcome="missing", detail=str(error))
+        else:
+            row.update(outcome="rendering", detail=error.status)
+    except VideoJobError as error:
+        row.update(outcome="failed", detail=f"{error.code}: {error.message}", code=error.code)
+    except SoraError as error:
+        row.update(outcome="retry", detail=str(error))  # kept: the next sweep tries again
+    except Exception as error:
+        logger.warning("sweeping %s failed unexpectedly; kept for the next sweep", record.video_id, exc_info=True)
+        row.update(outcome="retry", detail=f"{type(error).__name__}: {error}")
+    else:
+        row.update(outcome="delivered", detail=uri)
+    if row["outcome"] in FINAL_OUTCOMES:
+        try:
+            ledger.forget(record.video_id)
+        except Exception as error:  # the outcome stands; the next sweep meets the record again
+            logger.warning("could not remove %s from %s", record.video_id, ledger.location, exc_info=True)
+            row["detail"] = f"{row['detail']} (record not removed: {type(error).__name__}: {error})"
+    return row
+
+
+def sweep(
+    ledger: Ledger,
+    deliver: Callable[[PendingVideo], str],
+    *,
+    workers: int = DEFAULT_WORKERS,
+    limit: int | None = None,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """Sweep ``ledger`` with ``workers`` threads; one row per record looked at, in listing order.
+
+    The ledger is listed as the workers ask for more (S3 a page at a time) and each
+    worker reads, delivers and, once final, removes one record at a time, so a ledger of
+    any size is swept without being read first. A record gone when a worker reads it
+    (another sweep took it) is skipped. ``limit`` caps the records looked at (None: all).
+    ``on_row`` is called in the caller's thread as each row is ready, in the order they
+    finish. ``deliver`` runs in the worker threads, each with a copy of the caller's
+    context variables; clients kept by :meth:`ApiSettings.client` there are closed as
+    the sweep ends.
+
+    A failure to list the ledger stops the sweep: the workers finish the records they
+    hold, then it is raised.
+    """
+    if workers < 1:
+        raise InvalidRequestError(f"workers must be at least 1, got {workers}")
+    if limit is not None and limit < 0:
+        raise InvalidRequestError(f"limit must be at least 0 (or None for no limit), got {limit}")
+    if limit == 0:
+        return []
+    threads = workers if limit is None else min(workers, limit)
+    names = ledger.video_ids()
+    lock = threading.Lock()
+    stop = threading.Event()
+    taken = 0  # records handed to a worker, less those found gone: what `limit` counts
+    position = 0  # listing order, for the rows returned
+    # A worker puts (position, row) for each record, then None once it ends.
+    ready: queue.Queue[tuple[int, Row] | None] = queue.Queue()
+
+    def take() -> tuple[int, str] | None:
+        nonlocal taken, position
+        with lock:  # a generator must not be advanced by two threads at once
+            if stop.is_set() or (limit is not None and taken >= limit):
+                return None
+            name = next(names, None)
+            if name is None:
+                return None
+            taken += 1
+            position += 1
+            return position, name
+
+    def gone() -> None:
+        nonlocal taken
+        with lock:
+            taken -= 1  # this thread goes on taking, so the place freed under `limit` is used
+
+    def work() -> None:
+        try:
+            while (item := take()) is not None:
+                number, video_id = item
+                row = _sweep_one(ledger, video_id, deliver)
+                if row is None:
+                    gone()
+                else:
+                    ready.put((number, row))
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            close_thread_clients()
+            ready.put(None)
+
+    rows: list[tuple[int, Row]] = []
+    with ThreadPoolExecutor(threads, thread_name_prefix="sora-sweep") as pool:
+        # Each worker its own copy: one context cannot be entered by two threads at once.
+        futures = [pool.submit(contextvars.copy_context().run, work) for _ in range(threads)]
+        try:
+            running = threads
+            while running:
+                item = ready.get()
+                if item is None:
+                    running -= 1
+                    continue
+                rows.append(item)
+                if on_row is not None:
+                    on_row(item[1])
+        except BaseException:
+            stop.set()  # the workers finish the records they hold and take no more
+            raise
+    for future in futures:
+        future.result()  # a listing failure, raised here once every worker has stopped
+    rows.sort(key=lambda item: item[0])
+    return [row for _, row in rows]
+
+
+def _sweep_one(ledger: Ledger, video_id: str, deliver: Callable[[PendingVideo], str]) -> Row | None:
+    """The row for one listed record; None when it is gone (another sweep delivered it)."""
+    try:
+        record = ledger.get(video_id)
+    except Exception as error:  # unreadable: kept, and shown, rather than stopping the sweep
+        logger.warning("ledger record %s unreadable; kept for the next sweep", video_id, exc_info=True)
+        detail = f"record unreadable: {type(error).__name__}: {error}"
+        return {"video_id": video_id, "output": "", "reason": "", "outcome": "retry", "detail": detail}
+    if record is None:
+        return None
+    return sweep_record(record, ledger, deliver)
+
+
+def summary(rows: list[Row]) -> str:
+    """``2 delivered, 1 still rendering, 0 failed`` — every outcome seen, in a fixed order."""
+    names = {"rendering": "still rendering", "retry": "to retry"}
+    order = ("delivered", "rendering", "retry", "failed", "expired", "missing")
+    counts = {outcome: sum(1 for row in rows if row["outcome"] == outcome) for outcome in order}
+    return ", ".join(f"{count} {names.get(outcome, outcome)}" for outcome, count in counts.items() if count)

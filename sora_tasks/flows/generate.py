@@ -1,0 +1,284 @@
+"""The sync flow: one flow run owns a video from create to delivery."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.context import FlowRunContext
+from prefect_aws import S3Bucket
+
+from sora_tasks.blocks import VideosApi, load_api, presigning_client
+from sora_tasks.core.api.client import DownloadedFile
+from sora_tasks.core.api.pricing import price_per_second
+from sora_tasks.core.api.request import VideoRequest
+from sora_tasks.core.api.settings import ApiSettings
+from sora_tasks.core.errors import StorageError, VideoNotReadyError
+from sora_tasks.core.jobs.pipeline import Delivered, find_delivered, job_key, record_delivery
+from sora_tasks.core.spec import VideoSpec, as_spec, build_request
+from sora_tasks.core.storage.destinations import MAX_PRESIGN_SECONDS, check_presign_seconds, presign
+from sora_tasks.core.storage.ledger import Ledger
+from sora_tasks.core.storage.receipts import Receipts
+from sora_tasks.core.storage.receipts import default_location as default_receipts
+from sora_tasks.core.summary import artifact_key as summary_key
+from sora_tasks.core.summary import video_markdown
+from sora_tasks.tasks import (
+    create_video,
+    deliver_previews,
+    download_video,
+    emit_video_event,
+    preprocess_image,
+    rendering_slot,
+    run_identity,
+    upload_video,
+    wait_for_video,
+)
+
+from .delivery import Delivery, resolve_delivery
+from .hooks import keep_for_collection
+from .results import VideoResult
+
+DEFAULT_OUTPUT = "videos/{video_id}.mp4"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Where and how a run leaves its summary artifact."""
+
+    key: str | None = None  # None: derived from the run (see run_artifact_key)
+    url_seconds: int = MAX_PRESIGN_SECONDS  # how long the summary's presigned links work
+    prices: dict[str, float] | None = None  # None: the provider's, else OpenAI's list prices
+
+
+def deliver(
+    video_id: str,
+    request: VideoRequest,
+    settings: ApiSettings,
+    delivery: Delivery,
+    video: dict[str, Any],
+    timings: dict[str, float],
+    *,
+    previews: bool = False,
+    fingerprint: str | None = None,
+    summary: Summary | None = None,
+    artifacts: bool = True,
+) -> VideoResult:
+    """Download and store a completed video (and its previews); the local copy is removed only once stored.
+
+    Leaves the run's keyed summary artifact and emits ``sora.video.uploaded`` once
+    everything is stored, with the previews' URIs in its payload. ``artifacts=False``:
+    the caller writes the summary itself (a derived video's, a storyboard's).
+    """
+    started = time.monotonic()
+    downloaded: DownloadedFile = download_video(video_id, settings)
+    timings["download"] = time.monotonic() - started
+    started = time.monotonic()
+    try:
+        stored = upload_video(downloaded, delivery.output, request, delivery.bucket, fingerprint, announce=False)
+    except StorageError as error:
+        expires = video.get("expires_at")
+        if expires:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+            error.args = (f"{error.args[0]}; `sora-video collect {video_id}` can deliver it until {when}",)
+        raise
+    timings["upload"] = time.monotonic() - started
+    Path(downloaded.path).unlink(missing_ok=True)
+    shown: dict[str, str] = {}
+    if previews:
+        started = time.monotonic()
+        shown = deliver_previews(video_id, stored.uri, request.model, settings, delivery.bucket)
+        timings["previews"] = time.monotonic() - started
+    result = VideoResult(
+        video_id=video_id,
+        status=str(video.get("status", "completed")),
+        uri=stored.uri,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        model=request.model,
+        duration=int(request.seconds),
+        resolution=request.size,
+        expires_at=video.get("expires_at"),
+        timings={name: round(value, 3) for name, value in timings.items()},
+        thumbnail_uri=shown.get("thumbnail"),
+        spritesheet_uri=shown.get("spritesheet"),
+    )
+    emit_video_event(
+        "uploaded",
+        video_id,
+        uri=stored.uri,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        model=request.model,
+        thumbnail_uri=result.thumbnail_uri,
+        spritesheet_uri=result.spritesheet_uri,
+    )
+    if artifacts:
+        report(result, delivery, settings, summary or Summary())
+    return result
+
+
+def run_artifact_key(given: str | None) -> str:
+    """``given`` (slugified), else this run's deployment (``flow-deployment``), else its flow's name."""
+    identity = run_identity()
+    return summary_key(given, identity.flow_name or "sora-video", identity.deployment_name)
+
+
+def report(result: VideoResult, delivery: Delivery, settings: ApiSettings, summary: Summary) -> None:
+    """The keyed summary (thumbnail, video, model, size, cost, timings) and a link to the video.
+
+    Never fails a run: the video is delivered (and would otherwise be recorded for
+    collection again); a summary that cannot be written is a warning.
+    """
+    try:
+        write_summary(result, delivery, settings, summary)
+    except Exception as error:
+        get_run_logger().warning("summary artifact of %s not written: %s", result.video_id, error)
+
+
+def write_summary(result: VideoResult, delivery: Delivery, settings: ApiSettings, summary: Summary) -> None:
+    s3 = presigning_client(delivery.bucket)
+    urls = {
+        name: presign(uri, summary.url_seconds, s3) if uri else None
+        for name, uri in (
+            ("video", result.uri),
+            ("thumbnail", result.thumbnail_uri),
+            ("spritesheet", result.spritesheet_uri),
+        )
+    }
+    prices = summary.prices if summary.prices is not None else (settings.profile.price_per_second or None)
+    request = VideoRequest(prompt="-", model=result.model, seconds=str(result.duration), size=result.resolution)
+    price = price_per_second(request, prices)
+    paid = result.how in ("created", "recreated")
+    cost = (price * result.duration if paid else 0.0) if price is not None else None
+    create_markdown_artifact(
+        key=run_artifact_key(summary.key),
+        markdown=video_markdown(result.model_dump(), urls=urls, cost_usd=cost, timings=result.timings),
+        description=f"Video {result.video_id}: {result.duration} s {result.resolution} {result.model}",
+    )
+    link = result.uri if result.uri.startswith("s3://") else Path(result.uri).as_uri()
+    create_link_artifact(link=link, link_text=result.uri, description=f"Video {result.video_id}")
+
+
+@flow(name="generate-video", log_prints=True)
+def generate_video(
+    video: VideoSpec | str,
+    output: str = DEFAULT_OUTPUT,
+    api: VideosApi | str | None = None,
+    destination: S3Bucket | str | None = None,
+    thumbnail: bool | None = None,
+    ledger: str | None = None,
+    previews: bool = True,
+    artifact_key: str | None = None,
+    preview_url_seconds: int = MAX_PRESIGN_SECONDS,
+) -> VideoResult:
+    """A prompt (``video``: a :class:`VideoSpec`, or just the prompt) -> an MP4 at ``output``.
+
+    ``output`` is a path or ``s3://bucket/key``, or with ``destination`` (a prefect-aws
+    ``S3Bucket`` block or its name) a key inside that bucket; it may use ``{video_id}``,
+    ``{date}`` and ``{model}``. ``api`` is a :class:`VideosApi` block or its name (None:
+    ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``). An identical request (same spec and
+    ``request_id``) is served by the first job, never paid twice. A video paid for but
+    not delivered (deadline passed, upload failed) is recorded in ``ledger`` (default
+    ``$SORA_LEDGER``) for the ``collect-pending`` flow.
+
+    ``previews``: the thumbnail and the spritesheet are delivered beside the video
+    (``x.mp4`` -> ``x.thumbnail.webp``, ``x.spritesheet.jpg``) where the server serves
+    them, else skipped with a warning. ``thumbnail`` is the seed's name for it: when
+    given, it decides (``thumbnail=False``: no previews). The run's summary artifact
+    (thumbnail, model, size, cost, timings) is kept under ``artifact_key``, by default
+    the deployment's full name (``generate-video-adhoc``) or the flow's
+    (``generate-video``); its S3 links are presigned for ``preview_url_seconds``
+    (at most 7 days).
+    """
+    spec = as_spec(video)
+    settings = load_api(api)
+    request = build_request(spec, settings)
+    summary = Summary(run_artifact_key(artifact_key), check_presign_seconds(preview_url_seconds))
+    if thumbnail is not None:
+        get_run_logger().info(
+            "thumbnail=%s is the older name of previews=%s (thumbnail and spritesheet)", thumbnail, thumbnail
+        )
+        previews = thumbnail
+    delivery = resolve_delivery(output, destination)
+    # Raises on a missing key or a malformed URL before anything is paid; the client is
+    # kept for this thread's tasks.
+    client = settings.client()
+    receipts_at = default_receipts(delivery.output)
+    receipts = Receipts(receipts_at, delivery.s3_client())
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    prepared = preprocess_image(spec.image, request.size, spec.fit) if spec.image else None
+    timings["preprocess"] = time.monotonic() - started
+    key = job_key(client.base_url, request, prepared, spec.request_id)
+    done = find_delivered(receipts, key, delivery.output, model=request.model, s3=delivery.s3_client())
+    if done is not None:
+        get_run_logger().info("already delivered at %s (video %s): nothing to pay for", done.uri, done.video_id)
+        result = already_delivered(done)
+        report(result, delivery, settings, summary)
+        return result
+
+    with rendering_slot(settings):
+        started = time.monotonic()
+        video_id = create_video(request, settings, prepared, spec.request_id, receipts_at, delivery.bucket)
+        timings["create"] = time.monotonic() - started
+        get_run_logger().info("video id %s (keep it: `sora-video collect %s` recovers it)", video_id, video_id)
+        try:
+            started = time.monotonic()
+            waiter = wait_for_video.with_options(timeout_seconds=settings.max_wait + 120)
+            try:
+                rendered = waiter(video_id, settings)
+            except VideoNotReadyError as error:
+                if error.status != "not_found":
+                    raise
+                # A recorded job the server no longer knows (deleted, expired, server reset):
+                # pay for a fresh one rather than fail forever.
+                get_run_logger().warning("recorded video %s is gone from the server; creating a new one", video_id)
+                receipts.forget(key)
+                video_id = create_video(request, settings, prepared, spec.request_id, receipts_at, delivery.bucket)
+                rendered = waiter(video_id, settings)
+            timings["wait"] = time.monotonic() - started
+        except Exception as error:
+            keep_for_collection(error, video_id, request, delivery, settings, api, ledger)
+            raise
+    try:
+        result = deliver(
+            video_id,
+            request,
+            settings,
+            delivery,
+            rendered,
+            timings,
+            previews=previews,
+            fingerprint=key,
+            summary=summary,
+        )
+    except Exception as error:
+        keep_for_collection(error, video_id, request, delivery, settings, api, ledger)
+        raise
+    record_delivery(receipts, key, result)
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None and context.flow_run.run_count > 1:
+        # An earlier attempt of this run failed and recorded the video; it is delivered now.
+        Ledger(ledger).remove(video_id)
+    return result
+
+
+def already_delivered(done: Delivered) -> VideoResult:
+    return VideoResult(
+        video_id=done.video_id,
+        status="completed",
+        uri=done.uri,
+        bytes=done.bytes,
+        sha256=done.sha256,
+        model=done.model,
+        duration=int(done.duration) if str(done.duration).isdigit() else 0,
+        resolution=done.resolution,
+        expires_at=done.expires_at,
+        how=done.how,
+        thumbnail_uri=done.thumbnail_uri,
+        spritesheet_uri=done.spritesheet_uri,
+    )
