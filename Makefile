@@ -9,7 +9,14 @@ STAMP := $(VENV)/.installed
 LITELLM_VENV ?= .venv-litellm
 LITELLM_STAMP := $(LITELLM_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest bench clean litellm
+# The oldest Prefect the project declares (pyproject's prefect>=X): `make compat` runs a
+# short check on it in its own venv; `make test` runs the whole suite on the newest.
+PREFECT_FLOOR := $(shell sed -n 's/^ *"prefect>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+COMPAT_VENV ?= .venv-prefect-$(PREFECT_FLOOR)
+COMPAT_TESTS := tests/test_install.py tests/test_generate_flow.py::test_text_to_video_lands_in_s3_checked \
+	tests/test_deployments.py::test_adhoc_deployment_runs_on_a_worker tests/test_layers.py
+
+.PHONY: setup demo test lint typecheck pytest bench clean litellm compat
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +51,17 @@ pytest: $(STAMP) litellm
 
 test: lint typecheck pytest
 
+# Install, the demo, the sync flow and a deployment on the lower bound of the Prefect range.
+compat:
+	$(MAKE) setup VENV=$(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install --quiet "prefect==$(PREFECT_FLOOR)"
+	@$(COMPAT_VENV)/bin/python -c "import prefect; print('prefect', prefect.__version__)"
+	$(MAKE) demo VENV=$(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
+
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[dev,bench]"
 	$(BIN)/python bench/run.py --docs docs
 
 clean:
-	rm -rf $(VENV) $(LITELLM_VENV) out videos .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .venv-prefect-* out videos .pytest_cache .mypy_cache .ruff_cache
