@@ -36,7 +36,7 @@ class VideosApi(Block):
     _code_example = """
 ```python
 from sora_tasks.blocks import VideosApi
-from flows.generate import generate_video
+from sora_tasks.flows.generate import generate_video
 
 VideosApi(base_url="http://litellm:4000/v1", api_key="sk-...", provider="litellm").save("sora")
 

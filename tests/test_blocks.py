@@ -29,10 +29,10 @@ from prefect_aws import AwsCredentials, S3Bucket
 from sora_tasks import BatchFailedError
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core.spec import VideoSpec
-from flows.batch import generate_videos
-from flows.deferred import collect_pending
-from flows.generate import generate_video
-from flows.manual import collect_video, submit_video, video_status
+from sora_tasks.flows.batch import generate_videos
+from sora_tasks.flows.deferred import collect_pending
+from sora_tasks.flows.generate import generate_video
+from sora_tasks.flows.manual import collect_video, submit_video, video_status
 
 base_url, key, bucket, work = sys.argv[1:5]
 api = VideosApi(base_url=base_url, api_key=SecretStr(key), poll_interval=0.1)

@@ -47,8 +47,8 @@ SHOTS = ("flow-run", "artifact-summary", "artifact-batch", "artifact-table", "ar
 RUN_FLOWS = """
 import json, sys
 import boto3
-from flows.batch import generate_videos
-from flows.generate import generate_video
+from sora_tasks.flows.batch import generate_videos
+from sora_tasks.flows.generate import generate_video
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core.spec import VideoSpec
 

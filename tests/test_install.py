@@ -31,7 +31,9 @@ KEPT = ("prefect", "fastapi", "pydantic", "httpx", "starlette")
 
 def run(command: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 900) -> str:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(command)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done.stdout
 
 
@@ -100,7 +102,9 @@ def test_a_users_own_flows_and_deployments_import_beside_the_installed_ones(
     for package in ("flows", "deployments"):
         (project / package).mkdir(parents=True)
         (project / package / "__init__.py").write_text(f'OWNER = "the user\'s {package}"\n')
-    (project / "flows" / "etl.py").write_text("from prefect import flow\n\n@flow\ndef nightly() -> str:\n    return 'etl'\n")
+    (project / "flows" / "etl.py").write_text(
+        "from prefect import flow\n\n@flow\ndef nightly() -> str:\n    return 'etl'\n"
+    )
     script = textwrap.dedent(
         """
         import json

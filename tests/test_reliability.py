@@ -78,7 +78,7 @@ def test_killed_flow_resumes_the_same_video(emulator, tmp_path: Path, unique_pro
     emulator.state.config.render_seconds = 6.0
     script = textwrap.dedent(
         f"""
-        from flows.generate import generate_video
+        from sora_tasks.flows.generate import generate_video
         from sora_tasks.blocks import VideosApi
         result = generate_video({unique_prompt!r}, api=VideosApi(base_url={emulator.base_url!r}, poll_interval=0.2),
                                 output={str(tmp_path / "{video_id}.mp4")!r})

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 BATCH = """
 import json, sys
-from flows.batch import generate_videos
+from sora_tasks.flows.batch import generate_videos
 from sora_tasks import BatchFailedError
 from sora_tasks.blocks import VideosApi
 try:

@@ -33,8 +33,8 @@ pytestmark = pytest.mark.slow
 
 PARENT = """
 import json, sys
-from flows.batch import generate_videos
-from flows.spread import Spread
+from sora_tasks.flows.batch import generate_videos
+from sora_tasks.flows.spread import Spread
 from sora_tasks import BatchFailedError
 manifest, prefix, shards = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
@@ -136,7 +136,7 @@ def test_spread_refuses_what_other_machines_cannot_see_before_paying(  # type: i
     }
     for arguments, says in cases.items():
         code = (
-            "from flows.batch import generate_videos\nfrom flows.spread import Spread\n"
+            "from sora_tasks.flows.batch import generate_videos\nfrom sora_tasks.flows.spread import Spread\n"
             "from sora_tasks.blocks import VideosApi\n"
             f"generate_videos({arguments}, state='s3://{bucket}/state')\n"
         )

@@ -37,8 +37,8 @@ BATCH_KEY = "launch-batch"
 # Runs in a process of its own against the real server named by PREFECT_API_URL.
 RUN_FLOWS = """
 import json, sys
-from flows.batch import generate_videos
-from flows.generate import generate_video
+from sora_tasks.flows.batch import generate_videos
+from sora_tasks.flows.generate import generate_video
 from prefect.runtime import flow_run
 from sora_tasks import BatchFailedError
 from sora_tasks.blocks import VideosApi

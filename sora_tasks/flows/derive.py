@@ -6,7 +6,7 @@ the input is checked before anything is paid; the job is recorded in a receipt t
 moment it is answered, so a rerun follows it, an already delivered output is skipped
 with no API call, and a job the server lost is made again; a paid video that could not
 be delivered goes to the ledger for ``collect-pending``; events, artifacts, a
-:class:`~flows.results.DerivedResult`.
+:class:`~sora_tasks.flows.results.DerivedResult`.
 """
 
 from __future__ import annotations
