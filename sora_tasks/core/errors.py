@@ -119,6 +119,33 @@ class VariantUnavailableError(DownloadError):
         self.variant = variant
 
 
+class VideoQualityError(SoraError, RuntimeError):
+    """A finished video failed the quality check; it was paid for, so it is kept, never delivered as good.
+
+    ``video_id`` is the rejected job; ``checks`` maps each failed check (``black``,
+    ``frozen``, ``duration``, ``size``, ...) to what was measured against its limit;
+    ``figures`` holds every measured value; ``code`` is ``quality_<first failed check>``;
+    ``rejected_uri`` is where the rejected file is kept (None: it could not be kept).
+    """
+
+    def __init__(
+        self,
+        video_id: str,
+        checks: dict[str, str],
+        *,
+        figures: dict[str, Any] | None = None,
+        rejected_uri: str | None = None,
+    ) -> None:
+        self.video_id = video_id
+        self.checks = dict(checks)
+        self.figures = dict(figures or {})
+        self.rejected_uri = rejected_uri
+        self.code = f"quality_{next(iter(self.checks), 'check')}"
+        failed = "; ".join(f"{name}: {detail}" for name, detail in self.checks.items())
+        kept = f"; the rejected file is kept at {rejected_uri}" if rejected_uri else ""
+        super().__init__(f"video {video_id} failed the quality check ({failed}){kept}")
+
+
 class StorageError(SoraError, RuntimeError):
     """Delivery to the destination failed; ``local_path`` still holds the video."""
 

@@ -13,7 +13,7 @@ from types import FrameType
 import uvicorn
 
 from .app import build_app, wrap_with_gateway
-from .faults import FaultPlan
+from .faults import DEFECT_KINDS, FaultPlan
 from .server import bind_socket
 from .state import EmulatorConfig, EmulatorState
 
@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WORD",
         help="fail jobs whose prompt contains WORD with moderation_blocked (repeatable)",
     )
+    faults.add_argument(
+        "--defect",
+        action="append",
+        default=[],
+        choices=DEFECT_KINDS,
+        help="render every video with this defect, still reported completed: black frames, frozen (one still "
+        "frame), short (half the frames), size (half the size), silent (a silent audio track); repeatable. "
+        "A prompt containing [fault:KIND] gets it too",
+    )
     faults.add_argument("--slow", type=float, default=0.0, help="delay every response by this many seconds")
     faults.add_argument("--seed", type=int, default=0, help="seed for the fault draws")
     return parser
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         slow=1.0 if args.slow > 0 else 0.0,
         slow_seconds=args.slow,
         seed=args.seed,
+        defects=tuple(args.defect),
     )
     state = EmulatorState(config=config, faults=faults)
     server = uvicorn.Server(uvicorn.Config(wrap_with_gateway(build_app(state), state), log_level="info"))

@@ -209,10 +209,12 @@ class EmulatorState:
         if (kind in ("edit", "extend")) != (source is not None):
             raise ValueError("edits and extensions, and only they, take a source video")
         video_id = "video_" + secrets.token_hex(16)
+        # Still reported completed, as asked: a provider's broken render looks like any other.
+        defects = self.faults.render_defects(prompt, kind)
         if source is not None:
-            render = self._render_from_source(video_id, kind, prompt, size, int(seconds), source)
+            render = self._render_from_source(video_id, kind, prompt, size, int(seconds), source, defects)
         else:
-            render = self._render(video_id, prompt, size, seconds, reference)
+            render = self._render(video_id, prompt, size, seconds, reference, defects)
         job = Job(
             id=video_id,
             model=model,
@@ -235,9 +237,15 @@ class EmulatorState:
         return job
 
     def _render(
-        self, video_id: str, prompt: str, size: str, seconds: str, reference: bytes | None
+        self,
+        video_id: str,
+        prompt: str,
+        size: str,
+        seconds: str,
+        reference: bytes | None,
+        defects: frozenset[str] = frozenset(),
     ) -> Future[RenderedAssets]:
-        shared_key = f"shared-{size}-{seconds}-{'image' if reference else 'text'}"
+        shared_key = f"shared-{size}-{seconds}-{'image' if reference else 'text'}{_suffix(defects)}"
         shared = self._shared_render(shared_key)
         if shared is not None:
             return shared
@@ -249,13 +257,21 @@ class EmulatorState:
             seconds=int(seconds),
             reference=reference,
             pad_bytes=self.config.pad_bytes,
+            defects=defects,
         )
         return self._share(shared_key, render)
 
     def _render_from_source(
-        self, video_id: str, kind: str, prompt: str, size: str, seconds: int, source: SourceVideo
+        self,
+        video_id: str,
+        kind: str,
+        prompt: str,
+        size: str,
+        seconds: int,
+        source: SourceVideo,
+        defects: frozenset[str] = frozenset(),
     ) -> Future[RenderedAssets]:
-        shared_key = f"shared-{size}-{seconds}-{kind}"
+        shared_key = f"shared-{size}-{seconds}-{kind}{_suffix(defects)}"
         shared = self._shared_render(shared_key)
         if shared is not None:
             return shared
@@ -274,6 +290,7 @@ class EmulatorState:
             source_seconds=source.seconds,
             seconds=seconds,
             pad_bytes=self.config.pad_bytes,
+            defects=defects,
         )
         return self._share(shared_key, render)
 
@@ -425,3 +442,8 @@ class EmulatorState:
             self._pool.shutdown(wait=False, cancel_futures=True)
             stop_processes(processes)
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def _suffix(defects: frozenset[str]) -> str:
+    """Shared renders of defective jobs are kept apart from the good ones."""
+    return "".join(f"-{defect}" for defect in sorted(defects))
