@@ -21,6 +21,7 @@ from .core.errors import (
     VideoExpiredError,
     VideoJobError,
     VideoNotReadyError,
+    VideoQualityError,
     VideoTimeoutError,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "VideoJob",
     "VideoJobError",
     "VideoNotReadyError",
+    "VideoQualityError",
     "VideoTimeoutError",
 ]
 

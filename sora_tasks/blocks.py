@@ -14,12 +14,13 @@ from typing import Any, cast
 
 from prefect.blocks.core import Block
 from prefect_aws import S3Bucket
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from .core.api.client import VideosClient
 from .core.api.endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL
 from .core.api.settings import ApiSettings
 from .core.errors import ConfigurationError, InvalidRequestError
+from .core.media.quality import QualityThresholds, normalize_quality
 
 
 class VideosApi(Block):
@@ -30,8 +31,8 @@ class VideosApi(Block):
 
     _description = (
         "Connection to a Sora (OpenAI Videos API) server for prefect-sora's flows: base URL, API key, "
-        "provider kind, default model, polling and the shared rate limit. Leave the base URL and key "
-        "empty to use OPENAI_BASE_URL / OPENAI_API_KEY on the worker."
+        "provider kind, default model, polling, the shared rate limit and the quality check of finished "
+        "videos. Leave the base URL and key empty to use OPENAI_BASE_URL / OPENAI_API_KEY on the worker."
     )
     _code_example = """
 ```python
@@ -85,6 +86,23 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
         "or its holder dies. Empty: only each batch's max_in_flight.",
     )
 
+    quality: str = Field(
+        default="fail",
+        description="What happens to a finished video that fails the quality check (black, frozen, too short, "
+        "wrong size...): fail (kept beside the output as .rejected.mp4, the run fails), warn (delivered with a "
+        "warning), off (not checked), or retry=N (kept aside, and up to N new jobs are paid for).",
+    )
+    quality_thresholds: QualityThresholds = Field(
+        default_factory=QualityThresholds,
+        title="Quality thresholds",
+        description="The limits of the quality check; the defaults pass real footage and catch broken renders.",
+    )
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _quality_spelling(cls, value: object) -> str:
+        return normalize_quality(value)
+
     def settings(self) -> ApiSettings:
         """The engine-agnostic settings the tasks use."""
         return ApiSettings(
@@ -98,6 +116,8 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
             max_wait=self.max_wait,
             rate_limit_name=self.rate_limit_name,
             render_limit_name=self.render_limit_name,
+            quality=self.quality,
+            quality_thresholds=self.quality_thresholds,
         )
 
     def get_client(self) -> VideosClient:

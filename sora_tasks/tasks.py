@@ -33,10 +33,11 @@ from .blocks import bucket_client
 from .core.api.client import DownloadedFile, Variant
 from .core.api.request import VideoRequest
 from .core.api.settings import ApiSettings
-from .core.errors import TransientError
-from .core.jobs import pipeline, progress
+from .core.errors import TransientError, VideoQualityError
+from .core.jobs import gate, pipeline, progress
 from .core.jobs.pipeline import submit
 from .core.media.images import Fit, ImageSource, PreparedImage, prepare_image
+from .core.media.quality import Expectation
 from .core.storage.destinations import StoredVideo, object_metadata, resolve_destination, store_file
 from .core.storage.receipts import Receipts
 from .leases import holding_lease
@@ -161,7 +162,8 @@ def object_resource(uri: str) -> dict[str, str]:
 def emit_video_event(
     event: str, video_id: str, *, uri: str | None = None, identity: RunIdentity | None = None, **payload: Any
 ) -> None:
-    """``sora.video.<event>`` about one video (resource ``sora.video.<id>``), for automations.
+    """``sora.video.<event>`` about one video (resource ``sora.video.<id>``), for automations:
+    created, completed, failed, rejected (it failed the quality check), uploaded.
 
     Related: the flow run, flow and deployment it happened in (``identity``, taken by
     the flow where the event comes from a thread or process without its context), and
@@ -384,6 +386,54 @@ def download_video(
         "downloaded %s %s: %d bytes in %.2fs", video_id, variant, downloaded.bytes, time.monotonic() - started
     )
     return downloaded
+
+
+@task(name="check-video", timeout_seconds=900, cache_policy=NO_CACHE, **_transient_retries)
+def check_video(
+    downloaded: DownloadedFile,
+    output_uri: str,
+    settings: ApiSettings,
+    expected: Expectation,
+    bucket: S3Bucket | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The downloaded video against the quality policy (``settings.quality``), before anything is stored.
+
+    Returns the report (None under ``off``). A video the policy rejects is kept beside the
+    output (``x.rejected.mp4``), ``sora.video.rejected`` is emitted, and
+    :class:`VideoQualityError` is raised: nothing reaches ``output_uri``.
+    """
+    logger = get_run_logger()
+    try:
+        report = gate.check_download(
+            downloaded,
+            output_uri,
+            settings.quality_policy,
+            expected,
+            s3=bucket_client(bucket),
+            metadata=metadata,
+            warn=logger.warning,
+        )
+    except VideoQualityError as error:
+        emit_rejected(error)
+        raise
+    if report is not None:
+        logger.info("quality of %s: %s", downloaded.video_id, report.summary())
+    return report.as_dict() if report is not None else None
+
+
+def emit_rejected(error: VideoQualityError, *, identity: RunIdentity | None = None, **payload: Any) -> None:
+    """``sora.video.rejected``: a paid video failed the quality check (code, checks, figures, where it is kept)."""
+    emit_video_event(
+        "rejected",
+        error.video_id,
+        uri=error.rejected_uri,
+        code=error.code,
+        checks=error.checks,
+        figures=error.figures,
+        identity=identity,
+        **payload,
+    )
 
 
 @task(name="upload-video", timeout_seconds=3600, cache_policy=NO_CACHE, **_transient_retries)

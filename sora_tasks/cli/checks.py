@@ -86,6 +86,18 @@ def check_generate(args: argparse.Namespace, target: Target) -> tuple[VideoSpec,
     return spec, request, image
 
 
+def check_quality(quality: str | None) -> str | None:
+    """``--quality`` in its one spelling (``retry:1`` -> ``retry=1``); None: the block's setting."""
+    if quality is None:
+        return None
+    from ..core.media.quality import normalize_quality
+
+    try:
+        return normalize_quality(quality)
+    except InvalidRequestError as error:
+        raise InvalidRequestError(f"--{error}") from None
+
+
 def check_max_wait(max_wait: float | None) -> None:
     if max_wait is not None and max_wait <= 0:
         raise InvalidRequestError(f"--max-wait must be a positive number of seconds, got {max_wait}")

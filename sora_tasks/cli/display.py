@@ -117,13 +117,41 @@ class Reporter:
             self._last = (status, progress)
             self.say(f"{video.id}: {status} {progress}% ({time.monotonic() - self.started:.1f} s)")
 
+    def rejected(self, error: Any, retries_left: int) -> None:
+        """A video failed the quality check and a retry is paid for (the last rejection is the error itself)."""
+        self.say(
+            f"{error}; paying for a new job ({retries_left} quality retr{'y' if retries_left == 1 else 'ies'} left)"
+        )
+
     def delivered(self, result: DeliveredVideo) -> None:
-        """The one-line summary: destination, size, duration, resolution, model, video id, time."""
+        """The one-line summary: destination, size, duration, resolution, model, video id, time, quality.
+
+        A video delivered although it failed the quality check (``--quality warn``) says so
+        on a line of its own, as do the jobs a quality retry rejected before it.
+        """
         line = (
             f"delivered {result.uri}: {human_bytes(result.bytes)}, {result.duration} s {result.resolution} "
             f"{result.model}, video {result.video_id}, in {time.monotonic() - self.started:.1f} s"
         )
+        lines = [line, *quality_lines(result)]
         if self._bar is not None:
-            self._after.append(line)
+            self._after.extend(lines)
         else:
-            self.say(line)
+            for text in lines:
+                self.say(text)
+
+
+def quality_lines(result: Any) -> list[str]:
+    """What the quality check said of a delivered video, when there is something to say."""
+    lines = []
+    report = getattr(result, "quality", None)
+    if report and not report.get("passed", True):
+        failed = "; ".join(f"{name}: {detail}" for name, detail in report.get("failures", {}).items())
+        lines.append(f"warning: video {result.video_id} failed the quality check ({failed}); delivered anyway")
+    rejected = list(getattr(result, "rejected", ()) or ())
+    if rejected:
+        lines.append(
+            f"after rejecting {', '.join(rejected)} (failed the quality check; each kept beside the output "
+            "as .rejected.mp4)"
+        )
+    return lines

@@ -18,10 +18,11 @@ from pydantic import SecretStr
 from ..core.api.client import status_dict
 from ..core.api.request import VideoRequest
 from ..core.api.settings import ApiSettings
-from ..core.errors import StoryboardError, VideoJobError
+from ..core.errors import StoryboardError, VideoJobError, VideoQualityError
 from ..core.jobs import pipeline
 from ..core.jobs.sweep import DEFAULT_WORKERS, sweep
 from ..core.media.images import PreparedImage
+from ..core.media.quality import QualityPolicy
 from ..core.spec import VideoSpec
 from ..core.storage.ledger import Ledger, PendingVideo
 from ..core.storage.receipts import Receipts
@@ -45,7 +46,7 @@ def generate(
     image: PreparedImage | None,
     reporter: Reporter,
 ) -> str:
-    settings = target.settings
+    settings = target.settings.with_quality(args.quality)
     client = settings.new_client()
     try:
         delivered = pipeline.produce(
@@ -60,6 +61,8 @@ def generate(
             on_progress=reporter.update,
             on_submitted=lambda submitted: reporter.submitted(submitted.video_id, reused=submitted.reused),
             previews=args.previews,
+            quality=settings.quality_policy,
+            on_rejected=reporter.rejected,
         )
     except Exception as error:
         keep_for_collection(error, request, args.output, settings, args.ledger)
@@ -73,10 +76,24 @@ def generate(
 def _record(
     video_id: str, request: VideoRequest | None, output: str, settings: ApiSettings, reason: str
 ) -> PendingVideo:
+    # The quality setting goes with it: `pending` checks the video as this call would have.
     if request is None:  # a derived job: its model, length and size follow its source
-        return PendingVideo(video_id, output, base_url=settings.base_url, provider=settings.provider, reason=reason)
+        return PendingVideo(
+            video_id,
+            output,
+            base_url=settings.base_url,
+            provider=settings.provider,
+            reason=reason,
+            quality=settings.quality,
+        )
     return PendingVideo.of(
-        video_id, request, output, base_url=settings.base_url, provider=settings.provider, reason=reason
+        video_id,
+        request,
+        output,
+        base_url=settings.base_url,
+        provider=settings.provider,
+        reason=reason,
+        quality=settings.quality,
     )
 
 
@@ -85,12 +102,15 @@ def keep_for_collection(
 ) -> None:
     """A video paid for but not delivered (deadline passed, upload failed) goes to the ledger."""
     video_id = getattr(error, "video_id", None)
+    finished = (VideoJobError, VideoQualityError)
     if isinstance(error, StoryboardError):
         # Only the final shot's own job is the storyboard's video; an earlier shot's is not to be delivered.
-        final = error.shot == error.shots and not isinstance(error.__cause__, VideoJobError)
+        final = error.shot == error.shots and not isinstance(error.__cause__, finished)
         video_id = error.shot_video_id if final else None
-    if not video_id or isinstance(error, VideoJobError):
-        return  # nothing was paid for, or the job itself failed: nothing to deliver later
+    if not video_id or isinstance(error, finished):
+        # Nothing was paid for, the job itself failed, or its video failed the quality check
+        # (kept beside the output, marked in its receipt): nothing to deliver later.
+        return
     book = Ledger(ledger)
     book.add(_record(video_id, request, output, settings, type(error).__name__))
     logger.warning("video %s recorded in %s: `sora-video pending` delivers it once done", video_id, book.location)
@@ -100,13 +120,14 @@ def submit(
     args: argparse.Namespace, target: Target, spec: VideoSpec, request: VideoRequest, image: PreparedImage | None
 ) -> str:
     book = Ledger(args.ledger)
-    client = target.settings.new_client()
+    settings = target.settings.with_quality(args.quality)
+    client = settings.new_client()
     try:
         receipts = Receipts(default_receipts(args.output))
         submitted = pipeline.submit(client, request, image, request_id=spec.request_id, receipts=receipts)
     finally:
         client.close()
-    book.add(_record(submitted.video_id, request, args.output, target.settings, "submitted"))
+    book.add(_record(submitted.video_id, request, args.output, settings, "submitted"))
     return submitted.video_id
 
 
@@ -120,9 +141,12 @@ def status(args: argparse.Namespace, target: Target) -> str:
 
 
 def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str:
-    client = target.settings.new_client()
+    settings = target.settings.with_quality(args.quality)
+    client = settings.new_client()
     try:
-        delivered = pipeline.collect(client, args.video_id, args.output, previews=args.previews)
+        delivered = pipeline.collect(
+            client, args.video_id, args.output, previews=args.previews, quality=settings.quality_policy
+        )
     finally:
         client.close()
     Ledger(args.ledger).remove(args.video_id)  # delivered: `pending` must not deliver it again
@@ -137,7 +161,10 @@ def pending(book: Ledger, workers: int = DEFAULT_WORKERS, *, previews: bool = Tr
         key = SecretStr(services.EMULATOR_KEY) if services.is_emulator_url(record.base_url) else None
         # This worker thread's client for the record's server, kept for its later records.
         client = ApiSettings(base_url=record.base_url, provider=record.provider, api_key=key).client()
-        return pipeline.collect(client, record.video_id, record.output, previews=previews).uri
+        # Checked as it was submitted to be (fail when it did not say); a sweep never pays, so
+        # under retry=N a failing video is rejected, kept beside its output, and its record goes.
+        quality = QualityPolicy.of(record.quality or "fail")
+        return pipeline.collect(client, record.video_id, record.output, previews=previews, quality=quality).uri
 
     return sweep(book, deliver, workers=workers)
 
@@ -146,7 +173,7 @@ def derive(args: argparse.Namespace, target: Target, operation: DerivedOperation
     """A remix, edit or extension delivered to ``--output``, with the receipts' guarantees."""
     from ..core.jobs.derived import DerivedRequest, fetch_source
 
-    settings = target.settings
+    settings = target.settings.with_quality(args.quality)
     fetched = fetch_source(args.video_id if operation == "remix" else args.source)
     client = settings.new_client()
     try:
@@ -162,6 +189,8 @@ def derive(args: argparse.Namespace, target: Target, operation: DerivedOperation
             on_progress=reporter.update,
             on_submitted=lambda submitted: reporter.submitted(submitted.video_id, reused=submitted.reused),
             previews=args.previews,
+            quality=settings.quality_policy,
+            on_rejected=reporter.rejected,
         )
     except Exception as error:
         keep_for_collection(error, None, args.output, settings, args.ledger)
@@ -179,7 +208,7 @@ def storyboard(
     """The storyboard's one video at ``--output``; a rerun resumes from the last finished shot."""
     from ..core.jobs.storyboard import produce_storyboard
 
-    settings = target.settings
+    settings = target.settings.with_quality(args.quality)
     client = settings.new_client()
     plan = board.plan(client.base_url, image=image, request_id=args.request_id)
     count = len(plan.shots)
@@ -198,6 +227,7 @@ def storyboard(
             on_progress=reporter.update,
             on_submitted=submitted,
             previews=args.previews,
+            quality=settings.quality_policy,
         )
     except Exception as error:
         keep_for_collection(error, None, args.output, settings, args.ledger)

@@ -354,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv[1:] if command != "generate" else argv)
     verbose = getattr(args, "verbose", False)
     try:
+        if getattr(args, "quality", None) is not None:
+            from .checks import check_quality
+
+            args.quality = check_quality(args.quality)
         return runner(args)
     except KeyboardInterrupt:
         print("sora-video: interrupted; a submitted video keeps rendering (`sora-video pending`)", file=sys.stderr)

@@ -44,6 +44,7 @@ def generate(args: argparse.Namespace, target: Target, spec: VideoSpec, reporter
             destination=args.destination_block,
             previews=args.previews,
             ledger=args.ledger,
+            quality=args.quality,
         )
     finally:
         unsubscribe()
@@ -60,6 +61,7 @@ def submit(args: argparse.Namespace, target: Target, spec: VideoSpec) -> str:
         api=api_parameter(target),
         destination=args.destination_block,
         ledger=Ledger(args.ledger).location,
+        quality=args.quality,
     )
     return str(submitted.video_id)
 
@@ -80,6 +82,7 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
         destination=args.destination_block,
         ledger=Ledger(args.ledger).location,
         previews=args.previews,
+        quality=args.quality,
     )
     reporter.delivered(result)
     return str(result.uri)
@@ -102,6 +105,7 @@ def derive(args: argparse.Namespace, target: Target, operation: str, reporter: R
         "previews": args.previews,
         "ledger": args.ledger,
         "request_id": args.request_id,
+        "quality": args.quality,
     }
     unsubscribe = feed.subscribe(reporter.update)
     try:
@@ -135,6 +139,7 @@ def storyboard(args: argparse.Namespace, target: Target, story: StoryboardInput,
             previews=args.previews,
             ledger=args.ledger,
             request_id=args.request_id,
+            quality=args.quality,
         )
     finally:
         unsubscribe()

@@ -21,8 +21,9 @@ COMMANDS = """commands:
   sora-video providers                                 the /v1/videos servers it knows
 
 Without OPENAI_API_KEY (or --base-url) it runs on a local emulator: free, synthetic video.
-Exit status: 0 done, 2 invalid input (nothing was sent or paid), 1 generation or delivery
-failed (the message names the video id, so the job can be recovered)."""
+Every finished video is checked before it is stored (--quality fail|warn|off|retry=N).
+Exit status: 0 done, 2 invalid input (nothing was sent or paid), 1 generation, delivery or
+the quality check failed (the message names the video id, so the job can be recovered)."""
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +126,7 @@ def generate_parser() -> argparse.ArgumentParser:
     )
     _previews(parser)
     _open(parser)
+    _quality(parser)
     parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
     parser.add_argument(
         "--ledger",
@@ -155,6 +157,7 @@ def collect_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ledger", help="the --async ledger to clear it from (default: $SORA_LEDGER)")
     _previews(parser)
     _open(parser)
+    _quality(parser)
     _connection(parser)
     _display(parser)
     return parser
@@ -196,6 +199,19 @@ def ps_parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog="sora-video ps", description="Show the background services.")
 
 
+QUALITY_HELP = (
+    "what happens to a finished video that fails the quality check (all black, frozen, too short, wrong size, "
+    "...): fail (default: kept beside the output as NAME.rejected.mp4, exit 1), warn (delivered with a warning), "
+    "off (not checked), retry=N (kept aside, and up to N new jobs are paid for until one passes); "
+    "default: the --api-block's setting, else fail"
+)
+
+
+def _quality(parser: argparse.ArgumentParser) -> None:
+    # Checked before anything starts (cli.checks.check_quality), like every other input.
+    parser.add_argument("--quality", metavar="fail|warn|off|retry=N", help=QUALITY_HELP)
+
+
 def _previews(parser: argparse.ArgumentParser) -> None:
     previews = parser.add_mutually_exclusive_group()
     previews.add_argument(
@@ -223,6 +239,7 @@ def _job_flags(parser: argparse.ArgumentParser) -> None:
         "--max-wait", type=float, help="seconds to wait for the video (default: the block's, else 1200)"
     )
     _previews(parser)
+    _quality(parser)
     parser.add_argument("--request-id", help="makes an identical request a new, separately paid job")
     parser.add_argument(
         "--ledger",

@@ -22,6 +22,7 @@ from .errors import (
     VideoExpiredError,
     VideoJobError,
     VideoNotReadyError,
+    VideoQualityError,
     VideoTimeoutError,
 )
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .api.settings import ApiSettings
     from .media.fit import FITS
     from .media.images import PreparedImage, prepare_image
+    from .media.quality import Expectation, QualityPolicy, QualityReport, QualityThresholds, inspect_video
     from .spec import VideoSpec, build_request
     from .storage.destinations import Destination, StoredVideo, resolve_destination, store_file
 
@@ -45,6 +47,11 @@ _LAZY = {
     "FITS": "media.fit",
     "PreparedImage": "media.images",
     "prepare_image": "media.images",
+    "Expectation": "media.quality",
+    "QualityPolicy": "media.quality",
+    "QualityReport": "media.quality",
+    "QualityThresholds": "media.quality",
+    "inspect_video": "media.quality",
     "MODEL_SIZES": "api.request",
     "SECONDS": "api.request",
     "VideoRequest": "api.request",
@@ -68,9 +75,13 @@ __all__ = [
     "Destination",
     "DownloadError",
     "DownloadedFile",
+    "Expectation",
     "InvalidRequestError",
     "ModerationBlockedError",
     "PreparedImage",
+    "QualityPolicy",
+    "QualityReport",
+    "QualityThresholds",
     "ServerRejectedError",
     "SoraError",
     "StorageError",
@@ -79,12 +90,14 @@ __all__ = [
     "VideoExpiredError",
     "VideoJobError",
     "VideoNotReadyError",
+    "VideoQualityError",
     "VideoRequest",
     "VideoSource",
     "VideoSpec",
     "VideoTimeoutError",
     "VideosClient",
     "build_request",
+    "inspect_video",
     "job_error",
     "prepare_image",
     "resolve_destination",

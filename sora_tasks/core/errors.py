@@ -141,6 +141,10 @@ class VideoQualityError(SoraError, RuntimeError):
         self.figures = dict(figures or {})
         self.rejected_uri = rejected_uri
         self.code = f"quality_{next(iter(self.checks), 'check')}"
+        # How the rejected job came about (created, resumed, ...), and the jobs a retry
+        # policy rejected before it; set by whoever made the job.
+        self.how: str | None = None
+        self.retried: tuple[str, ...] = ()
         failed = "; ".join(f"{name}: {detail}" for name, detail in self.checks.items())
         kept = f"; the rejected file is kept at {rejected_uri}" if rejected_uri else ""
         super().__init__(f"video {video_id} failed the quality check ({failed}){kept}")

@@ -96,12 +96,47 @@ def video_markdown(
     if result.get("expires_at"):
         rows.append(("server copy expires", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(result["expires_at"]))))
     rows.append(("sha256", f"`{result['sha256']}`"))
+    if result.get("rejected"):
+        rows.append(("rejected before it", _cell(", ".join(result["rejected"]))))
     lines += ["| field | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
+    lines += quality_markdown(result.get("quality"))
     if timings:
         lines += ["| step | time |", "|---|---|"]
         lines += [f"| {_cell(name)} | {seconds:.2f} s |" for name, seconds in timings.items()]
         lines += [f"| **total** | **{sum(timings.values()):.2f} s** |", ""]
     return "\n".join(lines)
+
+
+def quality_markdown(report: Mapping[str, Any] | None) -> list[str]:
+    """The quality check's figures for a delivered video (nothing when it was not checked)."""
+    if not report:
+        return []
+    figures: Mapping[str, Any] = report.get("figures", {})
+    failures: Mapping[str, str] = report.get("failures", {})
+    verdict = "passed" if report.get("passed") else "**failed** (delivered anyway: quality=warn)"
+    rows = [
+        ("format", f"{figures.get('codec', '?')} {figures.get('width', '?')}x{figures.get('height', '?')}", "size"),
+        (
+            "length",
+            f"{figures.get('duration', 0):.2f} s, {figures.get('frames', 0)} frames at {figures.get('fps', 0):g} fps",
+            "duration",
+        ),
+        ("black frames", _stretch(figures, "black"), "black"),
+        ("frozen picture", _stretch(figures, "frozen"), "frozen"),
+        ("audio", str(figures.get("audio", "none")), "silent" if "silent" in failures else "audio"),
+    ]
+    if figures.get("reference_similarity") is not None:
+        rows.append(("first frame vs reference", f"{figures['reference_similarity']:.2f}", "reference"))
+    lines = [f"**Quality check: {verdict}**", "", "| check | figure | result |", "|---|---|---|"]
+    for name, figure, check in rows:
+        result = f"failed: {_cell(failures[check])}" if check in failures else "ok"
+        lines.append(f"| {name} | {_cell(figure)} | {result} |")
+    return [*lines, ""]
+
+
+def _stretch(figures: Mapping[str, Any], check: str) -> str:
+    share, longest = figures.get(f"{check}_fraction", 0.0), figures.get(f"longest_{check}_seconds", 0.0)
+    return f"{100 * share:.0f}% (longest {longest:.1f} s)"
 
 
 def batch_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -135,6 +170,8 @@ TABLE_COLUMNS = (
     "thumbnail_uri",
     "spritesheet_uri",
     "how",
+    "quality",
+    "rejected_uri",
     "cost_usd",
     "duration",
     "model",

@@ -46,7 +46,7 @@ from sora_tasks.blocks import (
 )
 from sora_tasks.core.api.pricing import estimate_cost, price_per_second
 from sora_tasks.core.api.settings import ApiSettings
-from sora_tasks.core.errors import BatchFailedError, InvalidRequestError
+from sora_tasks.core.errors import BatchFailedError, InvalidRequestError, VideoQualityError
 from sora_tasks.core.jobs.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.jobs.pipeline import produce
 from sora_tasks.core.jobs.slots import forget, holding_slot
@@ -70,6 +70,7 @@ from sora_tasks.tasks import (
     announce_delivered,
     before_create,
     emit_referenced,
+    emit_rejected,
     emit_video_event,
     rendering_slot,
     retry_on_transient,
@@ -173,6 +174,8 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         outputs=outputs,
         previews=shared.previews,
         watcher=settings.watcher(),  # status reads shared by every row of this process: pages of the job list
+        quality=settings.quality_policy,
+        on_rejected=lambda error, left: rejected_row(error, left, row, shared),
     )
     if delivered.how != "already delivered":
         # The manifest is upstream of every video made from it.
@@ -189,7 +192,24 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         "how": delivered.how,
         "thumbnail_uri": delivered.thumbnail_uri,
         "spritesheet_uri": delivered.spritesheet_uri,
+        "quality": quality_cell(delivered.quality),
+        "rejected": list(delivered.rejected),
+        "rejected_paid": delivered.rejected_paid,
     }
+
+
+def rejected_row(error: VideoQualityError, retries_left: int, row: ManifestRow, shared: RowContext) -> None:
+    """A row's video failed the quality check and a retry is paid for: said in the log and as an event."""
+    logger = get_run_logger()
+    logger.warning("row %d: %s; paying for a new job (%d quality retries left)", row.number, error, retries_left)
+    emit_rejected(error, identity=shared.identity, row=row.number)
+
+
+def quality_cell(report: dict[str, Any] | None) -> str | None:
+    """The table's quality column: passed, or the failed checks of a video delivered anyway (warn)."""
+    if report is None:
+        return None
+    return "passed" if report.get("passed") else "failed: " + ", ".join(report.get("failures", {}))
 
 
 def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
@@ -229,6 +249,7 @@ def generate_videos(
     previews: bool = True,
     artifact_key: str | None = None,
     preview_url_seconds: int = MAX_PRESIGN_SECONDS,
+    quality: str | None = None,
 ) -> list[dict[str, Any]]:
     """Generate every row of ``manifest`` (JSONL/CSV, local or s3://) into ``output_prefix``.
 
@@ -250,6 +271,11 @@ def generate_videos(
     links are presigned for ``preview_url_seconds`` (at most 7 days). Every delivered
     object is materialized as a Prefect asset, downstream of the manifest.
 
+    ``quality`` (None: the block's, default ``fail``): each row's video is checked before
+    it is stored; a row whose video fails is ``failed`` with a ``quality_*`` code, its
+    video kept beside the row's output (``x.rejected.mp4``, the table's ``rejected_uri``),
+    and the other rows go on; ``retry=N`` pays for up to N new jobs per such row.
+
     Returns the per-row outcome table when every row was delivered (``how`` says whether
     it was created, resumed, recreated or already delivered). Otherwise raises
     :class:`BatchFailedError` (the run ends Failed) with the same table as ``rows``,
@@ -258,7 +284,7 @@ def generate_videos(
     if max_in_flight < 1:
         raise InvalidRequestError(f"max_in_flight must be at least 1, got {max_in_flight}")
     summary = BatchSummary(run_artifact_key(artifact_key), check_presign_seconds(preview_url_seconds))
-    settings = load_api(api)
+    settings = load_api(api).with_quality(quality)
     if previews and not settings.profile.supports_variants:
         get_run_logger().warning(
             "previews skipped: provider %s serves no thumbnail or spritesheet", settings.profile.name
@@ -317,6 +343,7 @@ def generate_videos(
                 "paths": paths.model_dump() if paths else None,
                 "previews": previews,
                 "preview_url_seconds": summary.url_seconds,
+                "quality": quality,
             },
             api=api,
             destination=destination,
@@ -428,29 +455,42 @@ def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, 
     cost = (price_per_second(row.request, prices) or 0.0) * int(row.request.seconds)
     if future.state.is_completed():
         result = future.result()
-        paid = cost if result["how"] in ("created", "recreated") else 0.0
+        # A quality retry's rejected jobs were paid for too.
+        jobs = (1 if result["how"] in ("created", "recreated") else 0) + int(result.get("rejected_paid") or 0)
+        extra = {"quality": result["quality"]} if result.get("quality") else {}
+        if result.get("rejected"):
+            extra["rejected"] = ", ".join(result["rejected"])
         return _row_record(
             row,
             status="delivered",
             how=result["how"],
             video_id=result["video_id"],
             uri=result["uri"],
-            cost_usd=paid,
+            cost_usd=cost * jobs,
             thumbnail_uri=result.get("thumbnail_uri"),
             spritesheet_uri=result.get("spritesheet_uri"),
+            **extra,
         )
     error = future.state.result(raise_on_failure=False)
     video_id = getattr(error, "video_id", None)
     code = str(getattr(error, "code", None) or type(error).__name__)
-    if video_id:
+    extra = {}
+    if isinstance(error, VideoQualityError):
+        # Rejected, not lost: the file is kept beside the row's output and its receipt says so.
+        emit_rejected(error, row=row.number)
+        extra = {"rejected_uri": error.rejected_uri, "rejected": ", ".join((*error.retried, error.video_id))}
+        jobs = 1 + len(error.retried)
+    elif video_id:
         emit_video_event("failed", video_id, code=code, message=str(error), row=row.number)
+        jobs = 1
     return _row_record(
         row,
         status="failed",
         video_id=video_id,
         code=code,
         error=f"{type(error).__name__}: {error}",
-        cost_usd=cost if video_id else 0.0,
+        cost_usd=cost * jobs if video_id else 0.0,
+        **extra,
     )
 
 

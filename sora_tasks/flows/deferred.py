@@ -46,9 +46,11 @@ def collect_pending(
     runs a video cost more than the download and upload at thousands of videos, and
     finished assets live only about an hour. Transient download and upload failures are
     retried with backoff all the same (the core's retries); anything else leaves the
-    record for the next sweep. One table artifact and one summary line for the sweep;
-    one log line per record, and the ``sora.video.uploaded`` / ``sora.video.failed``
-    events per video.
+    record for the next sweep. Each video is checked with the quality setting its record
+    names (else the block's): one that fails is ``rejected``, kept beside its output as
+    ``x.rejected.mp4``, and its record removed, so no sweep delivers it as good. One
+    table artifact and one summary line for the sweep; one log line per record, and the
+    ``sora.video.uploaded`` / ``sora.video.failed`` / ``sora.video.rejected`` events per video.
     """
     logger = get_run_logger()
     book = Ledger(ledger)
@@ -65,8 +67,13 @@ def collect_pending(
             settings = fallback.model_copy(update={"base_url": record.base_url, "provider": record.provider})
         # The record's output is already the full path or s3:// URI; a block lends its credentials.
         s3 = blocks.get(record.destination_block, _bucket_s3_client) if record.destination_block else None
+        # Checked as it was submitted to be (else the block's setting); a sweep never pays, so
+        # under retry=N a failing video is rejected, kept beside its output, and its record goes.
+        quality = settings.with_quality(record.quality).quality_policy
         # This worker thread's client for these settings (ApiSettings.client keeps one per thread).
-        delivered = pipeline.collect(settings.client(), record.video_id, record.output, s3=s3, previews=previews)
+        delivered = pipeline.collect(
+            settings.client(), record.video_id, record.output, s3=s3, previews=previews, quality=quality
+        )
         announce_delivered(delivered, identity=identity)
         return delivered.uri
 
@@ -74,8 +81,15 @@ def collect_pending(
 
     def report(row: dict[str, Any]) -> None:
         seen.append(row)
-        if row["outcome"] == "failed":
-            emit_video_event("failed", row["video_id"], identity=identity, code=row.get("code"), message=row["detail"])
+        if row["outcome"] in ("failed", "rejected"):
+            emit_video_event(
+                row["outcome"],
+                row["video_id"],
+                uri=row.get("rejected_uri"),
+                identity=identity,
+                code=row.get("code"),
+                message=row["detail"],
+            )
         logger.info("%s: %s (%s)", row["video_id"], row["outcome"], row["detail"])
 
     try:

@@ -5,7 +5,8 @@ The source is a video id (a video the server made), a local MP4, or an ``s3://``
 the input is checked before anything is paid; the job is recorded in a receipt the
 moment it is answered, so a rerun follows it, an already delivered output is skipped
 with no API call, and a job the server lost is made again; a paid video that could not
-be delivered goes to the ledger for ``collect-pending``; events, artifacts, a
+be delivered goes to the ledger for ``collect-pending``; the quality check (``quality``:
+fail, warn, off, retry=N) before anything is stored; events, artifacts, a
 :class:`~sora_tasks.flows.results.DerivedResult`.
 """
 
@@ -43,7 +44,7 @@ from sora_tasks.derive_tasks import derive_video, fetch_source_video
 from sora_tasks.tasks import rendering_slot, wait_for_video
 
 from .delivery import Delivery, resolve_delivery
-from .generate import DEFAULT_OUTPUT, Summary, already_delivered, deliver, report
+from .generate import DEFAULT_OUTPUT, Summary, already_delivered, deliver, report, with_quality_retries
 from .hooks import keep_for_collection
 from .results import DerivedResult
 
@@ -58,13 +59,14 @@ def remix_video(
     previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
+    quality: str | None = None,
 ) -> DerivedResult:
     """A new video from the finished video ``video_id`` and a new ``prompt`` (its size and length).
 
-    ``output``, ``api``, ``destination``, ``previews``, ``ledger`` as in ``generate_video``;
-    ``request_id`` makes an otherwise identical request a new, separately paid job.
+    ``output``, ``api``, ``destination``, ``previews``, ``ledger``, ``quality`` as in
+    ``generate_video``; ``request_id`` makes an otherwise identical request a new, separately paid job.
     """
-    return derive("remix", video_id, prompt, None, output, api, destination, previews, ledger, request_id)
+    return derive("remix", video_id, prompt, None, output, api, destination, previews, ledger, request_id, quality)
 
 
 @flow(name="edit-video", log_prints=True)
@@ -77,9 +79,10 @@ def edit_video(
     previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
+    quality: str | None = None,
 ) -> DerivedResult:
     """``source`` (a video id, a local MP4 or an ``s3://`` MP4) edited per ``prompt``; same size and length."""
-    return derive("edit", source, prompt, None, output, api, destination, previews, ledger, request_id)
+    return derive("edit", source, prompt, None, output, api, destination, previews, ledger, request_id, quality)
 
 
 @flow(name="extend-video", log_prints=True)
@@ -93,10 +96,11 @@ def extend_video(
     previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
+    quality: str | None = None,
 ) -> DerivedResult:
     """``source`` (a video id, a local MP4 or an ``s3://`` MP4) followed by a new ``duration``-second
     segment (4, 8, 12, 16 or 20) per ``prompt``: one video whose duration is the sum."""
-    return derive("extend", source, prompt, duration, output, api, destination, previews, ledger, request_id)
+    return derive("extend", source, prompt, duration, output, api, destination, previews, ledger, request_id, quality)
 
 
 def derive(
@@ -110,9 +114,10 @@ def derive(
     previews: bool,
     ledger: str | None,
     request_id: str | None,
+    quality: str | None = None,
 ) -> DerivedResult:
     """The body the three flows share: check, fetch the source, follow or make the job, deliver."""
-    settings = load_api(api)
+    settings = load_api(api).with_quality(quality)
     # Everything that costs nothing first: fields, the provider's support, the destination.
     check_derived(operation, prompt, duration)
     source = source.strip() if isinstance(source, str) else source
@@ -142,10 +147,33 @@ def _derive(
     ledger: str | None,
     request_id: str | None,
 ) -> DerivedResult:
-    logger = get_run_logger()
     receipts_at = default_receipts(delivery.output)
     receipts = Receipts(receipts_at, delivery.s3_client())
-    key = job_key(base_url, request, request_id=request_id)
+    return with_quality_retries(
+        settings,
+        receipts,
+        request_id,
+        lambda attempt_id: job_key(base_url, request, request_id=attempt_id),
+        lambda key, attempt_id: _derive_once(
+            request, source, settings, delivery, receipts, receipts_at, key, api, previews, ledger, attempt_id
+        ),
+    )
+
+
+def _derive_once(
+    request: DerivedRequest,
+    source: str,
+    settings: ApiSettings,
+    delivery: Delivery,
+    receipts: Receipts,
+    receipts_at: str,
+    key: str,
+    api: VideosApi | str | None,
+    previews: bool,
+    ledger: str | None,
+    request_id: str | None,
+) -> DerivedResult:
+    logger = get_run_logger()
     earlier = receipts.find(key)
     model = earlier.model if earlier is not None else settings.model
     done = find_delivered(receipts, key, delivery.output, model=model, s3=delivery.s3_client())

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -17,16 +18,26 @@ from sora_tasks.core.api.client import DownloadedFile
 from sora_tasks.core.api.pricing import price_per_second
 from sora_tasks.core.api.request import VideoRequest
 from sora_tasks.core.api.settings import ApiSettings
-from sora_tasks.core.errors import StorageError, VideoNotReadyError
-from sora_tasks.core.jobs.pipeline import Delivered, find_delivered, job_key, record_delivery
+from sora_tasks.core.errors import StorageError, VideoNotReadyError, VideoQualityError
+from sora_tasks.core.jobs.gate import attempts, record_rejection, retry_note, retry_request_id
+from sora_tasks.core.jobs.pipeline import Delivered, find_delivered, job_key, record_delivery, rejected_earlier
+from sora_tasks.core.media.images import PreparedImage
+from sora_tasks.core.media.quality import Expectation
 from sora_tasks.core.spec import VideoSpec, as_spec, build_request
-from sora_tasks.core.storage.destinations import MAX_PRESIGN_SECONDS, check_presign_seconds, presign
+from sora_tasks.core.storage.destinations import (
+    MAX_PRESIGN_SECONDS,
+    check_presign_seconds,
+    object_metadata,
+    presign,
+    resolve_destination,
+)
 from sora_tasks.core.storage.ledger import Ledger
 from sora_tasks.core.storage.receipts import Receipts
 from sora_tasks.core.storage.receipts import default_location as default_receipts
 from sora_tasks.core.summary import artifact_key as summary_key
 from sora_tasks.core.summary import video_markdown
 from sora_tasks.tasks import (
+    check_video,
     create_video,
     deliver_previews,
     download_video,
@@ -66,16 +77,36 @@ def deliver(
     fingerprint: str | None = None,
     summary: Summary | None = None,
     artifacts: bool = True,
+    expected: Expectation | None = None,
 ) -> VideoResult:
-    """Download and store a completed video (and its previews); the local copy is removed only once stored.
+    """Download, check and store a completed video (and its previews); the local copy is removed only once stored.
 
-    Leaves the run's keyed summary artifact and emits ``sora.video.uploaded`` once
-    everything is stored, with the previews' URIs in its payload. ``artifacts=False``:
-    the caller writes the summary itself (a derived video's, a storyboard's).
+    The download is checked against ``settings.quality`` before anything is stored (the
+    ``check-video`` task): a video the policy rejects is kept beside the output and
+    :class:`VideoQualityError` is raised. ``expected``: what was asked (default: the
+    request's size and length). Leaves the run's keyed summary artifact and emits
+    ``sora.video.uploaded`` once everything is stored, with the previews' URIs in its
+    payload. ``artifacts=False``: the caller writes the summary itself (a derived
+    video's, a storyboard's).
     """
     started = time.monotonic()
     downloaded: DownloadedFile = download_video(video_id, settings)
     timings["download"] = time.monotonic() - started
+    started = time.monotonic()
+    target = resolve_destination(delivery.output, video_id=video_id, model=request.model).uri
+    metadata = object_metadata(
+        video_id, request.model, request.seconds, request.size, request.prompt_sha256, downloaded.sha256
+    )
+    quality = check_video(
+        downloaded,
+        target,
+        settings,
+        expected or Expectation.of(request.size, request.seconds),
+        delivery.bucket,
+        metadata,
+    )
+    if quality is not None:
+        timings["check"] = time.monotonic() - started
     started = time.monotonic()
     try:
         stored = upload_video(downloaded, delivery.output, request, delivery.bucket, fingerprint, announce=False)
@@ -105,6 +136,7 @@ def deliver(
         timings={name: round(value, 3) for name, value in timings.items()},
         thumbnail_uri=shown.get("thumbnail"),
         spritesheet_uri=shown.get("spritesheet"),
+        quality=quality,
     )
     emit_video_event(
         "uploaded",
@@ -174,6 +206,7 @@ def generate_video(
     previews: bool = True,
     artifact_key: str | None = None,
     preview_url_seconds: int = MAX_PRESIGN_SECONDS,
+    quality: str | None = None,
 ) -> VideoResult:
     """A prompt (``video``: a :class:`VideoSpec`, or just the prompt) -> an MP4 at ``output``.
 
@@ -185,17 +218,22 @@ def generate_video(
     not delivered (deadline passed, upload failed) is recorded in ``ledger`` (default
     ``$SORA_LEDGER``) for the ``collect-pending`` flow.
 
+    ``quality`` (None: the block's, default ``fail``): what happens to a finished video
+    that fails the quality check (black, frozen, too short, wrong size, ...): ``fail``
+    keeps it beside the output (``x.rejected.mp4``) and fails the run, ``warn`` delivers
+    it with a warning, ``off`` does not check, ``retry=N`` pays for up to N new jobs.
+
     ``previews``: the thumbnail and the spritesheet are delivered beside the video
     (``x.mp4`` -> ``x.thumbnail.webp``, ``x.spritesheet.jpg``) where the server serves
     them, else skipped with a warning. ``thumbnail`` is the seed's name for it: when
     given, it decides (``thumbnail=False``: no previews). The run's summary artifact
-    (thumbnail, model, size, cost, timings) is kept under ``artifact_key``, by default
-    the deployment's full name (``generate-video-adhoc``) or the flow's
+    (thumbnail, model, size, cost, timings, quality figures) is kept under ``artifact_key``,
+    by default the deployment's full name (``generate-video-adhoc``) or the flow's
     (``generate-video``); its S3 links are presigned for ``preview_url_seconds``
     (at most 7 days).
     """
     spec = as_spec(video)
-    settings = load_api(api)
+    settings = load_api(api).with_quality(quality)
     request = build_request(spec, settings)
     summary = Summary(run_artifact_key(artifact_key), check_presign_seconds(preview_url_seconds))
     if thumbnail is not None:
@@ -213,7 +251,85 @@ def generate_video(
     started = time.monotonic()
     prepared = preprocess_image(spec.image, request.size, spec.fit) if spec.image else None
     timings["preprocess"] = time.monotonic() - started
-    key = job_key(client.base_url, request, prepared, spec.request_id)
+    job = Job(request, settings, delivery, receipts, receipts_at, prepared, api, ledger)
+    return with_quality_retries(
+        settings,
+        receipts,
+        spec.request_id,
+        lambda request_id: job_key(client.base_url, request, prepared, request_id),
+        lambda key, request_id: make_video(job, key, request_id, dict(timings), previews=previews, summary=summary),
+    )
+
+
+R = TypeVar("R", bound=VideoResult)
+
+
+def with_quality_retries(
+    settings: ApiSettings,
+    receipts: Receipts,
+    request_id: str | None,
+    key_of: Callable[[str | None], str],
+    make: Callable[[str, str | None], R],
+) -> R:
+    """``make(key, request_id)`` once, or under ``retry=N`` until a video passes the quality check.
+
+    Retry k is the request with request id ``<id>#quality-retry-k`` (``key_of`` gives its
+    receipt key): a job of its own, so a rerun follows it; a job an earlier run rejected
+    is gone past without downloading it again. Each rejection is marked in its receipt;
+    the last one is raised, naming the jobs rejected before it.
+    """
+    policy = settings.quality_policy
+    rejected: list[VideoQualityError] = []
+    logger = get_run_logger()
+    for attempt in range(attempts(policy)):
+        attempt_id = retry_request_id(request_id, attempt)
+        key = key_of(attempt_id)
+        earlier = receipts.find(key) if attempt + 1 < attempts(policy) else None
+        if earlier is not None and earlier.rejected_codes:
+            logger.info(
+                "video %s was rejected by an earlier run (%s); following its retry",
+                earlier.video_id,
+                earlier.rejected_codes,
+            )
+            rejected.append(rejected_earlier(earlier))
+            continue
+        try:
+            result = make(key, attempt_id)
+        except VideoQualityError as error:
+            record_rejection(receipts, key, error)
+            if attempt + 1 == attempts(policy):
+                raise retry_note(error, rejected) from None
+            rejected.append(error)
+            logger.warning(
+                "%s; paying for quality retry %d of %d (quality=%s)", error, attempt + 1, policy.retries, policy.setting
+            )
+            continue
+        if rejected:
+            result = result.model_copy(update={"rejected": [error.video_id for error in rejected]})
+        return result
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one run's attempts share: the request, where it goes, its receipts and its ledger."""
+
+    request: VideoRequest
+    settings: ApiSettings
+    delivery: Delivery
+    receipts: Receipts
+    receipts_at: str
+    prepared: PreparedImage | None
+    api: VideosApi | str | None
+    ledger: str | None
+
+
+def make_video(
+    job: Job, key: str, request_id: str | None, timings: dict[str, float], *, previews: bool, summary: Summary
+) -> VideoResult:
+    """One job for the request (``request_id``: the spec's, or a quality retry's): found delivered,
+    followed, or made; then delivered. A video failing the quality check raises (never the ledger)."""
+    request, settings, delivery, receipts = job.request, job.settings, job.delivery, job.receipts
     done = find_delivered(receipts, key, delivery.output, model=request.model, s3=delivery.s3_client())
     if done is not None:
         get_run_logger().info("already delivered at %s (video %s): nothing to pay for", done.uri, done.video_id)
@@ -223,7 +339,7 @@ def generate_video(
 
     with rendering_slot(settings):
         started = time.monotonic()
-        video_id = create_video(request, settings, prepared, spec.request_id, receipts_at, delivery.bucket)
+        video_id = create_video(request, settings, job.prepared, request_id, job.receipts_at, delivery.bucket)
         timings["create"] = time.monotonic() - started
         get_run_logger().info("video id %s (keep it: `sora-video collect %s` recovers it)", video_id, video_id)
         try:
@@ -238,12 +354,13 @@ def generate_video(
                 # pay for a fresh one rather than fail forever.
                 get_run_logger().warning("recorded video %s is gone from the server; creating a new one", video_id)
                 receipts.forget(key)
-                video_id = create_video(request, settings, prepared, spec.request_id, receipts_at, delivery.bucket)
+                video_id = create_video(request, settings, job.prepared, request_id, job.receipts_at, delivery.bucket)
                 rendered = waiter(video_id, settings)
             timings["wait"] = time.monotonic() - started
         except Exception as error:
-            keep_for_collection(error, video_id, request, delivery, settings, api, ledger)
+            keep_for_collection(error, video_id, request, delivery, settings, job.api, job.ledger)
             raise
+    expected = Expectation.of(request.size, request.seconds, job.prepared.data if job.prepared else None)
     try:
         result = deliver(
             video_id,
@@ -255,15 +372,16 @@ def generate_video(
             previews=previews,
             fingerprint=key,
             summary=summary,
+            expected=expected,
         )
     except Exception as error:
-        keep_for_collection(error, video_id, request, delivery, settings, api, ledger)
+        keep_for_collection(error, video_id, request, delivery, settings, job.api, job.ledger)
         raise
     record_delivery(receipts, key, result)
     context = FlowRunContext.get()
     if context is not None and context.flow_run is not None and context.flow_run.run_count > 1:
         # An earlier attempt of this run failed and recorded the video; it is delivered now.
-        Ledger(ledger).remove(video_id)
+        Ledger(job.ledger).remove(video_id)
     return result
 
 

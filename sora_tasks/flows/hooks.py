@@ -16,7 +16,7 @@ from typing import Any
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core.api.request import VideoRequest
 from sora_tasks.core.api.settings import ApiSettings
-from sora_tasks.core.errors import VideoJobError
+from sora_tasks.core.errors import VideoJobError, VideoQualityError
 from sora_tasks.core.storage.ledger import Ledger, PendingVideo
 
 from .delivery import Delivery, saved_name
@@ -43,6 +43,7 @@ def pending_record(
         api_block=saved_name(api),
         destination_block=delivery.bucket_block_name,
         reason=reason,
+        quality=settings.quality,
     )
 
 
@@ -55,8 +56,10 @@ def keep_for_collection(
     api: VideosApi | str | None,
     ledger: str | None,
 ) -> None:
-    if isinstance(error, VideoJobError):
-        return  # the job itself failed: nothing to deliver
+    if isinstance(error, (VideoJobError, VideoQualityError)):
+        # The job itself failed, or its video failed the quality check (kept beside the
+        # output, marked in its receipt): nothing a sweep should deliver.
+        return
     book = Ledger(ledger)
     book.add(pending_record(video_id, request, delivery, settings, api, reason=type(error).__name__))
     logger.warning(

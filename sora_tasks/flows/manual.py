@@ -34,15 +34,18 @@ def submit_video(
     api: VideosApi | str | None = None,
     destination: S3Bucket | str | None = None,
     ledger: str | None = None,
+    quality: str | None = None,
 ) -> SubmittedVideo:
     """Create the job and return its id at once (the seed's ``wait=False``).
 
     With ``ledger`` (a folder or ``s3://bucket/prefix``) the job is recorded there and
     the ``collect-pending`` flow delivers it to ``output`` once done: the async mode,
-    in which no flow run waits while the video renders.
+    in which no flow run waits while the video renders. ``quality`` (None: the block's)
+    is recorded with it: the sweep checks the video so (``retry=N`` rejects like ``fail``
+    there: a sweep never pays).
     """
     spec = as_spec(video)
-    settings = load_api(api)
+    settings = load_api(api).with_quality(quality)
     request = build_request(spec, settings)
     if ledger is not None and output is None:
         raise InvalidRequestError("output is required with ledger: collect-pending needs to know where to deliver")
@@ -94,13 +97,15 @@ def collect_video(
     destination: S3Bucket | str | None = None,
     ledger: str | None = None,
     previews: bool = True,
+    quality: str | None = None,
 ) -> VideoResult:
-    """Deliver a finished video; fails clearly when it is not finished, failed or expired.
+    """Deliver a finished video; fails clearly when it is not finished, failed, expired, or
+    fails the quality check (``quality``, None: the block's; kept beside ``output`` then).
 
     Its record in ``ledger`` (if it has one there) is removed, so a sweep never delivers it
     again. ``previews``: the thumbnail and spritesheet go beside it, as with ``generate_video``.
     """
-    settings = load_api(api)
+    settings = load_api(api).with_quality(quality)
     delivery = resolve_delivery(output, destination)
     settings.client()
     result = collect(video_id, delivery, settings, previews)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -22,6 +24,10 @@ class VideoResult(BaseModel):
     spritesheet_uri: str | None = None
     # created, resumed, recreated, or already delivered (an earlier run's video, nothing paid).
     how: str = "created"
+    # The quality check's report: passed, figures, failures (None: not checked, or an earlier run's video).
+    quality: dict[str, Any] | None = None
+    # Jobs a quality retry rejected before this one (each kept beside the output as x.rejected.mp4).
+    rejected: list[str] = Field(default_factory=list)
 
 
 class SubmittedVideo(BaseModel):

@@ -19,8 +19,9 @@ from prefect_aws import S3Bucket
 
 from sora_tasks.blocks import VideosApi, load_api
 from sora_tasks.core.api.settings import ApiSettings
-from sora_tasks.core.errors import VideoNotReadyError
+from sora_tasks.core.errors import VideoNotReadyError, VideoQualityError
 from sora_tasks.core.jobs.derived import request_of
+from sora_tasks.core.jobs.gate import record_rejection
 from sora_tasks.core.jobs.pipeline import find_delivered, record_delivery
 from sora_tasks.core.jobs.storyboard import (
     Plan,
@@ -34,6 +35,7 @@ from sora_tasks.core.jobs.storyboard import (
     shot_failure,
 )
 from sora_tasks.core.media.images import Fit
+from sora_tasks.core.media.quality import Expectation
 from sora_tasks.core.storage.receipts import Receipts
 from sora_tasks.core.storage.receipts import default_location as default_receipts
 from sora_tasks.derive_tasks import derive_video
@@ -59,6 +61,7 @@ def storyboard(
     previews: bool = True,
     ledger: str | None = None,
     request_id: str | None = None,
+    quality: str | None = None,
 ) -> StoryboardResult:
     """``shots`` (one prompt a shot) -> one video at ``output``: shot 1 made, then extended shot by shot.
 
@@ -68,9 +71,11 @@ def storyboard(
     ``model`` (default: the API block's) and ``resolution`` are the first shot's, which
     the extensions keep. ``output``, ``api``, ``destination``, ``previews``, ``ledger``,
     ``request_id`` as in ``generate_video``. The result lists each shot's video id; its
-    ``duration`` is the sum of the shots.
+    ``duration`` is the sum of the shots. ``quality`` as in ``generate_video``, applied to
+    the final video; ``retry=N`` rejects like ``fail`` here (re-making a storyboard's last
+    shot is left to a rerun with another ``request_id``).
     """
-    settings = load_api(api)
+    settings = load_api(api).with_quality(quality)
     board = Storyboard.build(
         settings.profile, shots, model=model or settings.model, resolution=resolution, duration=duration
     )
@@ -162,8 +167,11 @@ def _run(
             previews=previews,
             fingerprint=plan.final.key,
             artifacts=False,
+            expected=Expectation.of(plan.storyboard.first.size, plan.storyboard.total_seconds),
         )
     except Exception as error:
+        if isinstance(error, VideoQualityError):
+            record_rejection(receipts, plan.final.key, error)
         keep_for_collection(error, final.video_id, made, delivery, settings, api, ledger)
         raise shot_failure(error, plan, plan.final, final.video_id, completed[:-1]) from error
     result = StoryboardResult(**{**delivered.model_dump(), "how": overall_how(completed)}, shots=_shots(completed))

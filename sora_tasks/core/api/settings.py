@@ -11,8 +11,9 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from ..media.quality import QualityPolicy, QualityThresholds, normalize_quality
 from .endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, resolve_base_url
 from .providers import ProviderProfile, resolve_profile
 
@@ -43,6 +44,23 @@ class ApiSettings(BaseModel):
     # a slot is held from right before the create until the job stops rendering, and
     # released by its lease if the holder dies. None: only the batch's max_in_flight.
     render_limit_name: str | None = None
+    # What happens to a finished video that fails the quality check (core.media.quality):
+    # fail, warn, off or retry=N; and the limits it is checked against.
+    quality: str = "fail"
+    quality_thresholds: QualityThresholds = Field(default_factory=QualityThresholds)
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: object) -> str:
+        return normalize_quality(value)
+
+    @property
+    def quality_policy(self) -> QualityPolicy:
+        return QualityPolicy.of(self.quality, self.quality_thresholds)
+
+    def with_quality(self, quality: str | None) -> ApiSettings:
+        """These settings with ``quality`` (a flow's or the CLI's) instead of their own; None keeps theirs."""
+        return self if quality is None else self.model_copy(update={"quality": normalize_quality(quality)})
 
     @property
     def resolved_base_url(self) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from openai.types import Video
 
@@ -31,8 +31,10 @@ from ..errors import (
     VariantUnavailableError,
     VideoExpiredError,
     VideoNotReadyError,
+    VideoQualityError,
 )
 from ..media.images import PreparedImage
+from ..media.quality import Expectation, QualityPolicy
 from ..storage.destinations import (
     PREVIEW_EXTENSIONS,
     Destination,
@@ -47,6 +49,7 @@ from ..storage.destinations import (
 from ..storage.listing import Listing
 from ..storage.receipts import Receipt, Receipts, receipt_key
 from .derived import DerivedRequest
+from .gate import attempts, check_download, record_rejection, retry_note, retry_request_id
 
 logger = logging.getLogger("sora_tasks")
 T = TypeVar("T")
@@ -112,6 +115,13 @@ class JobPlan:
     # The model for output templates ({model}) before the job exists; None: not known yet.
     model: str | None = None
     fields: tuple[str, str, str] | None = None
+    # The fitted reference image a create was sent, for the quality report's first-frame figure.
+    reference: bytes | None = None
+
+    def expectation(self, video: Video) -> Expectation:
+        """What the finished video should be: the request's size and length (a derived job: the server's)."""
+        _, seconds, size = self.fields or (str(video.model), str(video.seconds), str(video.size))
+        return Expectation.of(size, seconds, self.reference)
 
 
 JobRequest = VideoRequest | DerivedRequest
@@ -143,6 +153,7 @@ def plan_job(
         send=lambda since: client.create(request, image, reconcile_since=since),
         model=request.model,
         fields=(request.model, request.seconds, request.size),
+        reference=image.data if image is not None else None,
     )
 
 
@@ -294,6 +305,11 @@ class Delivered:
     # already delivered (nothing asked of the server at all).
     how: str = "created"
     spritesheet_uri: str | None = None
+    # The quality check's report (None: not checked), and the jobs a quality retry
+    # rejected before this one in this run, with how many of them were paid for now.
+    quality: dict[str, Any] | None = None
+    rejected: tuple[str, ...] = ()
+    rejected_paid: int = 0
 
 
 def deliver(
@@ -305,15 +321,29 @@ def deliver(
     s3: S3Client | None = None,
     previews: bool = False,
     fingerprint: str | None = None,
+    quality: QualityPolicy | None = None,
+    expected: Expectation | None = None,
 ) -> Delivered:
-    """Download a completed video and store it at ``output``; the local copy goes once stored.
+    """Download a completed video, check it, and store it at ``output``; the local copy goes once stored.
 
-    ``previews``: the thumbnail and spritesheet go beside it too (see :func:`deliver_previews`).
+    ``quality`` (default: ``fail``) decides what a video failing the check does (see
+    :mod:`.gate`): under ``fail``/``retry`` it is kept beside the output and
+    :class:`VideoQualityError` is raised, nothing reaching ``output``. ``expected``: what
+    was asked (default: what the server says the job is). ``previews``: the thumbnail and
+    spritesheet go beside it too (see :func:`deliver_previews`).
     """
     downloaded = retry_transient(lambda _: client.download(video.id), what=f"downloading {video.id}")
     model, seconds, size = str(video.model), str(video.seconds), str(video.size)
     prompt_sha256 = hashlib.sha256((prompt or video.prompt or "").encode()).hexdigest()
     destination = resolve_destination(output, video_id=video.id, model=model)
+    report = check_download(
+        downloaded,
+        destination.uri,
+        quality or QualityPolicy(),
+        expected or Expectation.of(size, seconds),
+        s3=s3,
+        metadata=object_metadata(video.id, model, seconds, size, prompt_sha256, downloaded.sha256),
+    )
     try:
         stored = retry_transient(
             lambda _: store_file(
@@ -344,6 +374,7 @@ def deliver(
         video.expires_at,
         thumbnail_uri=shown.get("thumbnail"),
         spritesheet_uri=shown.get("spritesheet"),
+        quality=report.as_dict() if report is not None else None,
     )
 
 
@@ -407,13 +438,20 @@ def _store_variant(
 
 
 def collect(
-    client: VideosClient, video_id: str, output: str, *, s3: S3Client | None = None, previews: bool = True
+    client: VideosClient,
+    video_id: str,
+    output: str,
+    *,
+    s3: S3Client | None = None,
+    previews: bool = True,
+    quality: QualityPolicy | None = None,
 ) -> Delivered:
-    """Deliver a job that finished, its previews beside it as every delivery has them;
-    raises clearly when it is not finished, failed or expired."""
+    """Deliver a job that finished, checked like every delivery and its previews beside it;
+    raises clearly when it is not finished, failed, expired or fails the quality check
+    (``quality``, default ``fail``; a collect never pays, so ``retry`` rejects like ``fail``)."""
     video, _ = client.retrieve(video_id)
     ensure_collectable(video)
-    return deliver(client, video, output, s3=s3, previews=previews)
+    return deliver(client, video, output, s3=s3, previews=previews, quality=quality)
 
 
 def find_delivered(
@@ -572,6 +610,8 @@ def produce(
     outputs: Listing | None = None,
     watcher: JobWatcher | None = None,
     admitted: Callable[[], AbstractContextManager[object]] | None = None,
+    quality: QualityPolicy | None = None,
+    on_rejected: Callable[[VideoQualityError, int], None] | None = None,
 ) -> Delivered:
     """The video for ``request`` (a create, remix, edit or extension) at ``output``, paying only
     for what no earlier run did.
@@ -588,25 +628,74 @@ def produce(
     The receipt is read before the create: before anything is held, or with ``admitted``
     once let in; read again once ``rendering()`` is held if getting it took long. What is
     recorded after it is this run's own.
+
+    ``quality`` (default ``fail``): a finished video that fails the check is kept beside
+    ``output`` and raises :class:`VideoQualityError`; under ``retry=N`` up to N more jobs
+    are made, retry k as the request with :func:`.gate.retry_request_id` (its own receipt:
+    a rerun follows it), until one passes. ``on_rejected(error, retries_left)`` hears of each
+    rejection (default: a warning).
     """
-    return produce_job(
-        client,
-        plan_job(client, request, image, request_id),
-        output,
-        receipts=receipts,
-        max_wait=max_wait,
-        poll_interval=poll_interval,
-        on_progress=on_progress,
-        on_submitted=on_submitted,
-        previews=previews,
-        s3=s3,
-        rendering=rendering,
-        before_create=before_create,
-        reconcile_since=reconcile_since,
-        outputs=outputs,
-        watcher=watcher,
-        admitted=admitted,
-    )
+    policy = quality or QualityPolicy()
+    rejected: list[VideoQualityError] = []
+    for attempt in range(attempts(policy)):
+        plan = plan_job(client, request, image, retry_request_id(request_id, attempt))
+        earlier = receipts.find(plan.key) if receipts is not None and attempt + 1 < attempts(policy) else None
+        if earlier is not None and earlier.rejected_codes:
+            # An earlier run rejected this job and paid for the retry after it: go straight there.
+            logger.info(
+                "video %s was rejected by an earlier run (%s); following its retry",
+                earlier.video_id,
+                earlier.rejected_codes,
+            )
+            rejected.append(rejected_earlier(earlier))
+            continue
+        try:
+            delivered = produce_job(
+                client,
+                plan,
+                output,
+                receipts=receipts,
+                max_wait=max_wait,
+                poll_interval=poll_interval,
+                on_progress=on_progress,
+                on_submitted=on_submitted,
+                previews=previews,
+                s3=s3,
+                rendering=rendering,
+                before_create=before_create,
+                reconcile_since=reconcile_since if attempt == 0 else None,
+                outputs=outputs,
+                watcher=watcher,
+                admitted=admitted,
+                quality=policy,
+            )
+        except VideoQualityError as error:
+            if attempt + 1 == attempts(policy):
+                raise retry_note(error, rejected) from None
+            rejected.append(error)
+            if on_rejected is not None:
+                on_rejected(error, attempts(policy) - attempt - 1)
+            else:
+                logger.warning(
+                    "%s; paying for quality retry %d of %d (quality=%s)",
+                    error,
+                    attempt + 1,
+                    policy.retries,
+                    policy.setting,
+                )
+            continue
+        paid = sum(1 for error in rejected if error.how in ("created", "recreated"))
+        return replace(delivered, rejected=tuple(error.video_id for error in rejected), rejected_paid=paid)
+    raise AssertionError("unreachable")
+
+
+def rejected_earlier(receipt: Receipt) -> VideoQualityError:
+    """The rejection an earlier run recorded in ``receipt``, for a retry that goes straight past it."""
+    codes = (receipt.rejected_codes or "quality_check").split(",")
+    checks = {code.removeprefix("quality_"): "rejected by an earlier run" for code in codes}
+    error = VideoQualityError(receipt.video_id, checks, rejected_uri=receipt.rejected_uri)
+    error.how = "resumed"
+    return error
 
 
 def produce_job(
@@ -627,8 +716,10 @@ def produce_job(
     outputs: Listing | None = None,
     watcher: JobWatcher | None = None,
     admitted: Callable[[], AbstractContextManager[object]] | None = None,
+    quality: QualityPolicy | None = None,
 ) -> Delivered:
-    """:func:`produce` for any kind of job (``plan``: a create, remix, edit or extension)."""
+    """:func:`produce` for any kind of job (``plan``: a create, remix, edit or extension), one job:
+    a video failing the quality check is recorded rejected in its receipt and raised."""
     key = plan.key
     # Queued in this process first (``admitted``, a batch): the receipt is read once the row
     # is let in, not before. Meanwhile a fixed S3 output still tells by itself (listing,
@@ -682,7 +773,22 @@ def produce_job(
                     receipts.forget(key)
                 submitted = replace(_submit(client, plan, None, receipts), recreated=True)
                 video = follow(submitted.video_id)
-    delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=key)
+    try:
+        delivered = deliver(
+            client,
+            video,
+            output,
+            prompt=plan.prompt,
+            s3=s3,
+            previews=previews,
+            fingerprint=key,
+            quality=quality,
+            expected=plan.expectation(video),
+        )
+    except VideoQualityError as error:
+        error.how = submitted.how
+        record_rejection(receipts, key, error, receipt=submitted.receipt)
+        raise
     delivered = replace(delivered, reused=submitted.reused, how=submitted.how)
     if outputs is None or not delivered.uri.startswith("s3://"):
         # A batch's S3 object needs no record: its metadata carries the fingerprint, the

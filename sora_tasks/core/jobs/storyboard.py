@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ..api.providers import ProviderProfile
 from ..api.references import check_prompt
 from ..api.request import VideoRequest
-from ..errors import InvalidRequestError, StoryboardError, VideoNotReadyError
+from ..errors import InvalidRequestError, StoryboardError, VideoNotReadyError, VideoQualityError
+from ..media.quality import Expectation, QualityPolicy
 from ..storage.destinations import S3Client
 from ..storage.receipts import Receipt, Receipts, receipt_key
 from .derived import DerivedRequest, check_extension_duration
@@ -276,6 +277,7 @@ def produce_storyboard(
     on_shot: Callable[[ShotOutcome], None] | None = None,
     previews: bool = True,
     s3: S3Client | None = None,
+    quality: QualityPolicy | None = None,
 ) -> StoryboardDelivered:
     """The storyboard's final video at ``output``, paying only for shots no earlier run paid for.
 
@@ -283,8 +285,10 @@ def produce_storyboard(
     call. Otherwise the run resumes from the last usable shot an earlier run paid for,
     waits for it, and extends it shot by shot; each job's receipt is written the moment
     it is answered. A failure raises :class:`StoryboardError` naming the shot and the
-    paid video; ``on_shot`` sees each shot as it completes.
+    paid video; ``on_shot`` sees each shot as it completes. ``quality`` (default ``fail``)
+    checks the final video; ``retry=N`` rejects like ``fail`` (no shot is re-made).
     """
+    from .gate import record_rejection
     from .pipeline import Submitted, _submit, deliver, find_delivered, record_delivery, wait
 
     final = plan.final
@@ -343,9 +347,22 @@ def produce_storyboard(
         if on_shot is not None:
             on_shot(outcome)
     assert video is not None and last_submitted is not None
+    expected = Expectation.of(plan.storyboard.first.size, plan.storyboard.total_seconds)
     try:
-        delivered = deliver(client, video, output, prompt=plan.prompt, s3=s3, previews=previews, fingerprint=final.key)
+        delivered = deliver(
+            client,
+            video,
+            output,
+            prompt=plan.prompt,
+            s3=s3,
+            previews=previews,
+            fingerprint=final.key,
+            quality=quality,
+            expected=expected,
+        )
     except Exception as error:
+        if isinstance(error, VideoQualityError):
+            record_rejection(receipts, final.key, error, receipt=last_submitted.receipt)
         raise shot_failure(error, plan, final, video.id, completed[:-1]) from error
     delivered = replace(delivered, reused=last_submitted.reused, how=overall_how(completed))
     record_delivery(receipts, final.key, delivered, receipt=last_submitted.receipt)

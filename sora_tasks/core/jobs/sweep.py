@@ -1,8 +1,10 @@
-"""Sweeping the ledger: each record delivered, still rendering, failed, expired, missing or kept to retry.
+"""Sweeping the ledger: each record delivered, still rendering, failed, rejected, expired, missing or kept to retry.
 
 The ``collect-pending`` flow and ``sora-video pending`` share this, so a record means the
-same thing whichever engine sweeps it. Only a delivered, failed, expired or missing job
-leaves the ledger; anything else stays for the next sweep.
+same thing whichever engine sweeps it. Only a delivered, failed, rejected, expired or
+missing job leaves the ledger; anything else stays for the next sweep. A *rejected* job
+failed the quality check: it is kept beside its output (``x.rejected.mp4``, named in the
+row), never delivered to it, and its record goes, so no later sweep delivers it as good.
 
 :func:`sweep` runs records on a bounded pool of threads: a finished video's assets live
 about an hour, and one at a time a sweep of thousands would outlast them.
@@ -19,15 +21,22 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..api.settings import close_thread_clients
-from ..errors import InvalidRequestError, SoraError, VideoExpiredError, VideoJobError, VideoNotReadyError
+from ..errors import (
+    InvalidRequestError,
+    SoraError,
+    VideoExpiredError,
+    VideoJobError,
+    VideoNotReadyError,
+    VideoQualityError,
+)
 from ..storage.ledger import Ledger, PendingVideo
 
 logger = logging.getLogger("sora_tasks")
 
 # Outcomes that end a record's life in the ledger.
-FINAL_OUTCOMES = ("delivered", "failed", "expired", "missing")
+FINAL_OUTCOMES = ("delivered", "failed", "rejected", "expired", "missing")
 # Outcomes a caller should treat as a failed delivery (the job is lost or broken).
-FAILED_OUTCOMES = ("failed", "expired", "missing")
+FAILED_OUTCOMES = ("failed", "rejected", "expired", "missing")
 # Records delivered at once. Each is a status read, a download and an upload, all
 # waiting on the network (an hour's worth of finished jobs must be delivered within
 # the hour). Measured with collect-pending, S3 ledger into moto S3, on two cores that
@@ -58,6 +67,12 @@ def sweep_record(record: PendingVideo, ledger: Ledger, deliver: Callable[[Pendin
             row.update(outcome="rendering", detail=error.status)
     except VideoJobError as error:
         row.update(outcome="failed", detail=f"{error.code}: {error.message}", code=error.code)
+    except VideoQualityError as error:
+        # Final: checking it again would reject it again, and it must never reach the output.
+        kept = f"; kept at {error.rejected_uri}" if error.rejected_uri else ""
+        checks = "; ".join(f"{name}: {detail}" for name, detail in error.checks.items())
+        row.update(outcome="rejected", detail=f"{error.code}: {checks}{kept}", code=error.code)
+        row["rejected_uri"] = error.rejected_uri
     except SoraError as error:
         row.update(outcome="retry", detail=str(error))  # kept: the next sweep tries again
     except Exception as error:
@@ -183,6 +198,6 @@ def _sweep_one(ledger: Ledger, video_id: str, deliver: Callable[[PendingVideo], 
 def summary(rows: list[Row]) -> str:
     """``2 delivered, 1 still rendering, 0 failed`` — every outcome seen, in a fixed order."""
     names = {"rendering": "still rendering", "retry": "to retry"}
-    order = ("delivered", "rendering", "retry", "failed", "expired", "missing")
+    order = ("delivered", "rendering", "retry", "failed", "rejected", "expired", "missing")
     counts = {outcome: sum(1 for row in rows if row["outcome"] == outcome) for outcome in order}
     return ", ".join(f"{count} {names.get(outcome, outcome)}" for outcome, count in counts.items() if count)

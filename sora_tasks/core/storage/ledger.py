@@ -49,6 +49,9 @@ class PendingVideo:
     destination_block: str | None = None  # a saved S3Bucket block lending its credentials
     reason: str = "submitted"
     submitted_at: float = field(default_factory=time.time)
+    # The quality setting it was submitted with (fail, warn, off, retry=N; None: the
+    # sweep's own). A sweep never pays, so under retry=N a failing video is rejected.
+    quality: str | None = None
 
     @classmethod
     def of(
@@ -62,6 +65,7 @@ class PendingVideo:
         api_block: str | None = None,
         destination_block: str | None = None,
         reason: str = "submitted",
+        quality: str | None = None,
     ) -> PendingVideo:
         """The record of a job made for ``request``: where it goes and how to reach its server."""
         return cls(
@@ -75,6 +79,7 @@ class PendingVideo:
             api_block=api_block,
             destination_block=destination_block,
             reason=reason,
+            quality=quality,
         )
 
     def to_json(self) -> str:

@@ -2,7 +2,8 @@
 
 A receipt is written the moment a create answers, keyed by the request's fingerprint
 (prompt, model, duration, resolution, image digest, extra fields, request id) and the
-server, and completed once the video is stored. A later run of the same request, on any
+server, and completed once the video is stored (or marked rejected, with where the
+rejected file is kept, when it failed the quality check). A later run of the same request, on any
 machine that sees the same store, finds it: a delivered video is not made again, a job
 still rendering is followed, and a job the server no longer has (expired, deleted,
 server reset) is created anew and said so. Nothing here depends on a cache or a clock.
@@ -59,6 +60,11 @@ class Receipt:
     # The previews stored beside the video, if any.
     thumbnail_uri: str | None = None
     spritesheet_uri: str | None = None
+    # Filled in when the video failed the quality check: where it is kept, and the
+    # failed checks' codes (quality_black, ...). A rerun follows the same job and checks
+    # it again (no new payment); a quality retry is a receipt of its own.
+    rejected_uri: str | None = None
+    rejected_codes: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

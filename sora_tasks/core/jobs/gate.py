@@ -1,0 +1,141 @@
+"""The quality gate every delivered video passes: checked on the downloaded file, before it is stored.
+
+Under ``fail`` and ``retry=N`` a video that fails the check never reaches the output:
+it is kept beside it instead (``clip.mp4`` -> ``clip.rejected.mp4``, in the same folder
+or beside the S3 key), since it was paid for, and :class:`VideoQualityError` names the
+video, the failed checks with their figures, and that place. ``warn`` delivers it with a
+warning; ``off`` does not look. A retry is the same request with the request id
+``<request id>#quality-retry-<k>``: a job with its own receipt, so a rerun follows the
+retry it already paid for instead of paying again.
+
+Used by the core's delivery (:func:`.pipeline.deliver`) and by the Prefect tasks alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import SoraError, VideoQualityError
+from ..media.quality import Expectation, QualityPolicy, QualityReport, inspect_video
+from ..storage.destinations import S3Client, StoredVideo, exact_destination, store_file
+from ..storage.receipts import Receipt, Receipts
+
+if TYPE_CHECKING:
+    from ..api.client import DownloadedFile
+
+logger = logging.getLogger("sora_tasks")
+
+RETRY_MARK = "#quality-retry-"
+
+
+def retry_request_id(request_id: str | None, attempt: int) -> str | None:
+    """The request id of quality retry ``attempt`` (0: the request itself): ``<id or ''>#quality-retry-<k>``."""
+    return request_id if attempt == 0 else f"{request_id or ''}{RETRY_MARK}{attempt}"
+
+
+def attempts(policy: QualityPolicy) -> int:
+    """How many jobs a request may cost under ``policy``: 1, or 1 + N for ``retry=N``."""
+    return 1 + policy.retries if policy.mode == "retry" else 1
+
+
+def rejected_uri(uri: str) -> str:
+    """Where a rejected video is kept: beside the output, ``clip.mp4`` -> ``clip.rejected.mp4``."""
+    name = uri.rsplit("/", 1)[-1]
+    suffix = name[name.rfind(".") :] if "." in name.lstrip(".") else ""
+    stem = uri[: -len(suffix)] if suffix else uri
+    return f"{stem}.rejected{suffix or '.mp4'}"
+
+
+def check_download(
+    downloaded: DownloadedFile,
+    output_uri: str,
+    policy: QualityPolicy,
+    expected: Expectation,
+    *,
+    s3: S3Client | None = None,
+    metadata: dict[str, str] | None = None,
+    warn: Callable[[str], object] = logger.warning,
+) -> QualityReport | None:
+    """The downloaded video's report (None under ``off``); raises :class:`VideoQualityError` when
+    ``policy`` rejects it, after keeping the file at :func:`rejected_uri` of ``output_uri``.
+
+    The temporary file is removed once kept; a file that could not be kept (the bucket
+    went away) is said so in a warning, and the error still names the video, which the
+    server keeps until it expires.
+    """
+    if not policy.checks:
+        return None
+    report = inspect_video(downloaded.path, expected, policy.thresholds)
+    if report.ok:
+        return report
+    failed = "; ".join(f"{name}: {detail}" for name, detail in report.failures.items())
+    if not policy.rejects:
+        warn(f"video {downloaded.video_id} failed the quality check ({failed}); delivered anyway (quality=warn)")
+        return report
+    kept: StoredVideo | None = None
+    try:
+        kept = keep_rejected(downloaded, output_uri, report, s3=s3, metadata=metadata)
+    except (SoraError, OSError) as error:
+        warn(f"the rejected video {downloaded.video_id} could not be kept beside {output_uri}: {error}")
+    finally:
+        Path(downloaded.path).unlink(missing_ok=True)
+    raise VideoQualityError(
+        downloaded.video_id, report.failures, figures=report.figures, rejected_uri=kept.uri if kept else None
+    )
+
+
+def keep_rejected(
+    downloaded: DownloadedFile,
+    output_uri: str,
+    report: QualityReport,
+    *,
+    s3: S3Client | None = None,
+    metadata: dict[str, str] | None = None,
+) -> StoredVideo:
+    """Store the rejected file beside the output, marked rejected (never with the request's fingerprint,
+    so nothing takes it for a delivery)."""
+    from .pipeline import retry_transient
+
+    destination = exact_destination(rejected_uri(output_uri))
+    marked = {key: value for key, value in (metadata or {}).items() if key != "fingerprint"}
+    marked.update({"quality": "rejected", "quality-checks": ",".join(report.failures)})
+    return retry_transient(
+        lambda _: store_file(
+            downloaded.path,
+            destination,
+            sha256=downloaded.sha256,
+            content_type=downloaded.content_type or "video/mp4",
+            metadata=marked,
+            client=s3,
+        ),
+        what=f"keeping the rejected {downloaded.video_id}",
+    )
+
+
+def record_rejection(
+    receipts: Receipts | None, key: str, error: VideoQualityError, *, receipt: Receipt | None = None
+) -> None:
+    """Mark the job's receipt rejected (where the file is kept, which checks failed): nothing paid is lost."""
+    if receipts is None:
+        return
+    receipt = receipt if receipt is not None and receipt.key == key else receipts.find(key)
+    if receipt is None or receipt.video_id != error.video_id:
+        return
+    codes = ",".join(f"quality_{name}" for name in error.checks)
+    receipts.record(replace(receipt, rejected_uri=error.rejected_uri, rejected_codes=codes))
+
+
+def retry_note(error: VideoQualityError, earlier: list[VideoQualityError]) -> VideoQualityError:
+    """The last rejection, its message naming the jobs rejected before it (each paid for, each kept)."""
+    if earlier:
+        ids = ", ".join(f"{rejected.video_id}" for rejected in earlier)
+        error.args = (
+            f"{error.args[0]}; after {len(earlier)} quality retr{'y' if len(earlier) == 1 else 'ies'} "
+            f"(rejected before it: {ids})",
+        )
+        error.retried = tuple(rejected.video_id for rejected in earlier)
+    return error
