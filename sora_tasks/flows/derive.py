@@ -154,8 +154,8 @@ def _derive(
         receipts,
         request_id,
         lambda attempt_id: job_key(base_url, request, request_id=attempt_id),
-        lambda key, attempt_id: _derive_once(
-            request, source, settings, delivery, receipts, receipts_at, key, api, previews, ledger, attempt_id
+        lambda key, attempt_id, rejected: _derive_once(
+            request, source, settings, delivery, receipts, receipts_at, key, api, previews, ledger, attempt_id, rejected
         ),
     )
 
@@ -172,6 +172,7 @@ def _derive_once(
     previews: bool,
     ledger: str | None,
     request_id: str | None,
+    rejected: list[str],
 ) -> DerivedResult:
     logger = get_run_logger()
     earlier = receipts.find(key)
@@ -219,6 +220,7 @@ def _derive_once(
             previews=previews,
             fingerprint=key,
             artifacts=False,
+            rejected=rejected,
         )
     except Exception as error:
         keep_for_collection(error, job.video_id, made, delivery, settings, api, ledger)

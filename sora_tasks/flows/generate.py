@@ -78,6 +78,7 @@ def deliver(
     summary: Summary | None = None,
     artifacts: bool = True,
     expected: Expectation | None = None,
+    rejected: list[str] | None = None,
 ) -> VideoResult:
     """Download, check and store a completed video (and its previews); the local copy is removed only once stored.
 
@@ -87,7 +88,7 @@ def deliver(
     request's size and length). Leaves the run's keyed summary artifact and emits
     ``sora.video.uploaded`` once everything is stored, with the previews' URIs in its
     payload. ``artifacts=False``: the caller writes the summary itself (a derived
-    video's, a storyboard's).
+    video's, a storyboard's). ``rejected``: the jobs a quality retry rejected before this one.
     """
     started = time.monotonic()
     downloaded: DownloadedFile = download_video(video_id, settings)
@@ -137,6 +138,7 @@ def deliver(
         thumbnail_uri=shown.get("thumbnail"),
         spritesheet_uri=shown.get("spritesheet"),
         quality=quality,
+        rejected=rejected or [],
     )
     emit_video_event(
         "uploaded",
@@ -257,7 +259,9 @@ def generate_video(
         receipts,
         spec.request_id,
         lambda request_id: job_key(client.base_url, request, prepared, request_id),
-        lambda key, request_id: make_video(job, key, request_id, dict(timings), previews=previews, summary=summary),
+        lambda key, request_id, rejected: make_video(
+            job, key, request_id, dict(timings), previews=previews, summary=summary, rejected=rejected
+        ),
     )
 
 
@@ -269,9 +273,10 @@ def with_quality_retries(
     receipts: Receipts,
     request_id: str | None,
     key_of: Callable[[str | None], str],
-    make: Callable[[str, str | None], R],
+    make: Callable[[str, str | None, list[str]], R],
 ) -> R:
-    """``make(key, request_id)`` once, or under ``retry=N`` until a video passes the quality check.
+    """``make(key, request_id, rejected)`` once, or under ``retry=N`` until a video passes the quality check
+    (``rejected``: the ids of the jobs rejected before this attempt, for its result and summary).
 
     Retry k is the request with request id ``<id>#quality-retry-k`` (``key_of`` gives its
     receipt key): a job of its own, so a rerun follows it; a job an earlier run rejected
@@ -294,7 +299,7 @@ def with_quality_retries(
             rejected.append(rejected_earlier(earlier))
             continue
         try:
-            result = make(key, attempt_id)
+            return make(key, attempt_id, [error.video_id for error in rejected])
         except VideoQualityError as error:
             record_rejection(receipts, key, error)
             if attempt + 1 == attempts(policy):
@@ -304,9 +309,6 @@ def with_quality_retries(
                 "%s; paying for quality retry %d of %d (quality=%s)", error, attempt + 1, policy.retries, policy.setting
             )
             continue
-        if rejected:
-            result = result.model_copy(update={"rejected": [error.video_id for error in rejected]})
-        return result
     raise AssertionError("unreachable")
 
 
@@ -325,7 +327,14 @@ class Job:
 
 
 def make_video(
-    job: Job, key: str, request_id: str | None, timings: dict[str, float], *, previews: bool, summary: Summary
+    job: Job,
+    key: str,
+    request_id: str | None,
+    timings: dict[str, float],
+    *,
+    previews: bool,
+    summary: Summary,
+    rejected: list[str],
 ) -> VideoResult:
     """One job for the request (``request_id``: the spec's, or a quality retry's): found delivered,
     followed, or made; then delivered. A video failing the quality check raises (never the ledger)."""
@@ -373,6 +382,7 @@ def make_video(
             fingerprint=key,
             summary=summary,
             expected=expected,
+            rejected=rejected,
         )
     except Exception as error:
         keep_for_collection(error, video_id, request, delivery, settings, job.api, job.ledger)

@@ -1,9 +1,10 @@
 """The quality gate every delivered video passes: checked on the downloaded file, before it is stored.
 
 Under ``fail`` and ``retry=N`` a video that fails the check never reaches the output:
-it is kept beside it instead (``clip.mp4`` -> ``clip.rejected.mp4``, in the same folder
-or beside the S3 key), since it was paid for, and :class:`VideoQualityError` names the
-video, the failed checks with their figures, and that place. ``warn`` delivers it with a
+it is kept beside it instead, in the same folder or beside the S3 key (``clip.mp4`` ->
+``clip.<video id>.rejected.mp4``; ``{video_id}.mp4`` -> ``<video id>.rejected.mp4``),
+since it was paid for, and :class:`VideoQualityError` names the video, the failed checks
+with their figures, and that place. ``warn`` delivers it with a
 warning; ``off`` does not look. A retry is the same request with the request id
 ``<request id>#quality-retry-<k>``: a job with its own receipt, so a rerun follows the
 retry it already paid for instead of paying again.
@@ -42,12 +43,18 @@ def attempts(policy: QualityPolicy) -> int:
     return 1 + policy.retries if policy.mode == "retry" else 1
 
 
-def rejected_uri(uri: str) -> str:
-    """Where a rejected video is kept: beside the output, ``clip.mp4`` -> ``clip.rejected.mp4``."""
+def rejected_uri(uri: str, video_id: str) -> str:
+    """Where a rejected video is kept: beside the output, ``clip.mp4`` -> ``clip.<video id>.rejected.mp4``.
+
+    The video id is left out when the output already names it (a ``{video_id}`` template):
+    ``video_123.mp4`` -> ``video_123.rejected.mp4``. Either way two rejected jobs (a retry's
+    and the one before it) never overwrite each other.
+    """
     name = uri.rsplit("/", 1)[-1]
     suffix = name[name.rfind(".") :] if "." in name.lstrip(".") else ""
     stem = uri[: -len(suffix)] if suffix else uri
-    return f"{stem}.rejected{suffix or '.mp4'}"
+    marked = "" if video_id in name else f".{video_id}"
+    return f"{stem}{marked}.rejected{suffix or '.mp4'}"
 
 
 def check_download(
@@ -100,7 +107,7 @@ def keep_rejected(
     so nothing takes it for a delivery)."""
     from .pipeline import retry_transient
 
-    destination = exact_destination(rejected_uri(output_uri))
+    destination = exact_destination(rejected_uri(output_uri, downloaded.video_id))
     marked = {key: value for key, value in (metadata or {}).items() if key != "fingerprint"}
     marked.update({"quality": "rejected", "quality-checks": ",".join(report.failures)})
     return retry_transient(
