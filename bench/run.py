@@ -5,6 +5,7 @@
     python bench/run.py --parts cli --repeats 5   # `sora-video` against a plain SDK script, two minutes
     python bench/run.py --parts sweep --repeats 1   # collect-pending draining 1,000 finished jobs
     python bench/run.py --parts spread   # 200 rows over 1, 2 and 4 Prefect workers, about 6 minutes
+    python bench/run.py --parts quality --repeats 5   # the quality check of a 12 s 1792x1024 video
 
 Every measurement runs in its own process (bench/worker.py) against a `sora-emulator`
 process and a moto S3 server process, with a Prefect server started here (the
@@ -32,14 +33,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import servers  # bench/ is not a package
+import quality_check  # bench/ is not a package
+import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 BUCKET = "bench"
-PARTS = ("batch", "memory", "overhead", "preprocess", "cli", "sweep", "spread")
+PARTS = ("batch", "memory", "overhead", "preprocess", "cli", "sweep", "spread", "quality")
 
 
 def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
@@ -734,6 +736,10 @@ def main() -> None:
     if "preprocess" in parts:
         pre = bench_preprocess(max(5, args.repeats))
         rows.append(("24 MP JPEG fitted to 1280x720", spread(pre), "target <= 0.25 s"))
+    if "quality" in parts:
+        print("quality check of a 12 s 1792x1024 video", flush=True)
+        with tempfile.TemporaryDirectory(prefix="sora-bench-quality-") as scratch:
+            rows += quality_rows(quality_check.measure(max(5, args.repeats), Path(scratch)))
 
     width = max(len(name) for name, _, _ in rows)
     print()
@@ -751,6 +757,27 @@ def main() -> None:
         )
         written = write_table(args.docs, generated)
         print(f"\nwrote {written}, {args.docs / 'benchmarks.png'}, {profile}")
+
+
+def quality_rows(runs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    cpu = [run["cpu"] for run in runs]
+    rss = [run["extra_rss_mb"] for run in runs]
+    first, video = runs[0], f"{quality_check.SECONDS} s {quality_check.WIDTH}x{quality_check.HEIGHT}"
+    cpu_met = verdict(statistics.median(cpu), quality_check.CPU_TARGET)
+    rss_met = verdict(statistics.median(rss), quality_check.RSS_TARGET_MB)
+    return [
+        (
+            f"quality check of a {video} video: CPU",
+            spread(cpu),
+            f"{first['frames']} frames, {first['samples']} looked at, {first['mb']:.1f} MB file "
+            f"(libx264 default preset); target <= {quality_check.CPU_TARGET:g} s: {cpu_met}",
+        ),
+        (
+            "  peak RSS added by the check",
+            spread(rss, "MB", 1),
+            f"VmHWM growth in a fresh process after imports; target <= {quality_check.RSS_TARGET_MB:g} MB: {rss_met}",
+        ),
+    ]
 
 
 TABLE_START, TABLE_END = "<!-- bench table: written by bench/run.py -->", "<!-- end of bench table -->"
