@@ -12,7 +12,12 @@ does differently from the seed's original, on purpose:
 - async methods return a :class:`VideoJob` — a ``str`` (the video id, as the seed
   promises) that can also be waited on; the worker threads are not daemons, so
   the interpreter runs pending callbacks before it exits;
-- timeouts and failures name the video id.
+- timeouts and failures name the video id;
+- a finished video is checked before its bytes are returned (``quality``: ``fail``,
+  the default, raises :class:`VideoQualityError`, a ``RuntimeError``, for an all-black,
+  frozen, short or wrongly sized video, the file kept in the temporary folder it was
+  downloaded to; ``warn`` returns it with a warning; ``off`` does not look; the adapter
+  keeps no receipts, so ``retry=N`` rejects like ``fail``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from openai.types import Video
 from PIL import Image
 from pydantic import SecretStr
 
@@ -33,8 +39,10 @@ from .core.api.request import VideoRequest
 from .core.api.settings import ApiSettings
 from .core.errors import InvalidRequestError, VideoNotReadyError
 from .core.jobs.derived import DerivedRequest
+from .core.jobs.gate import check_download
 from .core.jobs.pipeline import plan_job, send_job
 from .core.media.images import Fit, prepare_image
+from .core.media.quality import Expectation, normalize_quality
 from .core.spec import VideoSpec, build_request
 
 logger = logging.getLogger("sora_tasks.adapter")
@@ -84,9 +92,11 @@ class SoraVideoAdapter:
         max_workers: int = 8,
         provider: str | None = None,
         extra_fields: dict[str, Any] | None = None,
+        quality: str = "fail",
     ) -> None:
         """``provider`` names the server kind (``sora-video providers``; "auto" asks it);
-        ``extra_fields`` are create fields it accepts (e.g. ``{"seed": 7}``), sent with every job."""
+        ``extra_fields`` are create fields it accepts (e.g. ``{"seed": 7}``), sent with every job;
+        ``quality`` what a video failing the quality check does (fail, warn, off)."""
         # The same settings object the flows and the CLI build, from the seed's arguments.
         self.settings = ApiSettings(
             base_url=base_url,
@@ -95,6 +105,7 @@ class SoraVideoAdapter:
             model=model_version,
             poll_interval=float(polling_interval),
             max_wait=float(max_polling_time),
+            quality=normalize_quality(quality),
         )
         self._client = self.settings.new_client()
         self.extra_fields = dict(extra_fields or {})
@@ -165,7 +176,7 @@ class SoraVideoAdapter:
             raise job_error(video)
         if video.status != "completed":
             raise VideoNotReadyError(video_id, video.status)
-        return self._download_bytes(video_id)
+        return self._download_bytes(video)
 
     # -- beyond the seed: videos made from videos ---------------------------------
 
@@ -244,17 +255,25 @@ class SoraVideoAdapter:
         return send_job(plan_job(self._client, request, image)).id
 
     def _wait_and_download(self, video_id: str, on_progress: ProgressCallback | None = None) -> bytes:
-        self._client.wait(
+        video = self._client.wait(
             video_id,
             max_wait=self.max_polling_time,
             poll_interval=self.polling_interval,
             on_progress=(lambda video: on_progress(status_dict(video))) if on_progress else None,
         )
-        return self._download_bytes(video_id)
+        return self._download_bytes(video)
 
-    def _download_bytes(self, video_id: str) -> bytes:
-        downloaded = self._client.download(video_id)
+    def _download_bytes(self, video: Video) -> bytes:
+        """The checked MP4's bytes: a video the policy rejects raises, its file kept beside the download."""
+        downloaded = self._client.download(video.id)
         try:
+            # The adapter has no output: the rejected file stays in the download's own folder.
+            check_download(
+                downloaded,
+                str(downloaded.path),
+                self.settings.quality_policy,
+                Expectation.of(str(video.size), str(video.seconds)),
+            )
             return downloaded.path.read_bytes()
         finally:
             downloaded.path.unlink(missing_ok=True)

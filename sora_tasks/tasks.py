@@ -429,6 +429,7 @@ def emit_rejected(error: VideoQualityError, *, identity: RunIdentity | None = No
         error.video_id,
         uri=error.rejected_uri,
         code=error.code,
+        message=str(error),
         checks=error.checks,
         figures=error.figures,
         identity=identity,

@@ -368,3 +368,21 @@ def test_the_emulator_renders_defects_on_request(emulator) -> None:  # type: ign
     emulator.faults.inject("short", endpoint="create")
     assert probe_mp4(made("the next one only")).frames == 48
     assert probe_mp4(made("and then a whole one")).frames == 96
+
+
+def test_the_seed_adapter_checks_the_bytes_it_returns(emulator, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    from sora_tasks import SoraVideoAdapter
+
+    with SoraVideoAdapter(base_url=emulator.base_url, polling_interval=0.1) as adapter:
+        with pytest.raises(RuntimeError) as raised:  # the seed's promise for a failed job
+            adapter.generate_text_to_video(prompt=f"{unique_prompt} [fault:black]")
+        error = raised.value
+        assert isinstance(error, VideoQualityError) and error.code == "quality_black"
+        assert error.rejected_uri is not None and Path(error.rejected_uri).exists()
+        Path(error.rejected_uri).unlink()
+    with SoraVideoAdapter(base_url=emulator.base_url, polling_interval=0.1, quality="warn") as adapter:
+        data = adapter.generate_text_to_video(prompt=f"{unique_prompt} [fault:frozen]")
+    assert isinstance(data, bytes) and probe_mp4(data).frames == 96
+    with pytest.raises(ValueError, match="quality must be one of"):
+        SoraVideoAdapter(base_url=emulator.base_url, quality="maybe")
+    assert emulator.state.jobs_created == 2
