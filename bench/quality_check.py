@@ -27,6 +27,8 @@ import json, sys, time
 import av, numpy  # imported once by any process that checks videos: not the check's cost
 from sora_tasks.core.media.quality import Expectation, inspect_video
 
+path, size, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
 
 def peak_kb():
     with open("/proc/self/status") as status:
@@ -35,7 +37,7 @@ def peak_kb():
 
 before = peak_kb()
 started = time.process_time()
-report = inspect_video(sys.argv[1], Expectation.of("1792x1024", 12))
+report = inspect_video(path, Expectation.of(size, seconds))
 cpu = time.process_time() - started
 print(json.dumps({"cpu": cpu, "extra_rss_mb": (peak_kb() - before) / 1024, "ok": report.ok,
                   "samples": report.figures.get("samples"), "frames": report.figures.get("frames")}))
@@ -62,15 +64,27 @@ def make_video(path: Path) -> Path:
     return path
 
 
-def measure(repeats: int, work: Path) -> list[dict[str, float]]:
-    video = make_video(work / "quality-12s-1792x1024.mp4")
-    runs = []
-    for _ in range(repeats):
-        done = subprocess.run([sys.executable, "-c", CHILD, str(video)], capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"quality check benchmark failed:\n{done.stderr[-3000:]}")
-        run = json.loads(done.stdout.strip().splitlines()[-1])
-        if not run["ok"]:
-            raise RuntimeError(f"the benchmark's good video failed the check: {run}")
-        runs.append({**run, "mb": video.stat().st_size / 1e6})
+def measure(repeats: int, work: Path) -> dict[str, list[dict[str, float]]]:
+    """Runs on the big video, and on what a batch row checks: the emulator's 4 s 1280x720 render."""
+    from sora_tasks.emulator.render import render_job
+
+    videos = {
+        "big": (make_video(work / "quality-12s-1792x1024.mp4"), f"{WIDTH}x{HEIGHT}", SECONDS),
+        "emulator": (render_job(work / "emulator", prompt="a row", size="1280x720", seconds=4).video, "1280x720", 4),
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in videos}
+    for name, (video, size, seconds) in videos.items():
+        for _ in range(repeats):
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, str(video), size, str(seconds)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"quality check benchmark failed:\n{done.stderr[-3000:]}")
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            if not run["ok"]:
+                raise RuntimeError(f"the benchmark's good video failed the check: {run}")
+            runs[name].append({**run, "mb": video.stat().st_size / 1e6})
     return runs
