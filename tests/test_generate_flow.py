@@ -61,7 +61,8 @@ def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_pro
     assert len(obj["Metadata"]["fingerprint"]) == 64
     assert result.bytes == len(body) and result.status == "completed" and result.expires_at
     assert (result.model, result.duration, result.resolution) == ("sora-2", 8, "720x1280")
-    assert set(result.timings) == {"preprocess", "create", "wait", "download", "upload", "previews"}
+    assert set(result.timings) == {"preprocess", "create", "wait", "download", "check", "upload", "previews"}
+    assert result.quality is not None and result.quality["passed"]  # checked before it was stored
     # The previews, beside the video by default: same name, the variant's extension.
     stem = key.removesuffix(".mp4")
     assert result.thumbnail_uri == f"s3://{bucket}/{stem}.thumbnail.webp"
