@@ -160,6 +160,10 @@ def test_one_spelling_of_the_setting_and_a_clear_error_for_any_other() -> None:
     assert block.quality == "retry=2" and block.settings().quality_policy == QualityPolicy(
         "retry", 2, QualityThresholds(max_black_fraction=0.2)
     )
+    name = f"quality-{tag()}"
+    block.save(name)  # as the UI would: the thresholds are a form of their own, kept with the block
+    loaded = VideosApi.load(name)
+    assert loaded.quality == "retry=2" and loaded.quality_thresholds.max_black_fraction == 0.2  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="quality must be one of"):
         VideosApi(quality="sometimes")
     assert rejected_uri("s3://b/videos/fox.mp4", "video_1") == "s3://b/videos/fox.video_1.rejected.mp4"
@@ -386,3 +390,60 @@ def test_the_seed_adapter_checks_the_bytes_it_returns(emulator, unique_prompt: s
     with pytest.raises(ValueError, match="quality must be one of"):
         SoraVideoAdapter(base_url=emulator.base_url, quality="maybe")
     assert emulator.state.jobs_created == 2
+
+
+def test_derived_videos_and_storyboards_are_checked_too(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    from sora_tasks.core import VideoRequest, VideosClient
+    from sora_tasks.flows.derive import remix_video
+
+    client = VideosClient(api_key="k", base_url=emulator.base_url)
+    try:
+        source = client.wait(client.create(VideoRequest.build(unique_prompt)).id, poll_interval=0.1).id
+    finally:
+        client.close()
+    emulator.faults.inject("black", endpoint="remix")  # the first remix only: its retry renders well
+    remixed = remix_video(
+        source,
+        "the same, at dawn",
+        output=str(tmp_path / "{video_id}.mp4"),
+        api=VideosApi(base_url=emulator.base_url, poll_interval=0.1),
+        quality="retry=1",
+    )
+    assert emulator.state.jobs_created_by("remix") == 2 and len(remixed.rejected) == 1
+    assert (tmp_path / f"{remixed.rejected[0]}.rejected.mp4").exists() and remixed.quality["passed"]  # type: ignore[index]
+
+    # A storyboard on the core engine: its final video (shot 2 extends shot 1) renders frozen.
+    board = tmp_path / "board.txt"
+    board.write_text(f"{unique_prompt}, shot one\nand then nothing moves [fault:frozen]\n")
+    env = {"OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-x", "SORA_LEDGER": str(tmp_path / "ledger")}
+    output = tmp_path / "story.mp4"
+    failed = sora_video("storyboard", str(board), "--output", str(output), env=env)
+    assert failed.returncode == 1 and "shot 2 of 2 failed" in failed.stderr and "code quality_frozen" in failed.stderr
+    [kept] = tmp_path.glob("story.*.rejected.mp4")
+    assert f"kept at {kept}" in failed.stderr and not output.exists()
+    assert probe_mp4(kept).frames == 8 * 24
+    assert not list((tmp_path / "ledger").glob("*.json"))  # rejected: nothing for `pending` to deliver
+
+
+def test_as_a_flow_run_a_broken_video_fails_the_same_way(odd: OddVideos, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from prefect.settings import PREFECT_API_URL
+
+    env = {"PREFECT_API_URL": str(PREFECT_API_URL.value())}  # a Prefect API configured: the call is a flow run
+    output = tmp_path / "run.mp4"
+    prompt = f"frozen then good {tag()}"
+    failed = sora_video("--base-url", odd.url, "--prompt", prompt, "--output", str(output), "--no-previews", env=env)
+    assert failed.returncode == 1, failed.stderr
+    [video_id] = [job for job, made in odd.jobs.items() if made["prompt"] == prompt]
+    assert f"video {video_id}" in failed.stderr and "code quality_frozen" in failed.stderr
+    assert f"kept at {tmp_path / f'run.{video_id}.rejected.mp4'}" in failed.stderr and not output.exists()
+    retried = sora_video(
+        "--base-url", odd.url, "--prompt", prompt, "--output", str(output), "--no-previews", "--quality", "retry=1",
+        env=env,
+    )  # fmt: skip
+    # The rerun goes past the job its receipt says was rejected, and pays for one retry only.
+    assert retried.returncode == 0, retried.stderr
+    assert (
+        odd.creates[prompt] == 2
+        and served_kind(odd, output) == "good"
+        and f"after rejecting {video_id}" in retried.stderr
+    )
