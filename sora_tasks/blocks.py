@@ -85,6 +85,14 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
         "or its holder dies. Empty: only each batch's max_in_flight.",
     )
 
+    max_download_mb: float = Field(
+        default=4096.0,
+        gt=0,
+        title="Largest download (MB)",
+        description="A video (or preview) larger than this is refused and not stored: a server that "
+        "streams without end, or sends something that is no video, is stopped.",
+    )
+
     def settings(self) -> ApiSettings:
         """The engine-agnostic settings the tasks use."""
         return ApiSettings(
@@ -98,6 +106,7 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
             max_wait=self.max_wait,
             rate_limit_name=self.rate_limit_name,
             render_limit_name=self.render_limit_name,
+            max_download_mb=self.max_download_mb,
         )
 
     def get_client(self) -> VideosClient:

@@ -2,7 +2,7 @@
 
 Outside the core: core -> tasks (tasks, derive_tasks, blocks, leases) -> flows -> deployments;
 the adapter and the CLI sit on the core, the tasks' blocks and the flows. Inside the core:
-errors -> summary and storage (side by side, apart) -> media -> api -> spec -> jobs. Every
+errors -> ids -> summary and storage (side by side, apart) -> media -> api -> spec -> jobs. Every
 import counts, lazy ones in functions and ``TYPE_CHECKING`` blocks too: a floor that looks
 up only at run time still could not be understood, or installed, without the one above.
 """
@@ -20,14 +20,15 @@ PACKAGE = ROOT / "sora_tasks"
 # Each group's floor; a group imports its own modules and those of lower floors only.
 CORE_FLOORS = {
     "sora_tasks.core.errors": 0,
-    "sora_tasks.core.summary": 1,
-    "sora_tasks.core.storage": 1,
-    "sora_tasks.core.media": 2,
-    "sora_tasks.core.api": 3,
-    "sora_tasks.core.spec": 4,
-    "sora_tasks.core.jobs": 5,
+    "sora_tasks.core.ids": 1,
+    "sora_tasks.core.summary": 2,
+    "sora_tasks.core.storage": 2,
+    "sora_tasks.core.media": 3,
+    "sora_tasks.core.api": 4,
+    "sora_tasks.core.spec": 5,
+    "sora_tasks.core.jobs": 6,
     # The package itself re-exports names lazily: nothing inside the core goes through it.
-    "sora_tasks.core": 6,
+    "sora_tasks.core": 7,
 }
 OUTER_FLOORS = {
     "sora_tasks.core": 0,

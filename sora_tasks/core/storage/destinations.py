@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, InvalidRequestError, StorageError, TransientError
+from ..ids import shown
 
 # boto3 clients are built at run time; without stubs they are typed as Any.
 S3Client = Any
@@ -77,7 +78,23 @@ def render_template(template: str, *, video_id: str, model: str, when: dt.dateti
             f"output template field(s) {unknown} are not known; allowed: {', '.join(TEMPLATE_FIELDS)}"
         )
     when = when or dt.datetime.now(dt.timezone.utc)
-    return template.format(video_id=video_id, model=model, date=when.strftime("%Y-%m-%d"))
+    return template.format(
+        video_id=_component(video_id, "video_id"), model=_component(model, "model"), date=when.strftime("%Y-%m-%d")
+    )
+
+
+def _component(value: str, field: str) -> str:
+    """A server's id or model as one path component: ``/`` becomes ``_``; anything that could
+    climb out of the folder (``..``, a backslash, control characters) is refused.
+
+    The client checks ids and models where a server answers (see :mod:`..ids`); this is the
+    last line before a path is made of them.
+    """
+    if not value or ".." in value or "\\" in value or any(ord(char) < 32 for char in value):
+        raise InvalidRequestError(
+            f"{field} {shown(value)} cannot name a file: it is empty or holds '..' or control characters"
+        )
+    return value.replace("/", "_")
 
 
 def check_key(key: str, uri: str) -> str:
