@@ -132,7 +132,7 @@ def run_related(identity: RunIdentity | None = None) -> list[dict[str, str]]:
     return related
 
 
-# Prefect's asset key rules (prefect.types.names, 3.8): a lowercase scheme, at most 512
+# Prefect's asset key rules (prefect.types.names, the same in 3.8 and 3.9): a lowercase scheme, at most 512
 # characters, none of these.
 ASSET_KEY_FORBIDDEN = "\n\r\t\0 #?&%\"'<>[]{}|\\^`"
 ASSET_KEY_MAX = 512

@@ -18,7 +18,6 @@ from sora_tasks.flows.generate import generate_video
 
 from .apis import api_for
 from .media import api_requests, probe_mp4, sha256
-from .prefect_api import prefect_api
 
 
 def emulator_bytes(emulator: Any, video_id: str) -> bytes:
@@ -27,10 +26,15 @@ def emulator_bytes(emulator: Any, video_id: str) -> bytes:
 
 def run_artifacts(flow_run_id: Any) -> list[dict[str, Any]]:
     """Artifacts of one flow run, read from the test Prefect server's REST API."""
-    # Prefect 3.8's client sends nulls that its own server refuses here; the API is simple enough.
-    return prefect_api(  # type: ignore[no-any-return]
-        "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 50}
-    )
+    # Prefect's own client: 3.9 bounds FastAPI below 0.151, whose server refused the nulls it sends.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])), limit=50
+        )
+    return [artifact.model_dump(mode="json") for artifact in found]
 
 
 def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]

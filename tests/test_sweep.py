@@ -107,11 +107,11 @@ def test_one_broken_record_neither_stops_the_sweep_nor_leaves_the_ledger(tmp_pat
     rows = {
         row["video_id"]: row for row in sweep(book, deliver, workers=3, on_row=lambda row: seen.append(row["video_id"]))
     }
-    assert sorted(seen) == sorted(rows) == ["video_bug", "garbled", "video_good", "video_later"]
+    assert sorted(seen) == sorted(rows) == ["garbled", "video_bug", "video_good", "video_later"]
     assert rows["video_good"]["outcome"] == "delivered" and rows["video_later"]["outcome"] == "rendering"
     assert rows["video_bug"]["outcome"] == "retry" and rows["video_bug"]["detail"] == "KeyError: 'surprise'"
     assert rows["garbled"]["outcome"] == "skipped" and "record not trusted" in rows["garbled"]["detail"]
-    assert sorted(book.video_ids()) == ["video_bug", "garbled", "video_later"]
+    assert sorted(book.video_ids()) == ["garbled", "video_bug", "video_later"]
 
 
 def test_a_record_that_cannot_be_removed_keeps_its_outcome(tmp_path: Path) -> None:
