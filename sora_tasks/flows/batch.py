@@ -77,6 +77,7 @@ from sora_tasks.tasks import (
 )
 
 from .delivery import saved_name
+from .rows import invalid_record, row_record
 from .spread import ShardRows, Spread, run_spread
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
@@ -189,27 +190,6 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
         "how": delivered.how,
         "thumbnail_uri": delivered.thumbnail_uri,
         "spritesheet_uri": delivered.spritesheet_uri,
-    }
-
-
-def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
-    return {
-        "row": row.number,
-        "prompt": row.request.prompt[:60],
-        "model": row.request.model,
-        "duration": int(row.request.seconds),
-        "resolution": row.request.size,
-        **fields,
-    }
-
-
-def invalid_record(bad: InvalidRow) -> dict[str, Any]:
-    return {
-        "row": bad.number,
-        "prompt": str(bad.fields.get("prompt", ""))[:60],
-        "status": "invalid",
-        "code": "invalid_row",
-        "error": bad.error,
     }
 
 
@@ -429,7 +409,7 @@ def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, 
     if future.state.is_completed():
         result = future.result()
         paid = cost if result["how"] in ("created", "recreated") else 0.0
-        return _row_record(
+        return row_record(
             row,
             status="delivered",
             how=result["how"],
@@ -444,7 +424,7 @@ def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, 
     code = str(getattr(error, "code", None) or type(error).__name__)
     if video_id:
         emit_video_event("failed", video_id, code=code, message=str(error), row=row.number)
-    return _row_record(
+    return row_record(
         row,
         status="failed",
         video_id=video_id,

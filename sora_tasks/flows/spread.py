@@ -31,6 +31,7 @@ from sora_tasks.core.storage.destinations import S3Client
 from sora_tasks.core.storage.records import RecordStore
 
 from .delivery import saved_name
+from .rows import invalid_record, row_record
 
 SHARD_DEPLOYMENT = "generate-videos/shard"
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -142,8 +143,6 @@ def run_spread(
     client: S3Client | None,
 ) -> list[dict[str, Any]]:
     """Start one flow run per row range; with ``wait``, gather every row's outcome."""
-    from .batch import invalid_record
-
     check_spread(
         spread, manifest=manifest, output_prefix=output_prefix, state=state, rows=rows, api=api, destination=destination
     )
@@ -187,14 +186,13 @@ def run_spread(
         for row in rows:
             if shard.first <= row.number <= shard.last:
                 outcomes.append(
-                    {
-                        "row": row.number,
-                        "prompt": row.request.prompt[:60],
-                        "status": "failed",
-                        "video_id": None,
-                        "error": f"shard flow run {run.name} ended {state_name} without a report; rerun the batch",
-                        "cost_usd": 0.0,
-                    }
+                    row_record(
+                        row,
+                        status="failed",
+                        video_id=None,
+                        error=f"shard flow run {run.name} ended {state_name} without a report; rerun the batch",
+                        cost_usd=0.0,
+                    )
                 )
     return outcomes
 
