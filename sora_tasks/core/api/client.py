@@ -160,7 +160,6 @@ class VideosClient(VideoOperations):
             http_client=DefaultHttpxClient(verify=_tls_context()),
         )
         self._writes = self._reads.with_options(max_retries=0)
-        self._adopted: set[str] = set()
 
     def __repr__(self) -> str:
         return f"VideosClient(base_url={self.base_url!r}, provider={self.profile.name!r})"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,22 @@ class Expected:
 
 Expectation = Expected | Callable[[], Expected]
 
+# Jobs adopted after an ambiguous request, per server, for the whole process: two requests
+# that failed ambiguously at once (two batch rows, each with its own client in its own
+# thread) must not both take the one job the server made.
+_adopted: dict[str, set[str]] = {}
+_adopted_lock = threading.Lock()
+
+
+def _adopt(base_url: str, video_id: str) -> bool:
+    """Take ``video_id`` as the job of an ambiguous request; False if another request here took it."""
+    with _adopted_lock:
+        taken = _adopted.setdefault(base_url.rstrip("/"), set())
+        if video_id in taken:
+            return False
+        taken.add(video_id)
+        return True
+
 
 class VideoOperations:
     """The job-sending rules and the operations beyond create; ``VideosClient`` provides the state."""
@@ -98,7 +115,6 @@ class VideoOperations:
     profile: ProviderProfile
     _reads: OpenAI
     _writes: OpenAI
-    _adopted: set[str]
 
     @property
     def hosted_by_openai(self) -> bool:
@@ -405,8 +421,7 @@ class VideoOperations:
             for video in recent.data:
                 if not is_safe_id(video.id):
                     continue  # never adopted: it could not be followed safely
-                if video.id not in self._adopted and expected.matches(video, since):
-                    self._adopted.add(video.id)
+                if expected.matches(video, since) and _adopt(self.base_url, video.id):
                     logger.warning("%s failed ambiguously, but the server made %s; using it", what, video.id)
                     return video
         return None

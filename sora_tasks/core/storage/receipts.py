@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..ids import is_safe_id, shown
+from .claims import Claims
 from .destinations import S3Client
 from .records import RecordStore, sora_home
 
@@ -80,6 +81,8 @@ class Receipts:
         self.location = location or default_location()
         self.is_local = not self.location.startswith("s3://")
         self._store = RecordStore(self.location, client, what="receipts")
+        self._client = client
+        self._claims: Claims | None = None
 
     def __repr__(self) -> str:
         return f"Receipts({self.location!r})"
@@ -109,6 +112,13 @@ class Receipts:
             )
             return None
         return receipt
+
+    @property
+    def claims(self) -> Claims:
+        """The claims beside these receipts (see :mod:`.claims`): who may pay for a request."""
+        if self._claims is None:
+            self._claims = Claims(self.location, self._client)
+        return self._claims
 
     def record(self, receipt: Receipt) -> None:
         self._store.put(receipt.key, receipt.to_json())
