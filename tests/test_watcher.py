@@ -10,9 +10,9 @@ import pytest
 from openai.types import Video
 
 from sora_tasks.core import VideoRequest, VideosClient
+from sora_tasks.core.api import watcher as watcher_module
 from sora_tasks.core.api.watcher import JobWatcher
 from sora_tasks.core.errors import ModerationBlockedError, VideoNotReadyError, VideoTimeoutError
-from sora_tasks.core.api import watcher as watcher_module
 
 
 def client_for(emulator: Any, **options: Any) -> VideosClient:

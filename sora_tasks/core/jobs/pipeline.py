@@ -33,6 +33,7 @@ from ..errors import (
     VideoExpiredError,
     VideoNotReadyError,
 )
+from ..ids import is_safe_id
 from ..media.images import PreparedImage
 from ..storage.claims import FOLLOW_POLL, STALE_AFTER, Claim
 from ..storage.destinations import (
@@ -253,6 +254,8 @@ def _submit(
     receipt = Receipt(plan.key, video.id, client.base_url, model, seconds, size)
     if receipts is not None:
         receipts.record(receipt)
+        if claim is not None:
+            receipts.claims.fulfil(claim, receipt.to_json())
     return Submitted(
         video.id, reused=False, recreated=gone is not None, key=plan.key, receipt=receipt if receipts else None
     )
@@ -271,6 +274,11 @@ def _follow_claim(receipts: Receipts, key: str, claim: Claim, gone: str | None) 
         if found is not None and found.video_id != gone:
             return found
         held = receipts.claims.current(claim)
+        if held is not None and held.fulfilled is not None:
+            # Paid, and the receipt is gone (or not yet visible): the claim keeps it.
+            paid = Receipt.from_json(held.fulfilled)
+            if paid.video_id != gone and is_safe_id(paid.video_id):
+                return paid
         if held is None or held.orphaned(time.time()):
             return None
         time.sleep(FOLLOW_POLL)

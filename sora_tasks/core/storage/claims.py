@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .destinations import S3Client
@@ -104,6 +104,9 @@ class Claim:
     created_at: float
     # When this claim took over an orphaned one: that one's time (its owner may have paid after it).
     took_over_at: float | None = None
+    # Once its owner has paid: the receipt it recorded (JSON), so the claim answers for the job
+    # even when the receipt itself is gone.
+    fulfilled: str | None = None
 
     @property
     def name(self) -> str:
@@ -116,16 +119,23 @@ class Claim:
     def from_json(cls, text: str) -> Claim:
         data = json.loads(text)
         took_over_at = data.get("took_over_at")
+        fulfilled = data.get("fulfilled")
         return cls(
             data["key"],
             int(data["generation"]),
             ClaimOwner(**data["owner"]),
             float(data["created_at"]),
             None if took_over_at is None else float(took_over_at),
+            fulfilled if isinstance(fulfilled, str) else None,
         )
 
     def orphaned(self, now: float) -> bool:
-        """Its owner is known gone, or it is older than any create could take (and nothing tells otherwise)."""
+        """Its owner is known gone, or it is older than any create could take (and nothing tells otherwise).
+
+        A fulfilled claim is never orphaned: its job exists and is followed.
+        """
+        if self.fulfilled is not None:
+            return False
         gone = self.owner.is_gone()
         return gone is True or (gone is None and now - self.created_at > STALE_AFTER)
 
@@ -165,6 +175,10 @@ class Claims:
             # Take over: the next generation, created the same conditional way.
             generation, orphan_at = generation + 1, held.created_at
         raise RuntimeError(f"claim {base} has been taken over {MAX_GENERATIONS} times; giving up")
+
+    def fulfil(self, claim: Claim, receipt_json: str) -> None:
+        """Mark our claim paid: it keeps the receipt, so it answers for the job even if the receipt is lost."""
+        self._store.put(claim.name, replace(claim, fulfilled=receipt_json).to_json())
 
     def release(self, claim: Claim) -> None:
         """Give a claim back (nothing was paid under it): the next run may pay at once."""
