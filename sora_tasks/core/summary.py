@@ -108,6 +108,37 @@ def video_markdown(
     return "\n".join(lines)
 
 
+def storyboard_markdown(fields: Mapping[str, Any], shots: Iterable[Mapping[str, Any]]) -> str:
+    """A storyboard's one video: its fields, then one line per shot (prompts come from the storyboard file)."""
+    rows = "\n".join(f"| {_cell(name)} | {_cell(value)} |" for name, value in fields.items())
+    lines = "\n".join(
+        f"| {_cell(shot['index'])} | {_cell(shot['duration'])} s | {markdown_code(shot['video_id'])} | "
+        f"{_cell(shot['how'])} | {markdown_text(shot['prompt'], 80)} |"
+        for shot in shots
+    )
+    return (
+        f"## Storyboard video {markdown_code(fields.get('video_id', ''))}\n\n| field | value |\n|---|---|\n{rows}\n\n"
+        f"| shot | duration | video | how | prompt |\n|---|---|---|---|---|\n{lines}\n"
+    )
+
+
+def estimate_markdown(
+    manifest: str, *, videos: int, seconds: int, invalid: int, estimate: float, limit: float | None, unpriced: list[str]
+) -> str:
+    """A batch's cost before anything is submitted (model names come from the manifest's rows)."""
+    lines = [
+        f"## Batch estimate for {markdown_code(manifest)}",
+        "",
+        f"- videos to submit: {videos} ({seconds} s of video)",
+        f"- invalid rows (not submitted): {invalid}",
+        f"- estimated cost: **${estimate:.2f}**" + (f" (limit ${limit:.2f})" if limit is not None else ""),
+        "- rows an earlier run already delivered or paid for are not paid again",
+    ]
+    if unpriced:
+        lines.append(f"- no price known for: {', '.join(markdown_text(name) for name in unpriced)} (counted as $0)")
+    return "\n".join(lines)
+
+
 def batch_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts and money for a batch's outcome rows."""
     rows = list(rows)

@@ -35,6 +35,7 @@ from ..errors import (
 from ..media.images import PreparedImage
 from ..storage.destinations import (
     PREVIEW_EXTENSIONS,
+    PREVIEW_VARIANTS,
     Destination,
     S3Client,
     exact_destination,
@@ -347,7 +348,7 @@ def deliver(
     )
 
 
-PREVIEWS = ("thumbnail", "spritesheet")
+PREVIEWS = PREVIEW_VARIANTS  # the names a batch reserves for them: storage's preview_outputs
 
 
 def deliver_previews(
