@@ -45,6 +45,7 @@ from ..errors import InvalidRequestError
 from ..media.fit import FITS, Fit
 from ..spec import VideoSpec, build_request
 from ..storage.destinations import (
+    MAX_PATH_BYTES,
     S3Client,
     check_key,
     check_path_text,
@@ -326,7 +327,7 @@ def validate_row(
         image = _path_field(fields, "image")
         if image:
             image = check_image_inside(image, manifest=manifest, image_roots=image_roots)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: a path the system refused to look up
         return InvalidRow(number, shorten(str(error), ERROR_CHARS), fields)
     return ManifestRow(number, request, output, image, fit, str(fields.get("request_id") or "") or None)
 
@@ -338,6 +339,8 @@ def _path_field(fields: dict[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidRequestError(f"{name} must be a string (a path or s3:// URI), got {type(value).__name__}")
+    if len(value.encode()) > MAX_PATH_BYTES:
+        raise InvalidRequestError(f"{name} is {len(value.encode()):,} bytes long; paths may have {MAX_PATH_BYTES:,}")
     return check_path_text(value, name)
 
 

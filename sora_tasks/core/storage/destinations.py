@@ -137,7 +137,7 @@ def resolve_destination(output: str | Path, *, video_id: str, model: str) -> Des
         split_s3_uri(text)  # the bucket is checked before any template is filled
         if text.endswith("/"):
             text += "{video_id}.mp4"
-    elif text.endswith("/") or Path(text).expanduser().is_dir():
+    elif text.endswith("/") or _is_folder(text):
         text = text.rstrip("/") + "/{video_id}.mp4"
     rendered = render_template(text, video_id=video_id, model=model)
     if rendered.startswith("s3://"):
@@ -149,6 +149,14 @@ def resolve_destination(output: str | Path, *, video_id: str, model: str) -> Des
     path = Path(rendered).expanduser().absolute()
     _check_local_lengths(str(path), "output")
     return Destination(uri=str(path), path=path)
+
+
+def _is_folder(text: str) -> bool:
+    """An existing directory; a name the system cannot even look up (too long, a NUL) is none."""
+    try:
+        return Path(text).expanduser().is_dir()
+    except (OSError, ValueError):
+        return False  # refused, with the reason, once the template is filled
 
 
 def exact_destination(uri: str) -> Destination:
