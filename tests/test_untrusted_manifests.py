@@ -63,7 +63,11 @@ def created_prompts(emulator: Any) -> set[str]:
 
 def rendered(markdown: str) -> dict[str, Any]:
     """What a CommonMark renderer with tables makes of ``markdown``: table rows, links, images, headings."""
-    tokens = MarkdownIt("commonmark").enable("table").enable("strikethrough").parse(markdown)
+    parser = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    # markdown-it drops javascript:/data: links itself; a renderer that keeps them (Prefect's
+    # UIs keep link schemes) is what the summary must be safe in, so this one keeps every link.
+    parser.validateLink = lambda url: True  # type: ignore[method-assign]
+    tokens = parser.parse(markdown)
     inline = [child for token in tokens if token.type == "inline" for child in token.children or []]
     body_rows = 0
     in_body = False
