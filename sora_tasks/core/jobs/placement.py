@@ -3,10 +3,10 @@
 A manifest is data that may come from elsewhere. Besides staying under ``output_prefix``
 (:func:`.manifest.check_output_inside`), a row's output must not:
 
-* lie inside the project's own state: any ``.prefect-sora`` folder (receipts, ledger,
-  claims: ``s3://BUCKET/.prefect-sora/receipts`` is where a bucket's receipts go, so an
-  output prefix at a bucket's root would otherwise reach them), the run's ``state``
-  location, the ledger, or ``$SORA_HOME``;
+* lie inside the project's own state: any ``.prefect-sora`` folder (receipts, ledger:
+  ``s3://BUCKET/.prefect-sora/receipts`` is where a bucket's receipts go, so an output
+  prefix at a bucket's root would otherwise reach them), the run's ``state`` location,
+  the receipts folder under ``$SORA_HOME``, or the ledger;
 * go through a symlink inside the output folder (the file would land wherever the link
   points; the prefix itself may be one, as ``/tmp`` is on macOS);
 * be a file another row writes: its video, or one of its previews (``x.mp4`` also
@@ -34,9 +34,15 @@ _UNKNOWN_ID = "{video_id}"
 
 
 def state_places(output_prefix: str, state: str | None = None) -> list[str]:
-    """The project's own state a batch into ``output_prefix`` could reach: its receipts, the ledger, ``$SORA_HOME``."""
+    """Where the project keeps records a batch into ``output_prefix`` could reach: the run's ``state``, the
+    receipts it would default to, the ledger.
+
+    The folders themselves, not all of ``$SORA_HOME``: a home set to a project folder
+    (``SORA_HOME=/data``) must not make every output under ``/data`` invalid; the default
+    home is a ``.prefect-sora`` folder, refused by name anyway.
+    """
     places = [state] if state else []
-    places += [default_receipts(output_prefix), default_ledger(), str(sora_home())]
+    places += [default_receipts(output_prefix), str(sora_home() / "receipts"), default_ledger()]
     return list(dict.fromkeys(places))
 
 
