@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from PIL import Image
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core import ModerationBlockedError, ServerRejectedError, VideoJobError, VideoTimeoutError
 from sora_tasks.core.spec import VideoSpec
+from sora_tasks.core.text import markdown_text
 from sora_tasks.flows.generate import generate_video
 
 from .apis import api_for
@@ -78,7 +80,9 @@ def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_pro
     assert Image.open(io.BytesIO(sheet["Body"].read())).format == "JPEG"
     artifacts = run_artifacts(state.state_details.flow_run_id)
     assert sorted(artifact["type"] for artifact in artifacts) == ["markdown", "markdown", "progress"]
-    assert any(f"]({result.uri})" in str(artifact["data"]) for artifact in artifacts)  # the link
+    # The link: the URI as its (escaped) text, to what a browser can open (a presigned GET; never s3:).
+    [link] = [a for a in artifacts if str(a["data"]).startswith(f"[{markdown_text(result.uri)}](")]
+    assert link["data"].split("](", 1)[1].startswith(os.environ["AWS_ENDPOINT_URL"]), link["data"]
     [summary] = [artifact for artifact in artifacts if artifact["key"]]
     assert summary["key"] == "generate-video"  # no deployment: the flow's name
     assert f"![thumbnail of {result.video_id}](" in summary["data"]

@@ -2,9 +2,10 @@
 
 Outside the core: core -> tasks (tasks, derive_tasks, blocks, leases) -> flows -> deployments;
 the adapter and the CLI sit on the core, the tasks' blocks and the flows. Inside the core:
-errors -> ids -> summary and storage (side by side, apart) -> media -> api -> spec -> jobs. Every
-import counts, lazy ones in functions and ``TYPE_CHECKING`` blocks too: a floor that looks
-up only at run time still could not be understood, or installed, without the one above.
+errors and text (side by side, apart) -> ids -> summary and storage (the same) -> media ->
+api -> spec -> jobs. Every import counts, lazy ones in functions and ``TYPE_CHECKING`` blocks
+too: a floor that looks up only at run time still could not be understood, or installed,
+without the one above.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ PACKAGE = ROOT / "sora_tasks"
 # Each group's floor; a group imports its own modules and those of lower floors only.
 CORE_FLOORS = {
     "sora_tasks.core.errors": 0,
+    # Untrusted text made safe to show (cut, escaped for markdown): needed on every floor.
+    "sora_tasks.core.text": 0,
     "sora_tasks.core.ids": 1,
     "sora_tasks.core.summary": 2,
     "sora_tasks.core.storage": 2,

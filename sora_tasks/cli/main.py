@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             isinstance(error, ValueError) and not isinstance(error, SoraError)
         )
         if refused_here and not getattr(error, "video_id", None):
-            print(f"sora-video: invalid input: {error}", file=sys.stderr)
+            print(f"sora-video: invalid input (nothing was sent): {error}", file=sys.stderr)
             return EXIT_INVALID
         print(f"sora-video: {_describe_failure(error)}", file=sys.stderr)
         if not verbose:

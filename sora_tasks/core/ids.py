@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import re
 
+from .text import shown
+
 ID_RULE = "3 to 512 letters, digits and _-+/=.: that start with a letter or digit and hold no '..'"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-+/=.:]{2,511}")
-# How much of a refused value a message shows (its repr, cut): enough to recognise it.
-SHOWN_CHARS = 80
 
 
 def is_safe_id(value: object) -> bool:
     """Whether ``value`` is an id that may name a file, a key, a record or a log line."""
     return isinstance(value, str) and _ID.fullmatch(value) is not None and ".." not in value
-
-
-def shown(value: object, limit: int = SHOWN_CHARS) -> str:
-    """``value`` for a message: its repr (quotes and control characters escaped), cut to ``limit``."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text)} characters)"
 
 
 def path_component(video_id: str) -> str:

@@ -8,12 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from sora_tasks.core.jobs.manifest import InvalidRow, ManifestRow
+from sora_tasks.core.text import shorten
+
+# A row's prompt as tables show it: the start, marked when cut.
+PROMPT_PREVIEW_CHARS = 60
 
 
 def row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
     return {
         "row": row.number,
-        "prompt": row.request.prompt[:60],
+        "prompt": shorten(row.request.prompt, PROMPT_PREVIEW_CHARS),
         "model": row.request.model,
         "duration": int(row.request.seconds),
         "resolution": row.request.size,
@@ -24,7 +28,7 @@ def row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
 def invalid_record(bad: InvalidRow) -> dict[str, Any]:
     return {
         "row": bad.number,
-        "prompt": str(bad.fields.get("prompt", ""))[:60],
+        "prompt": shorten(str(bad.fields.get("prompt", "")), PROMPT_PREVIEW_CHARS),
         "status": "invalid",
         "code": "invalid_row",
         "error": bad.error,

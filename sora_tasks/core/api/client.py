@@ -44,9 +44,10 @@ from ..errors import (
     VideoNotReadyError,
     VideoTimeoutError,
 )
-from ..ids import ID_RULE, is_safe_id, path_component, shown
+from ..ids import ID_RULE, is_safe_id, path_component
 from ..media.containers import mp4_problem
 from ..media.images import PreparedImage
+from ..text import shown
 from .answers import status_error as _status_error
 from .endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, resolve_base_url
 from .operations import RECONCILE_ATTEMPTS, RECONCILE_DELAY, RECONCILE_WINDOW, Expected, VideoOperations

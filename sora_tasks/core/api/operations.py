@@ -35,7 +35,8 @@ import openai
 from openai.types import Video, VideoCreateCharacterResponse, VideoGetCharacterResponse, VideoSeconds
 
 from ..errors import ServerRejectedError, TransientError, UntrustedAnswerError
-from ..ids import ID_RULE, is_safe_id, shown
+from ..ids import ID_RULE, is_safe_id
+from ..text import shown
 from .answers import hosted_shutdown_error, status_error
 from .providers import ProviderProfile, VideoOperation, is_openai_hosted
 from .references import (

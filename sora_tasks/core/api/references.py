@@ -13,8 +13,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import InvalidRequestError
-from ..ids import ID_RULE, is_safe_id, shown
+from ..ids import ID_RULE, is_safe_id
 from ..media.containers import mp4_problem
+from ..text import shown
 from .request import PROMPT_LIMIT
 
 # The extension segment's length: openai-python's extend docstring says 4, 8, 12, 16 or 20

@@ -38,6 +38,7 @@ from ..media.images import PreparedImage
 from ..storage.claims import FOLLOW_POLL, STALE_AFTER, Claim
 from ..storage.destinations import (
     PREVIEW_EXTENSIONS,
+    PREVIEW_VARIANTS,
     Destination,
     S3Client,
     exact_destination,
@@ -410,7 +411,7 @@ def deliver(
     )
 
 
-PREVIEWS = ("thumbnail", "spritesheet")
+PREVIEWS = PREVIEW_VARIANTS  # the names a batch reserves for them: storage's preview_outputs
 
 
 def deliver_previews(

@@ -28,9 +28,10 @@ from ..errors import (
     VideoJobError,
     VideoNotReadyError,
 )
-from ..ids import is_safe_id, shown
+from ..ids import is_safe_id
 from ..storage.destinations import render_template, split_s3_uri
 from ..storage.ledger import Ledger, PendingVideo
+from ..text import shown
 from .manifest import check_output_inside
 
 logger = logging.getLogger("sora_tasks")

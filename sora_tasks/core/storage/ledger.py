@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
-from ..ids import ID_RULE, is_safe_id, path_component, shown
+from ..ids import ID_RULE, is_safe_id, path_component
+from ..text import shown
 from .destinations import S3Client
 from .records import RecordStore, sora_home
 

@@ -21,7 +21,8 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..ids import is_safe_id, shown
+from ..ids import is_safe_id
+from ..text import shown
 from .claims import Claims
 from .destinations import S3Client
 from .records import RecordStore, sora_home
