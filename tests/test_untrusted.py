@@ -76,6 +76,7 @@ def test_an_id_the_server_chooses_places_no_file_and_is_never_followed(
     assert repr(hostile_id)[:40] in done.stderr  # shown escaped and cut, never raw
     # The create answered; nothing was asked about the id, nothing was downloaded or recorded.
     assert [(seen.method, seen.path) for seen in hostile.seen] == [("POST", "/v1/videos")]
+    # No video, no receipt, no claim left standing, no ledger record.
     assert [name for name in files_under(tmp_path) if not name.startswith("home/services")] == []
     assert Ledger(str(tmp_path / "home" / "pending")).pending() == []
 

@@ -28,7 +28,6 @@ from ..errors import (
     SoraError,
     StorageError,
     TransientError,
-    UntrustedAnswerError,
     VariantUnavailableError,
     VideoExpiredError,
     VideoNotReadyError,
@@ -245,11 +244,11 @@ def _submit(
         if before_create is not None:
             before_create()
         video = send_job(plan, reconcile_since)
-    except UntrustedAnswerError:
-        raise  # the server may count it as paid: the claim stays, so nobody pays blindly again
     except BaseException:
+        # No job recorded (none made, or one whose answer could not be used safely): the claim
+        # goes, so the next run may pay at once rather than wait for a claim nobody fulfils.
         if receipts is not None and claim is not None:
-            receipts.claims.release(claim)  # nothing was made: the next run may pay at once
+            receipts.claims.release(claim)
         raise
     model, seconds, size = plan.fields or (str(video.model), str(video.seconds), str(video.size))
     receipt = Receipt(plan.key, video.id, client.base_url, model, seconds, size)
