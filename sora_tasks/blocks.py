@@ -103,6 +103,14 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
     def _quality_spelling(cls, value: object) -> str:
         return normalize_quality(value)
 
+    max_download_mb: float = Field(
+        default=4096.0,
+        gt=0,
+        title="Largest download (MB)",
+        description="A video (or preview) larger than this is refused and not stored: a server that "
+        "streams without end, or sends something that is no video, is stopped.",
+    )
+
     def settings(self) -> ApiSettings:
         """The engine-agnostic settings the tasks use."""
         return ApiSettings(
@@ -118,6 +126,7 @@ client = api.get_client()  # a VideosClient (the OpenAI SDK with prefect-sora's 
             render_limit_name=self.render_limit_name,
             quality=self.quality,
             quality_thresholds=self.quality_thresholds,
+            max_download_mb=self.max_download_mb,
         )
 
     def get_client(self) -> VideosClient:

@@ -38,6 +38,7 @@ from .core.jobs import gate, pipeline, progress
 from .core.jobs.pipeline import submit
 from .core.media.images import Fit, ImageSource, PreparedImage, prepare_image
 from .core.media.quality import Expectation
+from .core.storage.claims import register_runs
 from .core.storage.destinations import StoredVideo, object_metadata, resolve_destination, store_file
 from .core.storage.receipts import Receipts
 from .leases import holding_lease
@@ -99,6 +100,31 @@ def run_identity() -> RunIdentity:
     )
 
 
+def _current_flow_run_id() -> str | None:
+    """The flow run a claim is made in (a task elsewhere: its flow run), for another run to check."""
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        return str(context.flow_run.id)
+    task_context = TaskRunContext.get()
+    return str(task_context.task_run.flow_run_id) if task_context and task_context.task_run.flow_run_id else None
+
+
+def _flow_run_is_over(flow_run_id: str) -> bool | None:
+    """Whether a claim's flow run has ended (it can no longer pay): from the Prefect API; None if unknown."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+    except Exception:  # unreachable API, unknown run: the claim's age decides instead
+        return None
+    return state is not None and state.is_final()
+
+
+# Claims name their flow run, and a run that meets another's claim asks Prefect whether it ended.
+register_runs(_current_flow_run_id, _flow_run_is_over)
+
+
 @lru_cache(maxsize=64)
 def _deployment_name(deployment_id: str) -> str | None:
     from prefect.client.orchestration import get_client
@@ -133,7 +159,7 @@ def run_related(identity: RunIdentity | None = None) -> list[dict[str, str]]:
     return related
 
 
-# Prefect's asset key rules (prefect.types.names, 3.8): a lowercase scheme, at most 512
+# Prefect's asset key rules (prefect.types.names, the same in 3.8 and 3.9): a lowercase scheme, at most 512
 # characters, none of these.
 ASSET_KEY_FORBIDDEN = "\n\r\t\0 #?&%\"'<>[]{}|\\^`"
 ASSET_KEY_MAX = 512

@@ -60,6 +60,11 @@ IMAGES_SETTLED_SCRIPT = "() => Array.from(document.images).every((img) => img.co
 # Every <table> as rows of cell texts (header and body rows alike), for asserting on cells.
 TABLES_SCRIPT = """() => Array.from(document.querySelectorAll("table")).map((table) =>
     Array.from(table.rows).map((row) => Array.from(row.cells).map((cell) => cell.innerText.trim())))"""
+# Every link's href as written in the page (before the browser resolves it), and every heading's text.
+LINKS_SCRIPT = """() => Array.from(document.querySelectorAll("a[href], area[href]")).map((link) =>
+    link.getAttribute("href") || "")"""
+HEADINGS_SCRIPT = """() => Array.from(document.querySelectorAll("h1, h2, h3, h4, h5, h6")).map((heading) =>
+    heading.innerText.trim())"""
 TEXTS_SCRIPT = "(texts) => texts.every((text) => document.body && document.body.innerText.includes(text))"
 
 
@@ -87,6 +92,8 @@ class RenderedPage:
     text: str
     images: list[ImageState]
     tables: list[list[list[str]]] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # every <a href>, as the page wrote it
+    headings: list[str] = field(default_factory=list)
     screenshot: Path | None = None
     console_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)  # no answer: refused, unresolved, aborted
@@ -266,6 +273,8 @@ class Browser:
             text=page.evaluate("() => document.body ? document.body.innerText : ''"),
             images=[ImageState(**state) for state in page.evaluate(IMAGES_SCRIPT)],
             tables=page.evaluate(TABLES_SCRIPT),
+            links=page.evaluate(LINKS_SCRIPT),
+            headings=page.evaluate(HEADINGS_SCRIPT),
             screenshot=saved,
             console_errors=list(seen[0]),
             failed_requests=list(seen[1]),

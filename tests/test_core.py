@@ -43,8 +43,10 @@ def test_destinations_expand_templates_and_refuse_escapes(tmp_path: Path) -> Non
     for bad in ("s3://b-1//etc/x", "s3://b-1/a/../b", "s3://b-1", "s3://B_1/x", "gs://b/x", "s3://b-1/{nope}"):
         with pytest.raises(ValueError):
             resolve_destination(bad, video_id="v", model="m")
-    with pytest.raises(ValueError, match="'\\.\\.' segments"):
+    with pytest.raises(ValueError, match=r"video_id '\.\./\.\./x' cannot name a file"):
         resolve_destination("s3://b-1/{video_id}", video_id="../../x", model="m")
+    # LiteLLM's base64 ids hold '/': one file name, never a folder.
+    assert resolve_destination("s3://b-1/{video_id}.mp4", video_id="video_ab/c+=", model="m").key == "video_ab_c+=.mp4"
 
 
 def test_deprecation_warning_is_silenced_and_noted_once(emulator) -> None:  # type: ignore[no-untyped-def]

@@ -264,7 +264,10 @@ def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator
     assert running == []  # the render goes on with no flow run (and no worker) waiting for it
     emulator.state.config.render_seconds = 0.0
     job.render.result(timeout=60)
-    sweep_id = run_deployment(prefect_server, "collect-pending/collect-pending", ledger=ledger)
+    # The sweep calls its own server (its api parameter): records for any other are skipped.
+    sweep_id = run_deployment(
+        prefect_server, "collect-pending/collect-pending", ledger=ledger, api={"base_url": emulator.base_url}
+    )
     log = work_once(prefect_server)
     assert flow_run_state(prefect_server, sweep_id) == "COMPLETED", log
     assert (tmp_path / f"{job.id}.mp4").exists() and list((tmp_path / "ledger").glob("*.json")) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,11 @@ from PIL import Image
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core import ModerationBlockedError, ServerRejectedError, VideoJobError, VideoTimeoutError
 from sora_tasks.core.spec import VideoSpec
+from sora_tasks.core.text import markdown_text
 from sora_tasks.flows.generate import generate_video
 
 from .apis import api_for
 from .media import api_requests, probe_mp4, sha256
-from .prefect_api import prefect_api
 
 
 def emulator_bytes(emulator: Any, video_id: str) -> bytes:
@@ -27,10 +28,15 @@ def emulator_bytes(emulator: Any, video_id: str) -> bytes:
 
 def run_artifacts(flow_run_id: Any) -> list[dict[str, Any]]:
     """Artifacts of one flow run, read from the test Prefect server's REST API."""
-    # Prefect 3.8's client sends nulls that its own server refuses here; the API is simple enough.
-    return prefect_api(  # type: ignore[no-any-return]
-        "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 50}
-    )
+    # Prefect's own client: 3.9 bounds FastAPI below 0.151, whose server refused the nulls it sends.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])), limit=50
+        )
+    return [artifact.model_dump(mode="json") for artifact in found]
 
 
 def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
@@ -75,7 +81,9 @@ def test_text_to_video_lands_in_s3_checked(emulator, s3, bucket: str, unique_pro
     assert Image.open(io.BytesIO(sheet["Body"].read())).format == "JPEG"
     artifacts = run_artifacts(state.state_details.flow_run_id)
     assert sorted(artifact["type"] for artifact in artifacts) == ["markdown", "markdown", "progress"]
-    assert any(f"]({result.uri})" in str(artifact["data"]) for artifact in artifacts)  # the link
+    # The link: the URI as its (escaped) text, to what a browser can open (a presigned GET; never s3:).
+    [link] = [a for a in artifacts if str(a["data"]).startswith(f"[{markdown_text(result.uri)}](")]
+    assert link["data"].split("](", 1)[1].startswith(os.environ["AWS_ENDPOINT_URL"]), link["data"]
     [summary] = [artifact for artifact in artifacts if artifact["key"]]
     assert summary["key"] == "generate-video"  # no deployment: the flow's name
     assert f"![thumbnail of {result.video_id}](" in summary["data"]

@@ -79,21 +79,23 @@ def test_absolute_local_outputs_must_lie_under_the_prefix(tmp_path: Path) -> Non
         {"prompt": "the folder as a file", "output": str(prefix)},
         {"prompt": "drive", "output": "C:\\videos\\x.mp4"},
         {"prompt": "s3", "output": "s3://other-bucket/x.mp4"},
-        # The owner's symlink under the prefix is the prefix's business, as for a relative output.
-        {"prompt": "through the owner's link", "output": f"{prefix}/archive/{{video_id}}.mp4"},
+        # A symlink under the prefix would take the file wherever it points: refused (issue 22),
+        # however the row names it. The prefix itself may be a link (tmp_path often is).
+        {"prompt": "through a link", "output": f"{prefix}/archive/{{video_id}}.mp4"},
         {"prompt": "relative", "output": "archive/{video_id}.mp4"},
     ]
     manifest = write_jsonl(tmp_path / "in" / "batch.jsonl", rows)
     valid, invalid = load(manifest, output_prefix=str(prefix))
-    assert [row.number for row in valid] == [1, 5, 9, 10]
-    assert [row.output for row in valid] == [
-        f"{prefix}/day/{{video_id}}.mp4",
-        f"{prefix}/",
-        f"{prefix}/archive/{{video_id}}.mp4",
-        f"{prefix}/archive/{{video_id}}.mp4",
-    ]
+    assert [row.number for row in valid] == [1, 5]
+    assert [row.output for row in valid] == [f"{prefix}/day/{{video_id}}.mp4", f"{prefix}/"]
     errors = refused(invalid)
-    assert sorted(errors) == [2, 3, 4, 6, 7, 8]
+    assert sorted(errors) == [2, 3, 4, 6, 7, 8, 9, 10]
+    link = str(prefix.resolve() / "archive")
+    for number in (9, 10):
+        assert errors.pop(number) == (
+            f"output {f'{prefix}/archive/{{video_id}}.mp4'!r} goes through the symlink {link!r} inside "
+            f"output_prefix {str(prefix)!r}; name the real folder (rows may not write through links)"
+        )
     for number, error in errors.items():
         assert error.startswith(f"output {rows[number - 1]['output']!r} leaves output_prefix {str(prefix)!r} ("), error
     assert errors[2].endswith(f"(an absolute path must lie under {str(prefix)!r})")

@@ -91,11 +91,11 @@ def test_async_mode_holds_no_flow_run_while_rendering(emulator, s3, bucket: str,
     assert running_flow_runs() == []  # nobody is waiting for the renders
     assert [record.video_id for record in Ledger(ledger).pending()] == ids
 
-    early = collect_pending(ledger=ledger)  # a sweep while rendering finds nothing to do
+    early = collect_pending(api=api_for(emulator), ledger=ledger)  # a sweep while rendering finds nothing to do
     assert {row["outcome"] for row in early} == {"rendering"}
     for video_id in ids:
         wait_until_rendered(emulator, video_id)
-    rows = collect_pending(ledger=ledger)
+    rows = collect_pending(api=api_for(emulator), ledger=ledger)
     assert [row["outcome"] for row in rows] == ["delivered"] * 3
     for video_id in ids:
         body = s3.get_object(Bucket=bucket, Key=f"async/{video_id}.mp4")["Body"].read()
@@ -112,7 +112,7 @@ def test_async_sweep_reports_failures_and_keeps_going(emulator, tmp_path: Path) 
     good = submit_video("fine one", output=str(tmp_path / "{video_id}.mp4"), api=api, ledger=ledger)
     for video_id in (bad.video_id, good.video_id):
         wait_until_rendered(emulator, video_id)
-    outcomes = {row["video_id"]: row for row in collect_pending(ledger=ledger)}
+    outcomes = {row["video_id"]: row for row in collect_pending(api=api_for(emulator), ledger=ledger)}
     assert outcomes[bad.video_id]["outcome"] == "failed" and "moderation_blocked" in outcomes[bad.video_id]["detail"]
     assert outcomes[good.video_id]["outcome"] == "delivered" and (tmp_path / f"{good.video_id}.mp4").exists()
     assert Ledger(ledger).pending() == []
@@ -140,7 +140,7 @@ def test_a_timed_out_sync_run_is_recorded_and_delivered_later(emulator, tmp_path
     assert (record.video_id, record.output, record.reason) == (video_id, output, "VideoTimeoutError")
     emulator.state.config.render_seconds = 0.0
     wait_until_rendered(emulator, video_id)
-    [row] = collect_pending(ledger=ledger)
+    [row] = collect_pending(api=api_for(emulator), ledger=ledger)
     assert row["outcome"] == "delivered" and (tmp_path / "late" / f"{video_id}.mp4").exists()
     assert emulator.state.jobs_created == 1
 
@@ -178,7 +178,7 @@ def test_a_failed_upload_keeps_the_video_and_is_collected_later(
     [record] = Ledger(str(tmp_path / "ledger")).pending()
     assert record.video_id == error.video_id
     s3.create_bucket(Bucket=bucket)
-    [row] = collect_pending(ledger=str(tmp_path / "ledger"))
+    [row] = collect_pending(api=api_for(emulator), ledger=str(tmp_path / "ledger"))
     assert row["outcome"] == "delivered"
     assert s3.head_object(Bucket=bucket, Key=f"videos/{error.video_id}.mp4")["ContentLength"] > 0
 

@@ -107,6 +107,10 @@ def test_a_signal_stops_serving_within_seconds(
         assert [(action["type"], action["deployment_id"]) for action in trigger["actions"]] == [
             ("run-deployment", target)
         ]
+        # Zombie detection: a run whose heartbeats stop is marked Crashed (Prefect's recipe).
+        [zombies] = [a for a in automations if a["name"] == "sora-crash-zombie-flow-runs"]
+        assert zombies["enabled"] and zombies["trigger"]["posture"] == "Proactive"
+        assert [action["type"] for action in zombies["actions"]] == ["change-flow-run-state"]
         sent = time.monotonic()
         process.send_signal(stop)
         returncode = process.wait(timeout=30)

@@ -89,8 +89,9 @@ def test_batch_totals_and_summary() -> None:
     }
     text = batch_markdown(rows, manifest="s3://b/m.jsonl", presign=lambda uri: f"https://signed/{uri[5:]}", limit=3)
     assert "| 1 | ![row 1](https://signed/b/a.thumbnail.webp) | [video_a](https://signed/b/a.mp4) | delivered |" in text
-    assert "| 2 |  | [video_b](https://signed/b/b.mp4) | delivered (already delivered) |" in text
-    assert "| 3 |  | `video_c` | failed | moderation_blocked | 12 s, sora-2, $1.20 |" in text
+    # Values are escaped (core.text): '(' and '-' too, which render as themselves.
+    assert "| 2 |  | [video_b](https://signed/b/b.mp4) | delivered \\(already delivered\\) |" in text
+    assert "| 3 |  | `video_c` | failed | moderation_blocked | 12 s, sora\\-2, $1.20 |" in text
     assert "*1 more rows.*" in text and "| 4 |" not in text
     assert "- row 3: ModerationBlockedError: blocked \\| twice" in text  # a pipe cannot break the table
     assert list(table_rows(rows)[3])[:5] == ["row", "status", "code", "video_id", "uri"]

@@ -16,6 +16,7 @@ from sora_tasks.core.jobs.sweep import sweep
 from sora_tasks.core.storage.ledger import Ledger, PendingVideo
 from sora_tasks.flows.deferred import collect_pending
 
+from .apis import api_for
 from .prefect_api import prefect_api, sora_events
 
 THOUSAND = 1000
@@ -75,47 +76,47 @@ def test_the_sweep_reads_the_ledger_as_it_goes_and_skips_records_taken_meanwhile
 
 def test_the_limit_counts_records_looked_at_not_records_found_gone(tmp_path: Path) -> None:
     book = Ledger(str(tmp_path / "ledger"))
-    for name in ("a", "b", "c", "d"):
+    for name in ("video_a", "video_b", "video_c", "video_d"):
         book.add(record(name))
 
     def listing() -> Iterator[str]:
-        yield "a"
-        book.forget("b")
-        yield from ("b", "c", "d")
+        yield "video_a"
+        book.forget("video_b")
+        yield from ("video_b", "video_c", "video_d")
 
     book.video_ids = listing  # type: ignore[method-assign]
     rows = sweep(book, lambda pending: "ok", workers=1, limit=2)
-    assert [row["video_id"] for row in rows] == ["a", "c"]
-    assert [name for name in ("a", "b", "c", "d") if book.get(name)] == ["d"]
+    assert [row["video_id"] for row in rows] == ["video_a", "video_c"]
+    assert [name for name in ("video_a", "video_b", "video_c", "video_d") if book.get(name)] == ["video_d"]
 
 
 def test_one_broken_record_neither_stops_the_sweep_nor_leaves_the_ledger(tmp_path: Path) -> None:
     book = Ledger(str(tmp_path / "ledger"))
-    for name in ("good", "bug", "later"):
+    for name in ("video_good", "video_bug", "video_later"):
         book.add(record(name))
     (tmp_path / "ledger" / "garbled.json").write_text("{not json")
 
     def deliver(pending: PendingVideo) -> str:
-        if pending.video_id == "bug":
+        if pending.video_id == "video_bug":
             raise KeyError("surprise")
-        if pending.video_id == "later":
-            raise VideoNotReadyError("later", "in_progress")
+        if pending.video_id == "video_later":
+            raise VideoNotReadyError("video_later", "in_progress")
         return "ok"
 
     seen: list[str] = []
     rows = {
         row["video_id"]: row for row in sweep(book, deliver, workers=3, on_row=lambda row: seen.append(row["video_id"]))
     }
-    assert sorted(seen) == sorted(rows) == ["bug", "garbled", "good", "later"]
-    assert rows["good"]["outcome"] == "delivered" and rows["later"]["outcome"] == "rendering"
-    assert rows["bug"]["outcome"] == "retry" and rows["bug"]["detail"] == "KeyError: 'surprise'"
-    assert rows["garbled"]["outcome"] == "retry" and "record unreadable" in rows["garbled"]["detail"]
-    assert sorted(book.video_ids()) == ["bug", "garbled", "later"]
+    assert sorted(seen) == sorted(rows) == ["garbled", "video_bug", "video_good", "video_later"]
+    assert rows["video_good"]["outcome"] == "delivered" and rows["video_later"]["outcome"] == "rendering"
+    assert rows["video_bug"]["outcome"] == "retry" and rows["video_bug"]["detail"] == "KeyError: 'surprise'"
+    assert rows["garbled"]["outcome"] == "skipped" and "record not trusted" in rows["garbled"]["detail"]
+    assert sorted(book.video_ids()) == ["garbled", "video_bug", "video_later"]
 
 
 def test_a_record_that_cannot_be_removed_keeps_its_outcome(tmp_path: Path) -> None:
     book = Ledger(str(tmp_path / "ledger"))
-    book.add(record("a"))
+    book.add(record("video_a"))
 
     def refuse(video_id: str) -> None:
         raise PermissionError("read-only ledger")
@@ -123,15 +124,15 @@ def test_a_record_that_cannot_be_removed_keeps_its_outcome(tmp_path: Path) -> No
     book.forget = refuse  # type: ignore[method-assign]
     [row] = sweep(book, lambda pending: "s3://b/a.mp4", workers=2)
     assert row["outcome"] == "delivered" and "record not removed: PermissionError" in row["detail"]
-    assert book.get("a") is not None
+    assert book.get("video_a") is not None
 
 
 def test_a_listing_failure_stops_the_sweep_and_is_raised(tmp_path: Path) -> None:
     book = Ledger(str(tmp_path / "ledger"))
-    book.add(record("a"))
+    book.add(record("video_a"))
 
     def listing() -> Iterator[str]:
-        yield "a"
+        yield "video_a"
         raise ConnectionError("listing cut off")
 
     book.video_ids = listing  # type: ignore[method-assign]
@@ -171,7 +172,9 @@ def test_one_collect_pending_run_drains_a_thousand_finished_jobs(shared_renders,
         book.add(PendingVideo(job.id, str(out / "{video_id}.mp4"), "sora-2", "4", "1280x720", emulator.base_url))
 
     started = time.monotonic()
-    state = collect_pending(ledger=book.location, previews=False, return_state=True)  # videos only: the rate
+    state = collect_pending(
+        api=api_for(emulator), ledger=book.location, previews=False, return_state=True
+    )  # videos only: the rate
     took = time.monotonic() - started
     rows = state.result()
     print(f"collect-pending delivered {len(rows)} videos in {took:.1f} s ({len(rows) / took:.0f}/s)")
@@ -213,7 +216,7 @@ def test_a_mixed_ledger_reports_every_outcome_and_keeps_only_what_still_renders(
     for name, video_id in ids.items():
         book.add(PendingVideo(video_id, str(tmp_path / "out" / f"{name}.mp4"), base_url=emulator.base_url))
 
-    state = collect_pending(ledger=book.location, return_state=True)
+    state = collect_pending(api=api_for(emulator), ledger=book.location, return_state=True)
     outcomes = {row["video_id"]: row for row in state.result()}
     assert {name: outcomes[video_id]["outcome"] for name, video_id in ids.items()} == {
         "done": "delivered",

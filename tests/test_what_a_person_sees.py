@@ -173,7 +173,7 @@ def test_a_sync_run_and_a_batch_leave_previews_keyed_summaries_assets_and_a_fail
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/webp"
     assert Image.open(io.BytesIO(answer.content)).size == (720, 1280)
     for field in (
-        "| model | sora-2 |",
+        "| model | sora\\-2 |",  # escaped (core.text), shown as sora-2
         "| resolution | 720x1280 |",
         "| duration | 4 s |",
         "| estimated cost | $0.40 |",

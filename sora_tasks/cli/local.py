@@ -13,21 +13,18 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from ..core.api.client import status_dict
 from ..core.api.request import VideoRequest
 from ..core.api.settings import ApiSettings
 from ..core.errors import StoryboardError, VideoJobError, VideoQualityError
 from ..core.jobs import pipeline
-from ..core.jobs.sweep import DEFAULT_WORKERS, sweep
+from ..core.jobs.sweep import DEFAULT_WORKERS, SweepScope, sweep
 from ..core.media.images import PreparedImage
 from ..core.media.quality import QualityPolicy
 from ..core.spec import VideoSpec
 from ..core.storage.ledger import Ledger, PendingVideo
 from ..core.storage.receipts import Receipts
 from ..core.storage.receipts import default_location as default_receipts
-from . import services
 from .backend import Target
 from .display import Reporter
 
@@ -154,16 +151,28 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
     return delivered.uri
 
 
-def pending(book: Ledger, workers: int = DEFAULT_WORKERS, *, previews: bool = True) -> list[dict[str, Any]]:
-    """Sweep the ledger with the core, ``workers`` videos at once: each record with the server it was made on."""
+def pending(
+    book: Ledger,
+    target: Target,
+    workers: int = DEFAULT_WORKERS,
+    *,
+    previews: bool = True,
+    outputs: str | None = None,
+) -> list[dict[str, Any]]:
+    """Sweep the ledger with the core, ``workers`` videos at once, through the target's server only.
+
+    A record made on another server is skipped (see :class:`~..core.jobs.sweep.SweepScope`).
+    """
+    settings = target.settings
+    scope = SweepScope(settings.resolved_base_url, book.location, outputs)
 
     def deliver(record: PendingVideo) -> str:
-        key = SecretStr(services.EMULATOR_KEY) if services.is_emulator_url(record.base_url) else None
-        # This worker thread's client for the record's server, kept for its later records.
-        client = ApiSettings(base_url=record.base_url, provider=record.provider, api_key=key).client()
+        scope.admit(record)
         # Checked as it was submitted to be (fail when it did not say); a sweep never pays, so
         # under retry=N a failing video is rejected, kept beside its output, and its record goes.
         quality = QualityPolicy.of(record.quality or "fail")
+        # This worker thread's client for the sweep's server, kept for its later records.
+        client = settings.client()
         return pipeline.collect(client, record.video_id, record.output, previews=previews, quality=quality).uri
 
     return sweep(book, deliver, workers=workers)

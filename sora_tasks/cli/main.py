@@ -211,11 +211,9 @@ def run_character(args: argparse.Namespace) -> int:
 
 
 def run_pending(args: argparse.Namespace) -> int:
-    import os
-
     from ..core.jobs.sweep import FAILED_OUTCOMES, summary
     from ..core.storage.ledger import Ledger
-    from . import backend, services
+    from . import backend
 
     book = Ledger(args.ledger)
     records = book.pending()
@@ -223,19 +221,20 @@ def run_pending(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"nothing pending in {book.location}", file=sys.stderr)
         return EXIT_OK
+    # The sweep's own server (flags, env, a block, or the emulator): records made on another
+    # server are skipped and reported, never sent this key.
+    target = backend.start(backend.choose_target(args), quiet=args.quiet)
     # Records made by flow runs may name Prefect blocks, which only Prefect can read.
     needs_prefect = any(record.api_block or record.destination_block for record in records)
-    if (needs_prefect and not args.local) or backend.use_prefect(args):
+    if (needs_prefect and not args.local) or backend.use_prefect(args) or target.api_block:
         from . import orchestrated
 
         backend.prepare_prefect(args.verbose)
-        if any(services.is_emulator_url(record.base_url) for record in records):
-            os.environ.setdefault("OPENAI_API_KEY", services.EMULATOR_KEY)  # the emulator's key is no secret
-        rows = orchestrated.pending(book, None, previews=args.previews)
+        rows = orchestrated.pending(book, target, previews=args.previews, outputs=args.outputs)
     else:
         from . import local
 
-        rows = local.pending(book, previews=args.previews)
+        rows = local.pending(book, target, previews=args.previews, outputs=args.outputs)
     for row in rows:
         print(f"{row['video_id']}\t{row['outcome']}\t{row['detail']}")
     if not args.quiet:
@@ -365,10 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if verbose:
             traceback.print_exc()
-        from ..core.errors import InvalidRequestError
+        from ..core.errors import InvalidRequestError, SoraError
 
-        if isinstance(error, (InvalidRequestError, ValueError)) and not getattr(error, "video_id", None):
-            print(f"sora-video: invalid input: {error}", file=sys.stderr)
+        # Exit 2 means nothing was sent: our own checks (and pydantic's) refuse before any
+        # request. A server's refusal (400, 401, 403, 422) is a ValueError too, but it
+        # answered a request that was sent: that is a failure (exit 1).
+        refused_here = isinstance(error, InvalidRequestError) or (
+            isinstance(error, ValueError) and not isinstance(error, SoraError)
+        )
+        if refused_here and not getattr(error, "video_id", None):
+            print(f"sora-video: invalid input (nothing was sent): {error}", file=sys.stderr)
             return EXIT_INVALID
         print(f"sora-video: {_describe_failure(error)}", file=sys.stderr)
         if not verbose:

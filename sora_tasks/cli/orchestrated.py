@@ -88,11 +88,10 @@ def collect(args: argparse.Namespace, target: Target, reporter: Reporter) -> str
     return str(result.uri)
 
 
-def pending(book: Ledger, target: Target | None, *, previews: bool = True) -> list[dict[str, Any]]:
+def pending(book: Ledger, target: Target, *, previews: bool = True, outputs: str | None = None) -> list[dict[str, Any]]:
     from sora_tasks.flows.deferred import collect_pending
 
-    api = api_parameter(target) if target is not None else None
-    return list(collect_pending(ledger=book.location, api=api, previews=previews))
+    return list(collect_pending(ledger=book.location, api=api_parameter(target), previews=previews, outputs=outputs))
 
 
 def derive(args: argparse.Namespace, target: Target, operation: str, reporter: Reporter) -> str:

@@ -169,10 +169,14 @@ def pending_parser() -> argparse.ArgumentParser:
         description="Deliver every recorded (--async) video that has finished; report the rest.",
     )
     parser.add_argument("--ledger", help="ledger folder or s3://bucket/prefix (default: $SORA_LEDGER)")
+    parser.add_argument(
+        "--outputs",
+        help="a folder or s3:// prefix the records may deliver into (default: anywhere for a local ledger; "
+        "an s3:// ledger's own bucket, never a local file)",
+    )
     _previews(parser)
-    engine = parser.add_mutually_exclusive_group()
-    engine.add_argument("--prefect", action="store_true", help="run as a Prefect flow run")
-    engine.add_argument("--local", action="store_true", help="run without Prefect")
+    # The sweep's own server: a record made on any other is skipped, never sent the key.
+    _connection(parser)
     _display(parser)
     return parser
 

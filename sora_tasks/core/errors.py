@@ -46,6 +46,25 @@ class ServerRejectedError(SoraError, ValueError):
         self.param = param
 
 
+class UntrustedAnswerError(SoraError, RuntimeError):
+    """A server's answer that cannot be used safely (an unsafe id, an oversized or fake video).
+
+    Nothing is done with it: no file, key, record or further request is made from it.
+    ``server`` is the base URL that answered; ``video_id`` the job's id when that id itself
+    is safe (a paid job to collect or delete by hand), else None.
+    """
+
+    def __init__(self, message: str, *, server: str, video_id: str | None = None) -> None:
+        super().__init__(message)
+        self.server = server
+        self.video_id = video_id
+
+
+class UntrustedRecordError(SoraError, ValueError):
+    """A ledger record this run will not act on: another server's, an output outside what the
+    run was given, a record that does not parse. Nothing is contacted; the record is kept."""
+
+
 class TransientError(SoraError):
     """A failure worth retrying: rate limit, 5xx, dropped connection, cut-off download."""
 

@@ -2,7 +2,9 @@
 
 Pure text, no Prefect: the flows hand these to Prefect's artifacts. Images are markdown
 ``![...](url)`` (Prefect's UI renders markdown artifacts, and shows a table artifact's
-cells as text only); for S3 the URL is a presigned GET the caller made.
+cells as text only); for S3 the URL is a presigned GET the caller made. Every value comes
+from a manifest, a server or a caller, so each goes through :mod:`.text`: escaped, cut,
+and a link only to ``https:``/``http:`` or a file path.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidRequestError
+from .text import markdown_code, markdown_image, markdown_link, markdown_text
 
 # Prefect's rule for artifact keys: lowercase letters, numbers and dashes.
 _NOT_IN_KEY = re.compile(r"[^a-z0-9]+")
@@ -53,12 +56,12 @@ def human_bytes(count: int) -> str:
 
 
 def _cell(value: Any) -> str:
-    """A markdown table cell: one line, pipes escaped."""
-    return str(value).replace("\n", " ").replace("|", "\\|")
+    """A markdown table cell: literal text on one line (see :func:`.text.markdown_text`)."""
+    return markdown_text(value)
 
 
 def _link(text: str, url: str | None) -> str:
-    return f"[{_cell(text)}]({url})" if url else _cell(text)
+    return markdown_link(text, url)
 
 
 def video_markdown(
@@ -74,14 +77,15 @@ def video_markdown(
     ``spritesheet`` to what a browser can load (presigned or local paths).
     """
     video_id = result["video_id"]
-    lines = [f"## Video `{video_id}`", ""]
-    if urls.get("thumbnail"):
-        lines += [f"![thumbnail of {video_id}]({urls['thumbnail']})", ""]
+    lines = [f"## Video {markdown_code(video_id)}", ""]
+    thumbnail = markdown_image(f"thumbnail of {video_id}", urls.get("thumbnail"))
+    if thumbnail:
+        lines += [thumbnail, ""]
     else:
         lines += ["*no thumbnail: previews were off, or the server has none*", ""]
     rows: list[tuple[str, str]] = [
         ("video", _link(result["uri"], urls.get("video"))),
-        ("video id", f"`{video_id}`"),
+        ("video id", markdown_code(video_id)),
         ("model", _cell(result["model"])),
         ("resolution", _cell(result["resolution"])),
         ("duration", f"{result['duration']} s"),
@@ -95,7 +99,7 @@ def video_markdown(
         rows.append(("spritesheet", _link(result["spritesheet_uri"], urls.get("spritesheet"))))
     if result.get("expires_at"):
         rows.append(("server copy expires", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(result["expires_at"]))))
-    rows.append(("sha256", f"`{result['sha256']}`"))
+    rows.append(("sha256", markdown_code(result["sha256"])))
     if result.get("rejected"):
         rows.append(("rejected before it", _cell(", ".join(result["rejected"]))))
     lines += ["| field | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
@@ -137,6 +141,37 @@ def quality_markdown(report: Mapping[str, Any] | None) -> list[str]:
 def _stretch(figures: Mapping[str, Any], check: str) -> str:
     share, longest = figures.get(f"{check}_fraction", 0.0), figures.get(f"longest_{check}_seconds", 0.0)
     return f"{100 * share:.0f}% (longest {longest:.1f} s)"
+
+
+def storyboard_markdown(fields: Mapping[str, Any], shots: Iterable[Mapping[str, Any]]) -> str:
+    """A storyboard's one video: its fields, then one line per shot (prompts come from the storyboard file)."""
+    rows = "\n".join(f"| {_cell(name)} | {_cell(value)} |" for name, value in fields.items())
+    lines = "\n".join(
+        f"| {_cell(shot['index'])} | {_cell(shot['duration'])} s | {markdown_code(shot['video_id'])} | "
+        f"{_cell(shot['how'])} | {markdown_text(shot['prompt'], 80)} |"
+        for shot in shots
+    )
+    return (
+        f"## Storyboard video {markdown_code(fields.get('video_id', ''))}\n\n| field | value |\n|---|---|\n{rows}\n\n"
+        f"| shot | duration | video | how | prompt |\n|---|---|---|---|---|\n{lines}\n"
+    )
+
+
+def estimate_markdown(
+    manifest: str, *, videos: int, seconds: int, invalid: int, estimate: float, limit: float | None, unpriced: list[str]
+) -> str:
+    """A batch's cost before anything is submitted (model names come from the manifest's rows)."""
+    lines = [
+        f"## Batch estimate for {markdown_code(manifest)}",
+        "",
+        f"- videos to submit: {videos} ({seconds} s of video)",
+        f"- invalid rows (not submitted): {invalid}",
+        f"- estimated cost: **${estimate:.2f}**" + (f" (limit ${limit:.2f})" if limit is not None else ""),
+        "- rows an earlier run already delivered or paid for are not paid again",
+    ]
+    if unpriced:
+        lines.append(f"- no price known for: {', '.join(markdown_text(name) for name in unpriced)} (counted as $0)")
+    return "\n".join(lines)
 
 
 def batch_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -205,7 +240,7 @@ def batch_markdown(
     """
     totals = batch_totals(rows)
     lines = [
-        f"## Batch `{_cell(manifest)}`",
+        f"## Batch {markdown_code(manifest)}",
         "",
         f"**{totals['delivered']} of {totals['rows']} delivered** "
         f"({totals['already_delivered']} already delivered earlier, not paid again) · "
@@ -216,27 +251,29 @@ def batch_markdown(
         "|---|---|---|---|---|---|",
     ]
     for row in rows[:limit]:
-        thumbnail = f"![row {row['row']}]({presign(row['thumbnail_uri'])})" if row.get("thumbnail_uri") else ""
+        number = _cell(row["row"])
+        preview = row.get("thumbnail_uri")
+        thumbnail = markdown_image(f"row {row['row']}", presign(preview)) if preview else ""
         uri = row.get("uri")
         video = _link(row.get("video_id") or uri or "", presign(uri) if uri else None) if uri else ""
         if not video and row.get("video_id"):
-            video = f"`{row['video_id']}`"
-        status = row["status"] + (f" ({row['how']})" if row.get("how") and row["how"] != "created" else "")
+            video = markdown_code(row["video_id"])
+        status = str(row["status"]) + (f" ({row['how']})" if row.get("how") and row["how"] != "created" else "")
         cost = row.get("cost_usd")
         details = [
-            f"{row['duration']} s" if row.get("duration") else "",
+            f"{_cell(row['duration'])} s" if row.get("duration") else "",
             _cell(row.get("model") or ""),
             "" if cost is None else f"${float(cost):.2f}",
         ]
         lines.append(
-            f"| {row['row']} | {thumbnail} | {video} | {_cell(status)} | {_cell(row.get('code') or '')} | "
+            f"| {number} | {thumbnail} | {video} | {_cell(status)} | {_cell(row.get('code') or '')} | "
             f"{', '.join(part for part in details if part)} |"
         )
     if len(rows) > limit:
-        where = f" in the table artifact `{table_key}`" if table_key else ""
+        where = f" in the table artifact {markdown_code(table_key)}" if table_key else ""
         lines += ["", f"*{len(rows) - limit} more rows{where}.*"]
     failed = [row for row in rows[:limit] if row["status"] != "delivered" and row.get("error")]
     if failed:
         lines += ["", "**Errors**", ""]
-        lines += [f"- row {row['row']}: {_cell(row['error'])}" for row in failed]
+        lines += [f"- row {_cell(row['row'])}: {_cell(row['error'])}" for row in failed]
     return "\n".join(lines) + "\n"

@@ -64,7 +64,8 @@ from sora_tasks.core.storage.receipts import Receipts
 from sora_tasks.core.storage.receipts import default_location as default_receipts
 from sora_tasks.core.storage.records import RecordStore
 from sora_tasks.core.summary import artifact_key as summary_key
-from sora_tasks.core.summary import batch_markdown, batch_totals, table_rows
+from sora_tasks.core.summary import batch_markdown, batch_totals, estimate_markdown, table_rows
+from sora_tasks.core.text import markdown_text, shorten
 from sora_tasks.tasks import (
     RunIdentity,
     announce_delivered,
@@ -78,9 +79,12 @@ from sora_tasks.tasks import (
 )
 
 from .delivery import saved_name
+from .rows import invalid_record, row_record
 from .spread import ShardRows, Spread, run_spread
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
+# A row's outcome shows the start of its prompt (the manifest has the rest) and of its error.
+ROW_ERROR_CHARS = 1000
 # The batch progress artifact moves in steps of this many percentage points.
 BATCH_PROGRESS_STEP = 10.0
 
@@ -212,27 +216,6 @@ def quality_cell(report: dict[str, Any] | None) -> str | None:
     return "passed" if report.get("passed") else "failed: " + ", ".join(report.get("failures", {}))
 
 
-def _row_record(row: ManifestRow, **fields: Any) -> dict[str, Any]:
-    return {
-        "row": row.number,
-        "prompt": row.request.prompt[:60],
-        "model": row.request.model,
-        "duration": int(row.request.seconds),
-        "resolution": row.request.size,
-        **fields,
-    }
-
-
-def invalid_record(bad: InvalidRow) -> dict[str, Any]:
-    return {
-        "row": bad.number,
-        "prompt": str(bad.fields.get("prompt", ""))[:60],
-        "status": "invalid",
-        "code": "invalid_row",
-        "error": bad.error,
-    }
-
-
 @flow(name="generate-videos")
 def generate_videos(
     manifest: str,
@@ -309,6 +292,7 @@ def generate_videos(
         client=bucket_client(bucket),
         allow_outside_prefix=paths.allow_outside_prefix if paths else False,
         image_roots=paths.image_roots if paths else (),
+        state=state,
     )
     if shard is not None:
         rows = [row for row in rows if shard.first <= row.number <= shard.last]
@@ -460,7 +444,7 @@ def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, 
         extra = {"quality": result["quality"]} if result.get("quality") else {}
         if result.get("rejected"):
             extra["rejected"] = ", ".join(result["rejected"])
-        return _row_record(
+        return row_record(
             row,
             status="delivered",
             how=result["how"],
@@ -473,6 +457,10 @@ def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, 
         )
     error = future.state.result(raise_on_failure=False)
     video_id = getattr(error, "video_id", None)
+    message = shorten(f"{type(error).__name__}: {error}", ROW_ERROR_CHARS)
+    if isinstance(error, InvalidRequestError) and not video_id:
+        # Refused before its create (its image would not decode, say): invalid, nothing paid.
+        return row_record(row, status="invalid", code="invalid_row", error=message, cost_usd=0.0)
     code = str(getattr(error, "code", None) or type(error).__name__)
     extra = {}
     if isinstance(error, VideoQualityError):
@@ -481,14 +469,14 @@ def row_outcome(row: ManifestRow, future: PrefectFuture[Any], prices: dict[str, 
         extra = {"rejected_uri": error.rejected_uri, "rejected": ", ".join((*error.retried, error.video_id))}
         jobs = 1 + len(error.retried)
     elif video_id:
-        emit_video_event("failed", video_id, code=code, message=str(error), row=row.number)
+        emit_video_event("failed", video_id, code=code, message=shorten(str(error), ROW_ERROR_CHARS), row=row.number)
         jobs = 1
-    return _row_record(
+    return row_record(
         row,
         status="failed",
         video_id=video_id,
         code=code,
-        error=f"{type(error).__name__}: {error}",
+        error=message,
         cost_usd=cost * jobs if video_id else 0.0,
         **extra,
     )
@@ -531,12 +519,15 @@ def report_batch(
         markdown=batch_markdown(
             outcomes, manifest=manifest, presign=lambda uri: presign(uri, summary.url_seconds, s3), table_key=table_key
         ),
-        description=(
+        # The UI renders descriptions as markdown too.
+        description=markdown_text(
             f"generate-videos: {totals['delivered']} of {totals['rows']} delivered, {totals['failed']} failed, "
             f"{totals['invalid']} invalid; ${totals['cost_usd']:.2f} ({manifest})"
         ),
     )
-    create_table_artifact(key=table_key, table=table_rows(outcomes), description=f"generate-videos: {manifest}")
+    create_table_artifact(
+        key=table_key, table=table_rows(outcomes), description=markdown_text(f"generate-videos: {manifest}")
+    )
 
 
 def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:
@@ -550,7 +541,8 @@ def track_batch(futures: list[PrefectFuture[Any]], manifest: str) -> None:
     artifact_id = cast(
         UUID,
         create_progress_artifact(
-            progress=0.0, description=f"generate-videos: rows finished of {len(futures)} ({manifest})"
+            progress=0.0,
+            description=markdown_text(f"generate-videos: rows finished of {len(futures)} ({manifest})"),
         ),
     )
     shown = 0.0
@@ -599,19 +591,19 @@ def report_estimate(
     max_cost_usd: float | None,
 ) -> None:
     seconds = sum(int(row.request.seconds) for row in rows)
-    lines = [
-        f"## Batch estimate for `{manifest}`",
-        "",
-        f"- videos to submit: {len(rows)} ({seconds} s of video)",
-        f"- invalid rows (not submitted): {len(invalid)}",
-        f"- estimated cost: **${estimate:.2f}**"
-        + (f" (limit ${max_cost_usd:.2f})" if max_cost_usd is not None else ""),
-        "- rows an earlier run already delivered or paid for are not paid again",
-    ]
-    if unpriced:
-        lines.append(f"- no price known for: {', '.join(unpriced)} (counted as $0)")
     get_run_logger().info("batch estimate: %d videos, %d s, $%.2f", len(rows), seconds, estimate)
-    create_markdown_artifact(markdown="\n".join(lines), description="cost estimate before submitting")
+    create_markdown_artifact(
+        markdown=estimate_markdown(
+            manifest,
+            videos=len(rows),
+            seconds=seconds,
+            invalid=len(invalid),
+            estimate=estimate,
+            limit=max_cost_usd,
+            unpriced=unpriced,
+        ),
+        description="cost estimate before submitting",
+    )
 
 
 __all__ = ["RowPaths", "ShardRows", "Spread", "generate_videos"]

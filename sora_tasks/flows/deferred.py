@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect_aws import S3Bucket
 
 from sora_tasks.blocks import VideosApi, bucket_client, load_api, load_bucket
 from sora_tasks.core.errors import ConfigurationError
 from sora_tasks.core.jobs import pipeline
-from sora_tasks.core.jobs.sweep import DEFAULT_WORKERS, summary, sweep
+from sora_tasks.core.jobs.sweep import DEFAULT_WORKERS, SweepScope, summary, sweep
 from sora_tasks.core.storage.ledger import Ledger, PendingVideo
 from sora_tasks.tasks import announce_delivered, emit_video_event, run_identity
 
@@ -31,14 +32,21 @@ def collect_pending(
     api: VideosApi | str | None = None,
     workers: int = DEFAULT_WORKERS,
     previews: bool = True,
+    outputs: str | None = None,
 ) -> list[dict[str, Any]]:
     """Deliver every finished video recorded in ``ledger``; one row per record looked at.
 
-    A record made with a saved ``VideosApi`` block is collected through that block; any
-    other through ``api`` (a block or its name; None: the record's base URL and provider
-    with ``OPENAI_API_KEY``). ``workers`` videos are delivered at once; ``limit`` records
-    at most are looked at (None: the whole ledger), in listing order (an S3 ledger's is
-    by video id), not oldest first: the ledger is read as the sweep goes, never whole.
+    Records are data, never configuration (see :class:`~sora_tasks.core.jobs.sweep.SweepScope`):
+    a record made with a saved ``VideosApi`` block is collected through that block; any other
+    through ``api`` (a block or its name; None: ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``),
+    and only when it was made on that same server: a record for another server is
+    ``skipped`` (kept, reported, never contacted). ``outputs`` (a folder or ``s3://``
+    prefix): where records may deliver; by default an ``s3://`` ledger's records write only
+    into its own bucket (or their S3Bucket block's), never a local file on this worker.
+
+    ``workers`` videos are delivered at once; ``limit`` records at most are looked at
+    (None: the whole ledger), in listing order (an S3 ledger's is by video id), not oldest
+    first: the ledger is read as the sweep goes, never whole.
     ``previews``: each video's thumbnail and spritesheet go beside it (two small downloads
     more per video; ``False`` drains faster when the assets are about to expire).
 
@@ -58,14 +66,13 @@ def collect_pending(
     blocks = SavedBlocks()
     identity = run_identity()  # the sweep's threads have no run context: their events name the run from here
 
+    scope = SweepScope(fallback.resolved_base_url, book.location, outputs)
+
     def deliver(record: PendingVideo) -> str:
-        if record.api_block:
-            settings = blocks.get(record.api_block, load_api)
-        elif api is not None:
-            settings = fallback
-        else:
-            settings = fallback.model_copy(update={"base_url": record.base_url, "provider": record.provider})
         # The record's output is already the full path or s3:// URI; a block lends its credentials.
+        bucket = blocks.get(record.destination_block, load_bucket) if record.destination_block else None
+        scope.admit(record, block_root=_block_root(bucket) if bucket is not None else None)
+        settings = blocks.get(record.api_block, load_api) if record.api_block else fallback
         s3 = blocks.get(record.destination_block, _bucket_s3_client) if record.destination_block else None
         # Checked as it was submitted to be (else the block's setting); a sweep never pays, so
         # under retry=N a failing video is rejected, kept beside its output, and its record goes.
@@ -103,6 +110,12 @@ def collect_pending(
 
 def _bucket_s3_client(name: str) -> Any:
     return bucket_client(load_bucket(name))
+
+
+def _block_root(bucket: S3Bucket) -> str:
+    """Where a saved S3Bucket block writes: its bucket, under its folder."""
+    folder = (bucket.bucket_folder or "").strip("/")
+    return f"s3://{bucket.bucket_name}/{folder + '/' if folder else ''}"
 
 
 class SavedBlocks:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect_aws import S3Bucket
 
@@ -36,6 +36,7 @@ from sora_tasks.core.storage.receipts import Receipts
 from sora_tasks.core.storage.receipts import default_location as default_receipts
 from sora_tasks.core.summary import artifact_key as summary_key
 from sora_tasks.core.summary import video_markdown
+from sora_tasks.core.text import markdown_link, markdown_text
 from sora_tasks.tasks import (
     check_video,
     create_video,
@@ -191,10 +192,12 @@ def write_summary(result: VideoResult, delivery: Delivery, settings: ApiSettings
     create_markdown_artifact(
         key=run_artifact_key(summary.key),
         markdown=video_markdown(result.model_dump(), urls=urls, cost_usd=cost, timings=result.timings),
-        description=f"Video {result.video_id}: {result.duration} s {result.resolution} {result.model}",
+        description=markdown_text(f"Video {result.video_id}: {result.duration} s {result.resolution} {result.model}"),
     )
-    link = result.uri if result.uri.startswith("s3://") else Path(result.uri).as_uri()
-    create_link_artifact(link=link, link_text=result.uri, description=f"Video {result.video_id}")
+    # The link a browser can follow (presigned for S3), its text the video's URI; both escaped.
+    create_markdown_artifact(
+        markdown=markdown_link(result.uri, urls["video"]), description=markdown_text(f"Video {result.video_id}")
+    )
 
 
 @flow(name="generate-video", log_prints=True)

@@ -31,6 +31,7 @@ from sora_tasks.core.storage.destinations import S3Client
 from sora_tasks.core.storage.records import RecordStore
 
 from .delivery import saved_name
+from .rows import invalid_record, row_record
 
 SHARD_DEPLOYMENT = "generate-videos/shard"
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -50,6 +51,12 @@ class Spread(BaseModel):
     wait: bool = Field(default=True, description="Wait for every shard and write one table; false: return at once.")
     shared_paths: bool = Field(
         default=False, description="Local paths (manifest, outputs, images, state) are on a disk every worker sees."
+    )
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="How long the parent waits for its shards in all; then the rows not reported are named. "
+        "None: the api block's max_wait for each round of max_in_flight rows of a shard, plus 10 minutes.",
     )
 
 
@@ -142,8 +149,6 @@ def run_spread(
     client: S3Client | None,
 ) -> list[dict[str, Any]]:
     """Start one flow run per row range; with ``wait``, gather every row's outcome."""
-    from .batch import invalid_record
-
     check_spread(
         spread, manifest=manifest, output_prefix=output_prefix, state=state, rows=rows, api=api, destination=destination
     )
@@ -151,18 +156,12 @@ def run_spread(
     total = max([row.number for row in rows] + [bad.number for bad in invalid] + [0])
     context = FlowRunContext.get()
     batch = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
-    shards = []
-    for first, last in row_ranges(total, spread.shards):
-        shard = ShardRows(first=first, last=last, batch=batch)
-        run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync here: a FlowRun, not a coroutine
-            spread.deployment,
-            parameters={**parameters, "shard": shard.model_dump()},
-            flow_run_name=f"rows {first}-{last}",
-            timeout=0,  # return once scheduled; this run waits below, or not at all
-            as_subflow=True,
+    shards = [
+        (shard, launch(spread, parameters, shard))
+        for shard in (
+            ShardRows(first=first, last=last, batch=batch) for first, last in row_ranges(total, spread.shards)
         )
-        logger.info("rows %d-%d: flow run %s (%s)", first, last, run.name, run.id)
-        shards.append((shard, run))
+    ]
     if not spread.wait:
         return [
             {
@@ -173,37 +172,77 @@ def run_spread(
             }
             for shard, run in shards
         ]
-    ended = wait_for_runs([run.id for _, run in shards])
+    deadline = time.monotonic() + (spread.timeout_seconds or default_timeout(shards, parameters))
     store = RecordStore(f"{state}/batches/{batch}", client)
+    ended = wait_for_runs([run.id for _, run in shards], deadline=deadline)
+    # A shard that crashed (its worker died: the zombie automation marks a run whose heartbeats
+    # stop) or ended without its table is run once more: claims and receipts make that pay
+    # only for the rows nobody paid for.
+    again = [
+        (shard, run)
+        for shard, run in shards
+        if ended.get(str(run.id)) in ("CRASHED", "FAILED", "CANCELLED") and store.get(shard.record_name) is None
+    ]
+    if again and time.monotonic() < deadline:
+        retried = []
+        for shard, run in again:
+            logger.warning("rows %d-%d: %s ended %s without a report; running them again", shard.first,
+                           shard.last, run.name, ended[str(run.id)])  # fmt: skip
+            retried.append((shard, launch(spread, parameters, shard, suffix=" (again)")))
+        ended |= wait_for_runs([run.id for _, run in retried], deadline=deadline)
+        replaced = {shard.record_name: run for shard, run in retried}
+        shards = [(shard, replaced.get(shard.record_name, run)) for shard, run in shards]
     outcomes = [invalid_record(bad) for bad in invalid]
     for shard, run in shards:
         text = store.get(shard.record_name)
         if text is not None:
             outcomes += json.loads(text)
             continue
-        # The shard died before writing its table (worker killed, crash): its rows are
-        # reported, and a rerun follows or delivers them from the receipts.
-        state_name = ended.get(str(run.id), "unknown")
+        # The shard died before writing its table, or was still running at the deadline:
+        # its rows are reported, and a rerun follows or delivers them from the receipts.
+        ending = ended.get(str(run.id))
+        how = f"ended {ending}" if ending else "was still running at the spread's deadline"
         for row in rows:
             if shard.first <= row.number <= shard.last:
                 outcomes.append(
-                    {
-                        "row": row.number,
-                        "prompt": row.request.prompt[:60],
-                        "status": "failed",
-                        "video_id": None,
-                        "error": f"shard flow run {run.name} ended {state_name} without a report; rerun the batch",
-                        "cost_usd": 0.0,
-                    }
+                    row_record(
+                        row,
+                        status="failed",
+                        video_id=None,
+                        error=f"shard flow run {run.name} {how} without a report; rerun the batch",
+                        cost_usd=0.0,
+                    )
                 )
     return outcomes
 
 
-def wait_for_runs(ids: list[Any]) -> dict[str, str]:
-    """Each flow run's final state type, polling the Prefect API."""
+def launch(spread: Spread, parameters: dict[str, Any], shard: ShardRows, *, suffix: str = "") -> FlowRun:
+    """One flow run of the shard deployment for ``shard``'s rows, returned once scheduled."""
+    run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync here: a FlowRun, not a coroutine
+        spread.deployment,
+        parameters={**parameters, "shard": shard.model_dump()},
+        flow_run_name=f"rows {shard.first}-{shard.last}{suffix}",
+        timeout=0,  # return once scheduled; the parent waits for it, or not at all
+        as_subflow=True,
+    )
+    get_run_logger().info("rows %d-%d: flow run %s (%s)", shard.first, shard.last, run.name, run.id)
+    return run
+
+
+def default_timeout(shards: list[tuple[ShardRows, FlowRun]], parameters: dict[str, Any]) -> float:
+    """The api block's max_wait for each round of ``max_in_flight`` rows of the largest shard, plus 10 minutes."""
+    from sora_tasks.blocks import load_api
+
+    largest = max(shard.last - shard.first + 1 for shard, _ in shards)
+    rounds = -(-largest // max(1, int(parameters.get("max_in_flight") or 1)))
+    return float(load_api(parameters.get("api")).max_wait) * rounds + 600.0
+
+
+def wait_for_runs(ids: list[Any], *, deadline: float | None = None) -> dict[str, str]:
+    """Each flow run's final state type, polling the Prefect API; runs not ended by ``deadline`` are left out."""
     ended: dict[str, str] = {}
     with get_client(sync_client=True) as client:
-        while len(ended) < len(ids):
+        while len(ended) < len(ids) and (deadline is None or time.monotonic() < deadline):
             for run_id in ids:
                 if str(run_id) in ended:
                     continue

@@ -10,14 +10,13 @@ delivered storyboard is found with no API call. Only the final video is delivere
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect_aws import S3Bucket
 
-from sora_tasks.blocks import VideosApi, load_api
+from sora_tasks.blocks import VideosApi, load_api, presigning_client
 from sora_tasks.core.api.settings import ApiSettings
 from sora_tasks.core.errors import VideoNotReadyError, VideoQualityError
 from sora_tasks.core.jobs.derived import request_of
@@ -36,8 +35,11 @@ from sora_tasks.core.jobs.storyboard import (
 )
 from sora_tasks.core.media.images import Fit
 from sora_tasks.core.media.quality import Expectation
+from sora_tasks.core.storage.destinations import MAX_PRESIGN_SECONDS, presign
 from sora_tasks.core.storage.receipts import Receipts
 from sora_tasks.core.storage.receipts import default_location as default_receipts
+from sora_tasks.core.summary import storyboard_markdown
+from sora_tasks.core.text import markdown_link, markdown_text, shorten
 from sora_tasks.derive_tasks import derive_video
 from sora_tasks.tasks import create_video, preprocess_image, rendering_slot, wait_for_video
 
@@ -91,7 +93,7 @@ def storyboard(
         logger.info("storyboard already delivered at %s (video %s): nothing to pay for", done.uri, done.video_id)
         outcomes = recorded_shots(plan, receipts, "already delivered")
         result = StoryboardResult(**already_delivered(done).model_dump(), shots=_shots(outcomes))
-        report(result)
+        report(result, delivery)
         return result
     return _run(plan, settings, delivery, receipts, receipts_at, api, previews, ledger)
 
@@ -176,7 +178,7 @@ def _run(
         raise shot_failure(error, plan, plan.final, final.video_id, completed[:-1]) from error
     result = StoryboardResult(**{**delivered.model_dump(), "how": overall_how(completed)}, shots=_shots(completed))
     record_delivery(receipts, plan.final.key, result)
-    report(result)
+    report(result, delivery)
     return result
 
 
@@ -213,17 +215,16 @@ def _shots(outcomes: list[ShotOutcome]) -> list[ShotResult]:
     ]
 
 
-def report(result: StoryboardResult) -> None:
+def report(result: StoryboardResult, delivery: Delivery) -> None:
+    """The storyboard's summary and a link to its video (presigned for S3); escaped, as every artifact is."""
     fields = result.model_dump(exclude={"timings", "shots"})
-    rows = "\n".join(f"| {name} | {value} |" for name, value in fields.items())
-    shots = "\n".join(
-        f"| {shot.index} | {shot.duration} s | {shot.video_id} | {shot.how} | {shot.prompt[:80]} |"
-        for shot in result.shots
-    )
+    description = markdown_text(f"Storyboard video {result.video_id}")
     create_markdown_artifact(
-        markdown=f"## Storyboard video {result.video_id}\n\n| field | value |\n|---|---|\n{rows}\n\n"
-        f"| shot | duration | video | how | prompt |\n|---|---|---|---|---|\n{shots}\n",
-        description=f"Storyboard video {result.video_id}",
+        markdown=storyboard_markdown(fields, [shot.model_dump() for shot in result.shots]), description=description
     )
-    link = result.uri if result.uri.startswith("s3://") else Path(result.uri).as_uri()
-    create_link_artifact(link=link, link_text=result.uri, description=f"Storyboard video {result.video_id}")
+    try:
+        url: str | None = presign(result.uri, MAX_PRESIGN_SECONDS, presigning_client(delivery.bucket))
+    except Exception as error:  # the video is delivered; a link that cannot be signed is shown as text
+        get_run_logger().warning("no link to %s in the artifact: %s", shorten(result.uri), error)
+        url = None
+    create_markdown_artifact(markdown=markdown_link(result.uri, url), description=description)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 
 from ..errors import ConfigurationError, ServerRejectedError, TransientError
+from ..text import shorten
 
 HOSTED_SHUTDOWN_DATE = "2026-09-24"
 # Where the videos endpoints live once OpenAI's hosted Sora API is gone.
@@ -17,13 +18,22 @@ def status_error(error: openai.APIStatusError, video_id: str | None = None) -> E
     if status == 429 or status >= 500:
         retry_after = error.response.headers.get("retry-after")
         return TransientError(
-            f"HTTP {status} from the Videos API: {error.message}",
+            f"HTTP {status} from the Videos API: {shorten(error.message, MESSAGE_CHARS)}",
             video_id=video_id,
             status_code=status,
             retry_after=float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
         )
     param = getattr(error, "param", None)
-    return ServerRejectedError(f"HTTP {status} from the Videos API: {error.message}", status_code=status, param=param)
+    hint = " (the API key was refused: check OPENAI_API_KEY or the VideosApi block's key)" if status == 401 else ""
+    return ServerRejectedError(
+        f"HTTP {status} from the Videos API: {shorten(error.message, MESSAGE_CHARS)}{hint}",
+        status_code=status,
+        param=param,
+    )
+
+
+# A server's error text is echoed in messages and logs: a hostile or broken one may send megabytes.
+MESSAGE_CHARS = 500
 
 
 def server_message(error: openai.APIStatusError) -> str:

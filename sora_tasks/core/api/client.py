@@ -44,7 +44,10 @@ from ..errors import (
     VideoNotReadyError,
     VideoTimeoutError,
 )
+from ..ids import ID_RULE, is_safe_id, path_component
+from ..media.containers import mp4_problem
 from ..media.images import PreparedImage
+from ..text import shown
 from .answers import status_error as _status_error
 from .endpoints import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, resolve_base_url
 from .operations import RECONCILE_ATTEMPTS, RECONCILE_DELAY, RECONCILE_WINDOW, Expected, VideoOperations
@@ -57,6 +60,11 @@ logger = logging.getLogger("sora_tasks")
 __all__ = ["RECONCILE_ATTEMPTS", "RECONCILE_DELAY", "RECONCILE_WINDOW", "DownloadedFile", "VideosClient"]
 
 DOWNLOAD_CHUNK = 1024 * 1024
+# The largest video a download takes (a 20 s sora-2-pro video is tens of MB; 4 GiB leaves
+# room for any real one while a server streaming without end is stopped). Previews are
+# small images: a server answering a thumbnail with hundreds of MB is stopped much earlier.
+DEFAULT_MAX_DOWNLOAD_MB = 4096.0
+MAX_PREVIEW_BYTES = 64 * 1024 * 1024
 Variant = Literal["video", "thumbnail", "spritesheet"]
 ProgressCallback = Callable[[Video], None]
 
@@ -134,7 +142,13 @@ class VideosClient(VideoOperations):
         max_retries: int = 3,
         timeout: float = 60.0,
         provider: str | ProviderProfile | None = None,
+        max_download_mb: float = DEFAULT_MAX_DOWNLOAD_MB,
     ) -> None:
+        if not max_download_mb > 0:
+            raise InvalidRequestError(
+                f"max_download_mb must be a positive number of megabytes, got {max_download_mb!r}"
+            )
+        self.max_download_bytes = int(max_download_mb * 1024 * 1024)
         self.base_url = resolve_base_url(base_url)
         self.profile = provider if isinstance(provider, ProviderProfile) else resolve_profile(provider, self.base_url)
         key = resolve_api_key(api_key)
@@ -147,7 +161,6 @@ class VideosClient(VideoOperations):
             http_client=DefaultHttpxClient(verify=_tls_context()),
         )
         self._writes = self._reads.with_options(max_retries=0)
-        self._adopted: set[str] = set()
 
     def __repr__(self) -> str:
         return f"VideosClient(base_url={self.base_url!r}, provider={self.profile.name!r})"
@@ -226,6 +239,8 @@ class VideosClient(VideoOperations):
 
     def retrieve(self, video_id: str) -> tuple[Video, float | None]:
         """The job and the server's poll-after hint in seconds (None when absent)."""
+        if not is_safe_id(video_id):
+            raise InvalidRequestError(f"video_id must be a server's video id ({ID_RULE}), got {shown(video_id)}")
         try:
             raw = self._reads.videos.with_raw_response.retrieve(video_id)
         except openai.NotFoundError as error:
@@ -240,6 +255,7 @@ class VideosClient(VideoOperations):
             # Proxies (LiteLLM) answer with a shorter id that no longer routes; the id
             # we asked with is the one that works, so it is the one everyone sees.
             video = video.model_copy(update={"id": video_id})
+        self._check_answer(video, "status read")
         return video, (int(hint) / 1000 if hint and hint.isdigit() else None)
 
     def list_recent(
@@ -266,7 +282,10 @@ class VideosClient(VideoOperations):
         last = items[-1].get("id") if items and isinstance(items[-1], dict) else None
         following = last if body.get("has_more") and isinstance(last, str) else None
         videos = [
-            Video.construct(**item) for item in items if isinstance(item, dict) and (wanted is None or wanted(item))
+            Video.construct(**item)
+            for item in items
+            # A job whose id breaks the rule is no job of ours: nothing could follow it safely.
+            if isinstance(item, dict) and is_safe_id(item.get("id")) and (wanted is None or wanted(item))
         ]
         return videos, following, (int(hint) / 1000 if hint and hint.isdigit() else None)
 
@@ -329,15 +348,20 @@ class VideosClient(VideoOperations):
         suffix = {"video": ".mp4", "thumbnail": ".img", "spritesheet": ".jpg"}[variant]
         # delete=False: the file outlives this call (it is handed to the upload step).
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the `with` below
-            prefix=f"{video_id}-", suffix=suffix, dir=directory, delete=False
+            prefix=f"{path_component(video_id)}-", suffix=suffix, dir=directory, delete=False
         )
         path = Path(handle.name)
         digest, size, head = hashlib.sha256(), 0, b""
+        cap = self.max_download_bytes if variant == "video" else min(self.max_download_bytes, MAX_PREVIEW_BYTES)
         try:
             with handle, self._content(video_id, variant) as response:
                 expected = response.headers.get("content-length")
                 content_type = response.headers.get("content-type", "")
+                if expected is not None and expected.isdigit() and int(expected) > cap:
+                    raise DownloadError(video_id, f"the {variant} is {int(expected)} bytes, more than {_cap(cap)}")
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                    if size + len(chunk) > cap:
+                        raise DownloadError(video_id, f"the {variant} is more than {_cap(cap)}: download stopped")
                     if variant != "video" and len(head) < SIGNATURE_BYTES:
                         head += chunk[: SIGNATURE_BYTES - len(head)]
                         if len(head) == SIGNATURE_BYTES and _looks_like(head, "video"):
@@ -362,8 +386,11 @@ class VideosClient(VideoOperations):
         if expected is not None and int(expected) != on_wire:
             path.unlink(missing_ok=True)
             raise TransientError(f"got {on_wire} of {expected} bytes", video_id=video_id)
-        if not _has_signature(path, variant):
-            got_video = variant != "video" and (content_type.startswith("video/") or _has_signature(path, "video"))
+        if variant == "video" and (problem := mp4_problem(path)) is not None:
+            path.unlink(missing_ok=True)
+            raise DownloadError(video_id, f"the server's video is not a valid MP4: {problem}")
+        if variant != "video" and not _has_signature(path, variant):
+            got_video = content_type.startswith("video/") or _has_signature(path, "video")
             path.unlink(missing_ok=True)
             if got_video:
                 raise VariantUnavailableError(
@@ -402,6 +429,10 @@ class VideosClient(VideoOperations):
         except openai.APIStatusError as error:
             logger.warning("could not delete %s: HTTP %s", video_id, error.status_code)
             return False
+
+
+def _cap(limit: int) -> str:
+    return f"the {limit / 1024 / 1024:.0f} MB cap (max_download_mb)"
 
 
 def _expected(request: VideoRequest) -> Expected:

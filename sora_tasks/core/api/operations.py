@@ -23,6 +23,8 @@ Local MP4s are uploaded through the SDK's own methods.
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +34,9 @@ from typing import TYPE_CHECKING, cast
 import openai
 from openai.types import Video, VideoCreateCharacterResponse, VideoGetCharacterResponse, VideoSeconds
 
-from ..errors import ServerRejectedError, TransientError
+from ..errors import ServerRejectedError, TransientError, UntrustedAnswerError
+from ..ids import ID_RULE, is_safe_id
+from ..text import shown
 from .answers import hosted_shutdown_error, status_error
 from .providers import ProviderProfile, VideoOperation, is_openai_hosted
 from .references import (
@@ -54,6 +58,15 @@ RECONCILE_WINDOW = 120.0
 # After a timeout the server may still be committing the job: look this many times.
 RECONCILE_ATTEMPTS = 3
 RECONCILE_DELAY = 1.0
+
+
+# Model names as servers echo them: sora-2, sora-2-pro-2025-10-06, openai/sora-2 (LiteLLM).
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./:@]{0,127}")
+
+
+def is_safe_model(model: object) -> bool:
+    """A model name that may fill an output's ``{model}`` (its ``/`` becomes ``_`` there)."""
+    return isinstance(model, str) and _MODEL.fullmatch(model) is not None and ".." not in model
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,22 @@ class Expected:
 
 Expectation = Expected | Callable[[], Expected]
 
+# Jobs adopted after an ambiguous request, per server, for the whole process: two requests
+# that failed ambiguously at once (two batch rows, each with its own client in its own
+# thread) must not both take the one job the server made.
+_adopted: dict[str, set[str]] = {}
+_adopted_lock = threading.Lock()
+
+
+def _adopt(base_url: str, video_id: str) -> bool:
+    """Take ``video_id`` as the job of an ambiguous request; False if another request here took it."""
+    with _adopted_lock:
+        taken = _adopted.setdefault(base_url.rstrip("/"), set())
+        if video_id in taken:
+            return False
+        taken.add(video_id)
+        return True
+
 
 class VideoOperations:
     """The job-sending rules and the operations beyond create; ``VideosClient`` provides the state."""
@@ -87,7 +116,6 @@ class VideoOperations:
     profile: ProviderProfile
     _reads: OpenAI
     _writes: OpenAI
-    _adopted: set[str]
 
     @property
     def hosted_by_openai(self) -> bool:
@@ -217,7 +245,14 @@ class VideoOperations:
 
         for attempt in range(1, rate_limit_attempts + 1):
             try:
-                return self._send_character(send)
+                character = self._send_character(send)
+                if not is_safe_id(character.id):
+                    raise UntrustedAnswerError(
+                        f"the server at {self.base_url} answered create_character with an id that is not safe "
+                        f"to use ({shown(character.id)}; an id holds {ID_RULE})",
+                        server=self.base_url,
+                    )
+                return character
             except TransientError as error:
                 if error.status_code != 429 or attempt == rate_limit_attempts:
                     raise
@@ -340,8 +375,30 @@ class VideoOperations:
             if found is not None:
                 return found
             raise TransientError(f"connection to {self.base_url} failed during {operation}: {error}") from error
+        self._check_answer(video, operation)
         logger.info("%s: video %s (%s, %s s, %s)", operation, video.id, video.model, video.seconds, video.size)
         return video
+
+    def _check_answer(self, video: Video, what: str) -> None:
+        """Refuse an answer whose id or model could not safely name a file, key, record or log line.
+
+        Raised after a job-making request the job may be paid for: the message says so and
+        names the server, and nothing (no receipt, no file, no further request) is made from it.
+        """
+        if not is_safe_id(video.id):
+            raise UntrustedAnswerError(
+                f"the server at {self.base_url} answered the {what} with an id that is not safe to use "
+                f"({shown(video.id)}; an id holds {ID_RULE}): nothing was done with it, though the server "
+                "may count it as a paid job",
+                server=self.base_url,
+            )
+        if video.model is not None and not is_safe_model(video.model):
+            raise UntrustedAnswerError(
+                f"the server at {self.base_url} answered the {what} of {video.id} with a model name that is "
+                f"not safe to use ({shown(video.model)}): nothing was done with it",
+                server=self.base_url,
+                video_id=video.id,
+            )
 
     def _find(self, expected: Expected, *, since: float, attempts: int = 1, what: str = "create") -> Video | None:
         """After an ambiguous request, look for the job the server may have made anyway."""
@@ -363,8 +420,9 @@ class VideoOperations:
                 )
                 return None
             for video in recent.data:
-                if video.id not in self._adopted and expected.matches(video, since):
-                    self._adopted.add(video.id)
+                if not is_safe_id(video.id):
+                    continue  # never adopted: it could not be followed safely
+                if expected.matches(video, since) and _adopt(self.base_url, video.id):
                     logger.warning("%s failed ambiguously, but the server made %s; using it", what, video.id)
                     return video
         return None

@@ -13,13 +13,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import InvalidRequestError
+from ..ids import ID_RULE, is_safe_id
+from ..media.containers import mp4_problem
+from ..text import shown
 from .request import PROMPT_LIMIT
 
 # The extension segment's length: openai-python's extend docstring says 4, 8, 12, 16 or 20
 # (its VideoSeconds type only 4/8/12; the docstring is the API's word).
 EXTENSION_SECONDS = ("4", "8", "12", "16", "20")
-# Server ids: OpenAI's video_... / char_... / file-..., and LiteLLM's longer base64 ones.
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-+/=.:]{2,1023}")
 _VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
 _DATA_IMAGE = re.compile(r"data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/=\s]+")
 
@@ -55,15 +56,13 @@ def check_prompt(prompt: object, field: str = "prompt") -> str:
 
 
 def check_id(value: object, field: str, example: str) -> str:
-    """A server id: letters, digits and ``_-+/=.:``, 3 to 1024 of them (no spaces, no path).
+    """A server id given to us (an argument, a manifest): the one rule of :mod:`..ids`.
 
     ``example`` completes "``field`` must be ...", e.g. "an id such as video_123".
     """
     text = value.strip() if isinstance(value, str) else ""
-    if not _ID.fullmatch(text):
-        raise InvalidRequestError(
-            f"{field} must be {example}; an id holds 3 to 1024 letters, digits and _-+/=.: only, got {value!r}"
-        )
+    if not is_safe_id(text):
+        raise InvalidRequestError(f"{field} must be {example}; an id holds {ID_RULE}, got {shown(value)}")
     return text
 
 
@@ -120,11 +119,6 @@ def video_source(video: object, field: str = "video") -> VideoSource:
 def _check_mp4(path: Path, field: str) -> Path:
     if not path.is_file():
         raise InvalidRequestError(f"{field}: no such file: {path} (give a video id or a local .mp4 path)")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(12)
-    except OSError as error:
-        raise InvalidRequestError(f"{field}: cannot read {path}: {error.strerror}") from error
-    if head[4:8] != b"ftyp":
-        raise InvalidRequestError(f"{field}: {path} is not an MP4 (video/mp4) file")
+    if (problem := mp4_problem(path)) is not None:
+        raise InvalidRequestError(f"{field}: {path} is not an MP4 (video/mp4) file: {problem}")
     return path

@@ -44,6 +44,8 @@ class ApiSettings(BaseModel):
     # a slot is held from right before the create until the job stops rendering, and
     # released by its lease if the holder dies. None: only the batch's max_in_flight.
     render_limit_name: str | None = None
+    # The largest download taken, in MB (see client.DEFAULT_MAX_DOWNLOAD_MB).
+    max_download_mb: float = 4096.0
     # What happens to a finished video that fails the quality check (core.media.quality):
     # fail, warn, off or retry=N; and the limits it is checked against.
     quality: str = "fail"
@@ -81,6 +83,7 @@ class ApiSettings(BaseModel):
             max_retries=self.max_retries,
             timeout=self.request_timeout,
             provider=self.profile,
+            max_download_mb=self.max_download_mb,
         )
 
     def watcher(self) -> JobWatcher:
@@ -112,6 +115,7 @@ class ApiSettings(BaseModel):
             self.max_retries,
             self.request_timeout,
             self.provider,
+            self.max_download_mb,
         )
 
 

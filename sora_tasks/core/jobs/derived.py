@@ -24,6 +24,7 @@ from ..api.providers import ProviderProfile
 from ..api.references import EXTENSION_SECONDS, check_prompt, video_source
 from ..api.request import VideoRequest
 from ..errors import InvalidRequestError
+from ..media.containers import mp4_problem
 from ..storage.destinations import S3Client, download_s3_file
 
 if TYPE_CHECKING:
@@ -234,10 +235,8 @@ def fetch_source(source: str | Path, *, s3: S3Client | None = None, directory: P
     path = Path(handle.name)
     try:
         download_s3_file(uri, path, s3)
-        with path.open("rb") as opened:
-            head = opened.read(12)
-        if head[4:8] != b"ftyp":
-            raise InvalidRequestError(f"source: {uri} is not an MP4 (video/mp4) file")
+        if (problem := mp4_problem(path)) is not None:
+            raise InvalidRequestError(f"source: {uri} is not an MP4 (video/mp4) file: {problem}")
     except BaseException:
         path.unlink(missing_ok=True)
         raise

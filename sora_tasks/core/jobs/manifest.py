@@ -18,10 +18,17 @@ was given (each refusal makes that row invalid, never the whole batch):
   manifest; beside an ``s3://`` manifest it is relative to the current directory
   and must lie under a local folder in ``image_roots``), and the row carries the
   resolved absolute path.
+* ``output`` and ``image`` are strings without control characters (NUL, newlines);
+  an output fits the file system's or S3's name lengths, goes through no symlink
+  below the prefix, lies in no ``.prefect-sora`` folder nor where the run keeps its
+  state, and is no file an earlier row writes, counting previews (see :mod:`.placement`).
+* A manifest that is not UTF-8 is refused as a whole, naming the line and nothing of
+  its content; every error text is cut (``ERROR_CHARS``) with a marker.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -38,14 +45,20 @@ from ..errors import InvalidRequestError
 from ..media.fit import FITS, Fit
 from ..spec import VideoSpec, build_request
 from ..storage.destinations import (
+    MAX_PATH_BYTES,
     S3Client,
     check_key,
+    check_path_text,
     read_s3_object,
     render_template,
     split_s3_uri,
     validate_output,
 )
+from ..text import shorten, shown
+from .placement import check_no_symlinks, check_outside_state, check_unique_outputs, state_places
 
+# An invalid row's error is cut to this many characters (with a marker): it goes into every artifact and log line.
+ERROR_CHARS = 1000
 KNOWN_COLUMNS = (
     "prompt", "image", "model", "duration", "seconds", "resolution", "size", "output", "fit", "request_id", "extra",
 )  # fmt: skip
@@ -70,19 +83,40 @@ class InvalidRow:
 
 def read_manifest_text(source: str, client: S3Client | None = None) -> str:
     if source.startswith("s3://"):
-        return read_s3_object(source, client).decode("utf-8-sig")
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise InvalidRequestError(f"manifest: no such file: {path}")
-    return path.read_text(encoding="utf-8-sig")
+        data = read_s3_object(source, client)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise InvalidRequestError(f"manifest: no such file: {shorten(str(path))}")
+        data = path.read_bytes()
+    return decode_manifest(data, source)
+
+
+def decode_manifest(data: bytes, source: str) -> str:
+    """The manifest's text (a leading BOM dropped); bytes that are not UTF-8 are refused by line number.
+
+    Nothing of the content is echoed, and the decoder's error (whose arguments hold every
+    byte of the manifest) is not chained: a log line or a traceback shows only the line.
+    """
+    body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = error.start
+    line = body.count(b"\n", 0, bad) + 1
+    column = bad - body.rfind(b"\n", 0, bad)
+    raise InvalidRequestError(
+        f"manifest {shorten(source)}: line {line} is not UTF-8 text (byte {column} of the line); save it as UTF-8"
+    )
 
 
 def parse_rows(text: str, source: str) -> list[dict[str, Any]]:
     if source.lower().endswith((".csv", ".tsv")):
-        dialect = "excel-tab" if source.lower().endswith(".tsv") else "excel"
-        return [dict(row) for row in csv.DictReader(io.StringIO(text), dialect=dialect)]
+        return _csv_rows(text, source)
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: str.splitlines also breaks at U+2028 and other separators
+    # that JSON allows unescaped inside a string.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -92,6 +126,15 @@ def parse_rows(text: str, source: str) -> list[dict[str, Any]]:
             continue
         rows.append(value if isinstance(value, dict) else {"__error__": f"line {number} is not a JSON object"})
     return rows
+
+
+def _csv_rows(text: str, source: str) -> list[dict[str, Any]]:
+    dialect = "excel-tab" if source.lower().endswith(".tsv") else "excel"
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    try:
+        return [dict(row) for row in reader]
+    except csv.Error as error:  # its message names the problem, never the content
+        raise InvalidRequestError(f"manifest {shorten(source)}: line {reader.line_num} is not CSV: {error}") from None
 
 
 def join_output(prefix: str, row_output: str | None) -> str:
@@ -110,9 +153,9 @@ def _extra_fields(value: Any) -> dict[str, Any] | None:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as error:
-            raise InvalidRequestError(f"extra must be a JSON object, got {value!r}") from error
+            raise InvalidRequestError(f"extra must be a JSON object, got {shown(value)}") from error
     if not isinstance(value, dict):
-        raise InvalidRequestError(f"extra must be an object of create fields, got {value!r}")
+        raise InvalidRequestError(f"extra must be an object of create fields, got {shown(value)}")
     return value
 
 
@@ -140,11 +183,11 @@ def check_output_inside(row_output: str | None, prefix: str, *, model: str) -> N
     """Refuse a row's ``output`` that would write outside ``prefix`` (raises ``InvalidRequestError``)."""
     if not row_output:
         return
-    leaves = f"output {row_output!r} leaves output_prefix {prefix!r}"
+    leaves = f"output {shown(row_output)} leaves output_prefix {shown(prefix)}"
     if _has_dot_segments(row_output):
         raise InvalidRequestError(f"{leaves} ('..' segments are not allowed)")
     if "{model}" in row_output and _has_dot_segments(render_template(row_output, video_id="v", model=model)):
-        raise InvalidRequestError(f"{leaves} (its model {model!r} would add '..' segments)")
+        raise InvalidRequestError(f"{leaves} (its model {shown(model)} would add '..' segments)")
     if not _is_absolute_output(row_output):
         return  # joined under the prefix
     if row_output.startswith("s3://"):
@@ -154,7 +197,7 @@ def check_output_inside(row_output: str | None, prefix: str, *, model: str) -> N
         try:
             inside = _s3_inside(row_output, bucket, key)
         except InvalidRequestError as error:
-            raise InvalidRequestError(f"output {row_output!r}: {error}") from error
+            raise InvalidRequestError(f"output {shown(row_output)}: {error}") from error
         if not inside:
             under = f"s3://{bucket}/{key.strip('/') + '/' if key.strip('/') else ''}"
             raise InvalidRequestError(f"{leaves} (an s3:// output must be under {under})")
@@ -174,7 +217,7 @@ def check_output_inside(row_output: str | None, prefix: str, *, model: str) -> N
     if not any(
         folder in path.parents or (names_the_folder and path == folder) for folder, path in (as_written, resolved)
     ):
-        raise InvalidRequestError(f"{leaves} (an absolute path must lie under {str(as_written[0])!r})")
+        raise InvalidRequestError(f"{leaves} (an absolute path must lie under {shown(str(as_written[0]))})")
 
 
 def manifest_folder(source: str) -> str:
@@ -197,14 +240,16 @@ def check_image_inside(image: str, *, manifest: str | None, image_roots: Sequenc
     places = ([folder] if folder else []) + [str(root) for root in image_roots]
 
     def outside(detail: str = "") -> InvalidRequestError:
-        where = f"the manifest's folder {folder!r}" if folder else "the manifest's folder (none given)"
-        return InvalidRequestError(f"image {image!r} is outside {where} and image_roots {list(image_roots)!r}{detail}")
+        where = f"the manifest's folder {shown(folder)}" if folder else "the manifest's folder (none given)"
+        return InvalidRequestError(
+            f"image {shown(image)} is outside {where} and image_roots {shown(list(image_roots))}{detail}"
+        )
 
     if image.startswith("s3://"):
         try:
             check_key(split_s3_uri(image)[1], image)
         except InvalidRequestError as error:
-            raise InvalidRequestError(f"image {image!r}: {error}") from error
+            raise InvalidRequestError(f"image {shown(image)}: {error}") from error
         if not any(_s3_inside(image, *split_s3_uri(place)) for place in places if place.startswith("s3://")):
             raise outside()
         return image
@@ -214,16 +259,16 @@ def check_image_inside(image: str, *, manifest: str | None, image_roots: Sequenc
     resolved = path.resolve()
     roots = [Path(place).expanduser().resolve() for place in places if not place.startswith("s3://")]
     if not any(root in resolved.parents for root in roots):
-        raise outside(f" (it resolves to {str(resolved)!r})" if resolved != path.absolute() else "")
+        raise outside(f" (it resolves to {shown(str(resolved))})" if resolved != path.absolute() else "")
     if not resolved.is_file():
-        raise InvalidRequestError(f"image: no such file: {image} (looked at {resolved})")
+        raise InvalidRequestError(f"image: no such file: {shorten(image)} (looked at {shorten(str(resolved))})")
     return str(resolved)
 
 
 def check_image_roots(image_roots: Sequence[str]) -> None:
     """Each root is a local folder or an ``s3://bucket[/prefix]``; a bad one fails the whole run."""
     if isinstance(image_roots, str):
-        raise InvalidRequestError(f"image_roots must be a list of folders or s3:// prefixes, got {image_roots!r}")
+        raise InvalidRequestError(f"image_roots must be a list of folders or s3:// prefixes, got {shown(image_roots)}")
     for root in image_roots:
         if not str(root).strip():
             raise InvalidRequestError("image_roots: an empty entry (use '.' for the current directory)")
@@ -242,22 +287,26 @@ def validate_row(
     manifest: str | None = None,
     allow_outside_prefix: bool = False,
     image_roots: Sequence[str] = (),
+    state: Sequence[str] = (),
 ) -> ManifestRow | InvalidRow:
     """One row, checked; ``manifest`` is where it was read (its folder is where images may come from).
 
-    ``allow_outside_prefix`` lets ``output`` be any path or URI; ``image_roots`` adds
-    folders or ``s3://`` prefixes images may come from. Without ``manifest`` a local
-    image must lie under ``image_roots`` (a relative one: relative to the current directory).
+    ``allow_outside_prefix`` lets ``output`` be any path or URI (a symlink under the prefix
+    too); ``image_roots`` adds folders or ``s3://`` prefixes images may come from. Without
+    ``manifest`` a local image must lie under ``image_roots`` (a relative one: relative to
+    the current directory). ``state`` are the places the project keeps its own records
+    (see :func:`.placement.state_places`): no output may lie there, allowed or not, and
+    none in a ``.prefect-sora`` folder. Error texts are cut to ``ERROR_CHARS``.
     """
     if "__error__" in fields:
-        return InvalidRow(number, str(fields["__error__"]), {})
+        return InvalidRow(number, shorten(str(fields["__error__"]), ERROR_CHARS), {})
     unknown = sorted(set(fields) - set(KNOWN_COLUMNS))
     try:
         if unknown:
-            raise InvalidRequestError(f"unknown column(s) {unknown}; known: {', '.join(KNOWN_COLUMNS)}")
+            raise InvalidRequestError(f"unknown column(s) {shown(unknown)}; known: {', '.join(KNOWN_COLUMNS)}")
         fit = str(fields.get("fit") or "cover")
         if fit not in FITS:
-            raise InvalidRequestError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+            raise InvalidRequestError(f"fit must be one of {', '.join(FITS)}, got {shown(fit)}")
         spec = VideoSpec(
             prompt=str(fields.get("prompt") or ""),
             model=str(fields["model"]) if fields.get("model") else None,
@@ -267,17 +316,32 @@ def validate_row(
             extra_fields=_extra_fields(fields.get("extra")) or {},
         )
         request = build_request(spec, settings)
-        row_output = str(fields["output"]) if fields.get("output") else None
+        row_output = _path_field(fields, "output")
         if not allow_outside_prefix:
             check_output_inside(row_output, prefix, model=request.model)
         output = join_output(prefix, row_output)
         validate_output(output)
-        image = str(fields["image"]) if fields.get("image") else None
+        if not allow_outside_prefix:  # a row allowed anywhere gains nothing from a link
+            check_no_symlinks(output, prefix, model=request.model)
+        check_outside_state(output, state, model=request.model)
+        image = _path_field(fields, "image")
         if image:
             image = check_image_inside(image, manifest=manifest, image_roots=image_roots)
-    except ValueError as error:
-        return InvalidRow(number, str(error), fields)
+    except (ValueError, OSError) as error:  # OSError: a path the system refused to look up
+        return InvalidRow(number, shorten(str(error), ERROR_CHARS), fields)
     return ManifestRow(number, request, output, image, fit, str(fields.get("request_id") or "") or None)
+
+
+def _path_field(fields: dict[str, Any], name: str) -> str | None:
+    """A row's ``output`` or ``image``: a string without control characters (NUL, newlines), or None if empty."""
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{name} must be a string (a path or s3:// URI), got {type(value).__name__}")
+    if len(value.encode()) > MAX_PATH_BYTES:
+        raise InvalidRequestError(f"{name} is {len(value.encode()):,} bytes long; paths may have {MAX_PATH_BYTES:,}")
+    return check_path_text(value, name)
 
 
 def load_manifest(
@@ -288,23 +352,26 @@ def load_manifest(
     client: S3Client | None = None,
     allow_outside_prefix: bool = False,
     image_roots: Sequence[str] = (),
+    state: str | None = None,
 ) -> tuple[list[ManifestRow], list[InvalidRow]]:
-    """Valid rows and invalid ones (with the reason), each checked as ``build_request`` checks a flow's.
+    """Valid rows and invalid ones (with the reason), every row checked before any is run.
 
-    Without ``settings``, rows are checked against OpenAI's models and sizes. A row's
-    ``output`` must stay under ``output_prefix`` unless ``allow_outside_prefix``; its
-    ``image`` must come from the manifest's folder or one of ``image_roots`` (local
-    folders or ``s3://`` prefixes). See the module docstring.
+    Each row is checked as ``build_request`` checks a flow's (without ``settings``,
+    against OpenAI's models and sizes). A row's ``output`` must stay under
+    ``output_prefix`` unless ``allow_outside_prefix``, and never lies in the project's
+    state (``state``: where this run keeps receipts; see :mod:`.placement`) or on a file
+    an earlier row writes (its video or a preview); its ``image`` must come from the
+    manifest's folder or one of ``image_roots`` (local folders or ``s3://`` prefixes).
+    See the module docstring. Invalid rows are in manifest order.
     """
     settings = settings or ApiSettings(provider="openai")
     check_image_roots(image_roots)
     rows = parse_rows(read_manifest_text(source, client), source)
     if not rows:
-        raise InvalidRequestError(f"manifest {source} has no rows")
-    valid: list[ManifestRow] = []
-    invalid: list[InvalidRow] = []
-    for number, fields in enumerate(rows, start=1):
-        checked = validate_row(
+        raise InvalidRequestError(f"manifest {shorten(source)} has no rows")
+    places = state_places(output_prefix, state)
+    checked = [
+        validate_row(
             number,
             fields,
             output_prefix,
@@ -312,6 +379,14 @@ def load_manifest(
             manifest=source,
             allow_outside_prefix=allow_outside_prefix,
             image_roots=image_roots,
+            state=places,
         )
-        (valid if isinstance(checked, ManifestRow) else invalid).append(checked)  # type: ignore[arg-type]
-    return valid, invalid
+        for number, fields in enumerate(rows, start=1)
+    ]
+    valid = [row for row in checked if isinstance(row, ManifestRow)]
+    taken = check_unique_outputs([(row.number, row.output, row.request.model) for row in valid])
+    fields = dict(enumerate(rows, start=1))
+    invalid = [row for row in checked if isinstance(row, InvalidRow)]
+    invalid += [InvalidRow(number, shorten(error, ERROR_CHARS), fields[number]) for number, error in taken.items()]
+    invalid.sort(key=lambda row: row.number)
+    return [row for row in valid if row.number not in taken], invalid

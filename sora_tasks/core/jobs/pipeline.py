@@ -33,10 +33,13 @@ from ..errors import (
     VideoNotReadyError,
     VideoQualityError,
 )
+from ..ids import is_safe_id
 from ..media.images import PreparedImage
 from ..media.quality import Expectation, QualityPolicy
+from ..storage.claims import FOLLOW_POLL, STALE_AFTER, Claim
 from ..storage.destinations import (
     PREVIEW_EXTENSIONS,
+    PREVIEW_VARIANTS,
     Destination,
     S3Client,
     exact_destination,
@@ -219,20 +222,80 @@ def _submit(
     receipts: Receipts | None,
     reconcile_since: float | None = None,
     before_create: Callable[[], None] | None = None,
+    *,
+    replacing: str | None = None,
 ) -> Submitted:
-    """:func:`submit_job` once the receipt (``earlier``) has been looked up."""
+    """:func:`submit_job` once the receipt (``earlier``) has been looked up.
+
+    With a receipt store, only the run holding the request's claim pays (see
+    :mod:`..storage.claims`); any other follows the holder's job once its receipt appears.
+    ``replacing``: a job recorded for this request that is gone (the replacement is claimed
+    under its own name).
+    """
     if earlier is not None and still_usable(client, earlier.video_id):
         logger.info("request already paid for: following %s", earlier.video_id)
         return Submitted(earlier.video_id, reused=True, key=plan.key, receipt=earlier)
-    if before_create is not None:
-        before_create()
-    video = send_job(plan, reconcile_since)
+    gone = replacing or (earlier.video_id if earlier is not None else None)
+    claim: Claim | None = None
+    if receipts is not None:
+        while True:
+            won, claim = receipts.claims.take(plan.key, after=gone)
+            if won:
+                break
+            found = _follow_claim(receipts, plan.key, claim, gone)
+            if found is not None and still_usable(client, found.video_id):
+                logger.info("another run holds this request's claim: following its job %s", found.video_id)
+                return Submitted(found.video_id, reused=True, key=plan.key, receipt=found)
+            if found is not None:
+                gone = found.video_id  # the holder's job failed too: its replacement is claimed anew
+        if claim.took_over_at is not None:
+            # The claim's earlier owner died without a receipt: it may have paid after all.
+            reconcile_since = min(reconcile_since or claim.took_over_at, claim.took_over_at)
+    try:
+        if before_create is not None:
+            before_create()
+        video = send_job(plan, reconcile_since)
+    except BaseException:
+        # No job recorded (none made, or one whose answer could not be used safely): the claim
+        # goes, so the next run may pay at once rather than wait for a claim nobody fulfils.
+        if receipts is not None and claim is not None:
+            receipts.claims.release(claim)
+        raise
     model, seconds, size = plan.fields or (str(video.model), str(video.seconds), str(video.size))
     receipt = Receipt(plan.key, video.id, client.base_url, model, seconds, size)
     if receipts is not None:
         receipts.record(receipt)
+        if claim is not None:
+            receipts.claims.fulfil(claim, receipt.to_json())
     return Submitted(
-        video.id, reused=False, recreated=earlier is not None, key=plan.key, receipt=receipt if receipts else None
+        video.id, reused=False, recreated=gone is not None, key=plan.key, receipt=receipt if receipts else None
+    )
+
+
+# A run that lost a claim waits this long at most for the holder's receipt.
+FOLLOW_LIMIT = 2 * STALE_AFTER
+
+
+def _follow_claim(receipts: Receipts, key: str, claim: Claim, gone: str | None) -> Receipt | None:
+    """The receipt the claim's holder writes (a job other than ``gone``), once it appears; None once
+    the claim is released or orphaned (the caller then claims again, taking it over)."""
+    deadline = time.monotonic() + FOLLOW_LIMIT
+    while time.monotonic() < deadline:
+        found = receipts.find(key)
+        if found is not None and found.video_id != gone:
+            return found
+        held = receipts.claims.current(claim)
+        if held is not None and held.fulfilled is not None:
+            # Paid, and the receipt is gone (or not yet visible): the claim keeps it.
+            paid = Receipt.from_json(held.fulfilled)
+            if paid.video_id != gone and is_safe_id(paid.video_id):
+                return paid
+        if held is None or held.orphaned(time.time()):
+            return None
+        time.sleep(FOLLOW_POLL)
+    raise TransientError(
+        f"another run ({claim.owner.host}, pid {claim.owner.pid}) has held this request's claim for "
+        f"{time.time() - claim.created_at:.0f} s without recording a job; try again later"
     )
 
 
@@ -378,7 +441,7 @@ def deliver(
     )
 
 
-PREVIEWS = ("thumbnail", "spritesheet")
+PREVIEWS = PREVIEW_VARIANTS  # the names a batch reserves for them: storage's preview_outputs
 
 
 def deliver_previews(
@@ -771,7 +834,7 @@ def produce_job(
                 logger.warning("video %s vanished from the server; creating a new one", submitted.video_id)
                 if receipts is not None:
                     receipts.forget(key)
-                submitted = replace(_submit(client, plan, None, receipts), recreated=True)
+                submitted = replace(_submit(client, plan, None, receipts, replacing=submitted.video_id), recreated=True)
                 video = follow(submitted.video_id)
     try:
         delivered = deliver(

@@ -318,7 +318,9 @@ def produce_storyboard(
                 submitted = Submitted(start.receipt.video_id, reused=True, key=shot.key, receipt=start.receipt)
             else:
                 # Any receipt of a later shot was found unusable by resume_point: made again, said so.
-                submitted = _submit(client, plan.job(client, shot, previous), None, receipts)
+                stale = receipts.find(shot.key) if receipts is not None and shot.index in start.stale else None
+                replacing = stale.video_id if stale is not None else None
+                submitted = _submit(client, plan.job(client, shot, previous), None, receipts, replacing=replacing)
                 submitted = replace(submitted, recreated=shot.index in start.stale)
             shot_video_id = submitted.video_id
             if on_submitted is not None:
@@ -333,7 +335,10 @@ def produce_storyboard(
                 logger.warning("shot %d: video %s vanished from the server; making it again", shot.index, shot_video_id)
                 if receipts is not None:
                     receipts.forget(shot.key)
-                submitted = replace(_submit(client, plan.job(client, shot, previous), None, receipts), recreated=True)
+                submitted = replace(
+                    _submit(client, plan.job(client, shot, previous), None, receipts, replacing=shot_video_id),
+                    recreated=True,
+                )
                 shot_video_id = submitted.video_id
                 video = wait(
                     client, submitted.video_id, max_wait=max_wait, poll_interval=poll_interval, on_progress=on_progress

@@ -18,18 +18,24 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ..api.settings import close_thread_clients
 from ..errors import (
     InvalidRequestError,
     SoraError,
+    UntrustedRecordError,
     VideoExpiredError,
     VideoJobError,
     VideoNotReadyError,
     VideoQualityError,
 )
+from ..ids import is_safe_id
+from ..storage.destinations import render_template, split_s3_uri
 from ..storage.ledger import Ledger, PendingVideo
+from ..text import shown
+from .manifest import check_output_inside
 
 logger = logging.getLogger("sora_tasks")
 
@@ -47,6 +53,72 @@ FAILED_OUTCOMES = ("failed", "rejected", "expired", "missing")
 DEFAULT_WORKERS = 16
 
 Row = dict[str, Any]
+# The project's own state (receipts, claims, the ledger) lives under this folder name.
+STATE_FOLDER_NAME = ".prefect-sora"
+
+
+@dataclass(frozen=True)
+class SweepScope:
+    """What a sweep may do with a ledger record: records are data, never configuration.
+
+    A record never chooses the server the key goes to: it names a saved block (trusted
+    configuration, the caller loads it) or it is for ``base_url``, the sweep's own server;
+    a record for any other server is skipped and reported, never contacted. Its output
+    must lie inside ``outputs`` (a folder or ``s3://`` prefix) when given; otherwise, for a
+    shared ``s3://`` ledger, inside the ledger's bucket (or the bucket and folder of the
+    saved S3Bucket block the record names: ``block_root``), never a local file on the
+    sweeping worker; a local ledger's records are its owner's own. Never inside the
+    project's state (``.prefect-sora/``).
+    """
+
+    base_url: str
+    ledger: str
+    outputs: str | None = None
+
+    def admit(self, record: PendingVideo, *, block_root: str | None = None) -> None:
+        """Raise :class:`UntrustedRecordError` unless the sweep may deliver ``record``."""
+        if not record.api_block and record.base_url and not _same_server(record.base_url, self.base_url):
+            raise UntrustedRecordError(
+                f"recorded for the server {shown(record.base_url)}; this sweep calls {self.base_url}: "
+                "not contacted (sweep it with that server's settings, or record it with a saved VideosApi block)"
+            )
+        self.check_output(record.output, block_root=block_root)
+
+    def check_output(self, output: str, *, block_root: str | None = None) -> None:
+        if any(ord(char) < 32 for char in output):
+            raise UntrustedRecordError(f"output {shown(output)} holds control characters")
+        try:
+            shape = render_template(output, video_id="video_x", model="m")
+        except InvalidRequestError as error:
+            raise UntrustedRecordError(f"output {shown(output)}: {error}") from None
+        if STATE_FOLDER_NAME in shape.replace("\\", "/").split("/"):
+            raise UntrustedRecordError(f"output {shown(output)} is inside the project's state ({STATE_FOLDER_NAME}/)")
+        roots = [self.outputs] if self.outputs else self._default_roots(block_root)
+        if roots is None:
+            return
+        refusals = []
+        for root in roots:
+            try:
+                check_output_inside(output, root, model="m")
+                return
+            except InvalidRequestError as error:
+                refusals.append(str(error))
+        given = " or ".join(shown(root) for root in roots) if roots else "nothing local"
+        raise UntrustedRecordError(
+            f"output {shown(output)} is outside what this sweep writes ({given}; pass outputs=... to allow it): "
+            + "; ".join(refusals[:1])
+        )
+
+    def _default_roots(self, block_root: str | None) -> list[str] | None:
+        """None: anywhere (a local ledger is its owner's). Else the roots an S3 ledger's records may write in."""
+        if not self.ledger.startswith("s3://"):
+            return None
+        bucket, _ = split_s3_uri(self.ledger)
+        return [f"s3://{bucket}/", *([block_root] if block_root else [])]
+
+
+def _same_server(recorded: str, ours: str) -> bool:
+    return recorded.strip().rstrip("/") == ours.strip().rstrip("/")
 
 
 def sweep_record(record: PendingVideo, ledger: Ledger, deliver: Callable[[PendingVideo], str]) -> Row:
@@ -73,6 +145,8 @@ def sweep_record(record: PendingVideo, ledger: Ledger, deliver: Callable[[Pendin
         checks = "; ".join(f"{name}: {detail}" for name, detail in error.checks.items())
         row.update(outcome="rejected", detail=f"{error.code}: {checks}{kept}", code=error.code)
         row["rejected_uri"] = error.rejected_uri
+    except UntrustedRecordError as error:
+        row.update(outcome="skipped", detail=str(error))  # kept: it may be another sweep's to deliver
     except SoraError as error:
         row.update(outcome="retry", detail=str(error))  # kept: the next sweep tries again
     except Exception as error:
@@ -186,6 +260,10 @@ def _sweep_one(ledger: Ledger, video_id: str, deliver: Callable[[PendingVideo], 
     """The row for one listed record; None when it is gone (another sweep delivered it)."""
     try:
         record = ledger.get(video_id)
+    except ValueError as error:  # not a record, an unsafe id: kept, shown, never acted on
+        detail = f"record not trusted: {error}"
+        name = video_id if is_safe_id(video_id) else shown(video_id)
+        return {"video_id": name, "output": "", "reason": "", "outcome": "skipped", "detail": detail}
     except Exception as error:  # unreadable: kept, and shown, rather than stopping the sweep
         logger.warning("ledger record %s unreadable; kept for the next sweep", video_id, exc_info=True)
         detail = f"record unreadable: {type(error).__name__}: {error}"
@@ -197,7 +275,7 @@ def _sweep_one(ledger: Ledger, video_id: str, deliver: Callable[[PendingVideo], 
 
 def summary(rows: list[Row]) -> str:
     """``2 delivered, 1 still rendering, 0 failed`` — every outcome seen, in a fixed order."""
-    names = {"rendering": "still rendering", "retry": "to retry"}
-    order = ("delivered", "rendering", "retry", "failed", "rejected", "expired", "missing")
+    names = {"rendering": "still rendering", "retry": "to retry", "skipped": "skipped (not this sweep's)"}
+    order = ("delivered", "rendering", "retry", "skipped", "failed", "rejected", "expired", "missing")
     counts = {outcome: sum(1 for row in rows if row["outcome"] == outcome) for outcome in order}
     return ", ".join(f"{count} {names.get(outcome, outcome)}" for outcome, count in counts.items() if count)

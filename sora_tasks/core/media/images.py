@@ -17,6 +17,7 @@ from typing import IO, Literal
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InvalidRequestError
+from ..text import shorten
 from .fit import FITS, Fit
 
 __all__ = ["FITS", "Fit", "PreparedImage", "prepare_image"]
@@ -32,6 +33,9 @@ FORMATS: dict[str, tuple[str, str]] = {
 # Above this many pixels an input is refused: a 200 MP reference is a mistake or an attack.
 MAX_PIXELS = 200_000_000
 MAX_SIDE = 30_000
+# Above this many bytes an input is refused unread: a 24 MP JPEG is about 10 MB, and a
+# PNG's metadata chunks are read whole into memory (a 50 MB eXIf chunk cost 242 MB).
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
@@ -56,7 +60,9 @@ class PreparedImage:
         return (self.filename, self.data, self.mime_type)
 
 
-def read_source_bytes(source: str | Path | bytes | bytearray | IO[bytes]) -> bytes:
+def read_source_bytes(source: str | Path | bytes | bytearray | IO[bytes], limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The image's bytes, never more than ``limit`` of them read (a larger input is refused, naming the limit)."""
+    too_large = f"is larger than the limit of {limit:,} bytes (max_bytes)"
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     elif isinstance(source, (str, Path)):
@@ -64,17 +70,18 @@ def read_source_bytes(source: str | Path | bytes | bytearray | IO[bytes]) -> byt
         if text.startswith("s3://"):
             from ..storage.destinations import read_s3_object
 
-            data = read_s3_object(text)
+            data = read_s3_object(text, limit=limit)  # refuses a larger object by its stated length
         else:
             path = Path(text).expanduser()
             if not path.is_file():
-                raise InvalidRequestError(f"image: no such file: {path}")
+                raise InvalidRequestError(f"image: no such file: {shorten(str(path))}")
             try:
-                data = path.read_bytes()
+                with path.open("rb") as file:
+                    data = file.read(limit + 1)
             except OSError as error:
-                raise InvalidRequestError(f"image: cannot read {path}: {error.strerror}") from error
+                raise InvalidRequestError(f"image: cannot read {shorten(str(path))}: {error.strerror}") from error
     elif hasattr(source, "read"):
-        data = source.read()
+        data = source.read(limit + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise InvalidRequestError("image: file object must be opened in binary mode")
         data = bytes(data)
@@ -84,6 +91,8 @@ def read_source_bytes(source: str | Path | bytes | bytearray | IO[bytes]) -> byt
         )
     if not data:
         raise InvalidRequestError("image is empty (0 bytes)")
+    if len(data) > limit:
+        raise InvalidRequestError(f"image {too_large}")
     return data
 
 
@@ -98,6 +107,22 @@ def _open(data: bytes) -> Image.Image:
         raise InvalidRequestError(f"image is not a readable JPEG/PNG/WebP/...: {error}") from error
     _check_dimensions(image)
     return image
+
+
+def _decode(image: Image.Image, original: bytes | None) -> None:
+    """Decode every pixel of ``image`` (and check a PNG's chunk checksums and end), or refuse it.
+
+    Pillow stops at the last image data it needs, so a PNG cut after its pixels, or with a
+    damaged chunk, still loads; ``verify`` (on a fresh reader: it consumes the file) reads
+    every chunk's CRC and the closing IEND, as a strict server does.
+    """
+    try:
+        image.load()
+        if original is not None and image.format == "PNG":
+            with Image.open(io.BytesIO(original)) as check:
+                check.verify()
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
+        raise InvalidRequestError(f"image could not be decoded (truncated or corrupt): {error}") from error
 
 
 def _check_dimensions(image: Image.Image) -> None:
@@ -153,11 +178,15 @@ def prepare_image(
     output_format: OutputFormat | None = None,
     background: tuple[int, int, int] = (255, 255, 255),
     jpeg_quality: int = 92,
+    max_bytes: int = MAX_IMAGE_BYTES,
 ) -> PreparedImage:
     """Fit ``source`` to ``size`` ("WIDTHxHEIGHT") and encode it for upload.
 
-    An input already at the target size, upright and in a supported format is sent
-    byte for byte, so nothing is re-encoded needlessly.
+    Every input is decoded in full first: a truncated or corrupt image is refused
+    (``InvalidRequestError``) before any request, as are inputs over ``max_bytes`` (read
+    no further than that) or ``MAX_PIXELS``. An input already at the target size,
+    upright and in a supported format is then sent byte for byte, so nothing is
+    re-encoded needlessly.
     """
     if fit not in FITS:
         raise InvalidRequestError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
@@ -170,7 +199,7 @@ def prepare_image(
         _check_dimensions(source)
         image, original, source_format = source, None, None
     else:
-        original = read_source_bytes(source)
+        original = read_source_bytes(source, max_bytes)
         image = _open(original)
         source_format = image.format
 
@@ -183,6 +212,9 @@ def prepare_image(
         and orientation == 1
         and image.mode in ("RGB", "L")
     ):
+        # Sent as it is, but only once every pixel decoded: a truncated file looks fine
+        # in its header, and the server would refuse it after "nothing sent" was said.
+        _decode(image, original)
         mime, extension = FORMATS[wanted_format]
         return PreparedImage(original, mime, f"reference.{extension}", width, height, unchanged=True)
 
@@ -191,11 +223,11 @@ def prepare_image(
         # a fraction of a full decode, and the result is still >= the target size.
         upright_target = (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else target
         image.draft("RGB", upright_target)
+    _decode(image, original)
     try:
-        image.load()
         image = ImageOps.exif_transpose(image) or image
         image = _to_rgb(image, background)
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt pixel data
+    except (OSError, SyntaxError, ValueError) as error:  # corrupt pixel data
         raise InvalidRequestError(f"image could not be decoded: {error}") from error
     fitted = _fit(image, target, fit, background)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, InvalidRequestError, StorageError, TransientError
+from ..text import first_control, shorten, shown
 
 # boto3 clients are built at run time; without stubs they are typed as Any.
 S3Client = Any
@@ -29,6 +30,11 @@ TEMPLATE_FIELDS = ("video_id", "date", "model")
 _BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
+# S3 keeps a key to 1024 bytes; file systems a name to 255 and a path to 4096 (Linux's
+# PATH_MAX). Longer fails only when the file is written: after the video was paid for.
+MAX_KEY_BYTES = 1024
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,49 @@ def render_template(template: str, *, video_id: str, model: str, when: dt.dateti
             f"output template field(s) {unknown} are not known; allowed: {', '.join(TEMPLATE_FIELDS)}"
         )
     when = when or dt.datetime.now(dt.timezone.utc)
-    return template.format(video_id=video_id, model=model, date=when.strftime("%Y-%m-%d"))
+    return template.format(
+        video_id=_component(video_id, "video_id"), model=_component(model, "model"), date=when.strftime("%Y-%m-%d")
+    )
+
+
+def _component(value: str, field: str) -> str:
+    """A server's id or model as one path component: ``/`` becomes ``_``; anything that could
+    climb out of the folder (``..``, a backslash, control characters) is refused.
+
+    The client checks ids and models where a server answers (see :mod:`..ids`); this is the
+    last line before a path is made of them.
+    """
+    if not value or ".." in value or "\\" in value or any(ord(char) < 32 for char in value):
+        raise InvalidRequestError(
+            f"{field} {shown(value)} cannot name a file: it is empty or holds '..' or control characters"
+        )
+    return value.replace("/", "_")
+
+
+def check_path_text(text: str, what: str) -> str:
+    """Refuse a path or key with a control character: a NUL fails the write after the job was
+    paid, and a newline splits a log line and the one line of stdout that is the URI."""
+    index = first_control(text)
+    if index is not None:
+        raise InvalidRequestError(
+            f"{what} must not contain control characters (NUL, newlines, ...): U+{ord(text[index]):04X} "
+            f"at character {index} of {shown(text)}"
+        )
+    return text
+
+
+def _check_local_lengths(path: str, what: str) -> None:
+    names = [name for name in path.split(os.sep) if name]
+    longest = max(names, key=lambda name: len(name.encode()), default="")
+    if len(longest.encode()) > MAX_NAME_BYTES:
+        raise InvalidRequestError(
+            f"{what}: the name {shorten(longest, 60)!r} is {len(longest.encode()):,} bytes; "
+            f"file systems allow {MAX_NAME_BYTES}"
+        )
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise InvalidRequestError(
+            f"{what} is {len(path.encode()):,} bytes long ({shown(path, 60)}); paths may have {MAX_PATH_BYTES}"
+        )
 
 
 def check_key(key: str, uri: str) -> str:
@@ -87,8 +135,11 @@ def check_key(key: str, uri: str) -> str:
         raise InvalidRequestError(f"S3 key must be relative, got absolute key {key!r}")
     if any(part in ("..", ".") for part in key.split("/")):
         raise InvalidRequestError(f"S3 key must not contain '.' or '..' segments, got {key!r}")
-    if any(ord(char) < 32 for char in key):
-        raise InvalidRequestError(f"S3 key must not contain control characters, got {key!r}")
+    check_path_text(key, "S3 key")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidRequestError(
+            f"S3 key is {len(key.encode()):,} bytes long ({shown(key, 60)}); S3 allows {MAX_KEY_BYTES}"
+        )
     return key
 
 
@@ -102,16 +153,26 @@ def resolve_destination(output: str | Path, *, video_id: str, model: str) -> Des
         split_s3_uri(text)  # the bucket is checked before any template is filled
         if text.endswith("/"):
             text += "{video_id}.mp4"
-    elif text.endswith("/") or Path(text).expanduser().is_dir():
+    elif text.endswith("/") or _is_folder(text):
         text = text.rstrip("/") + "/{video_id}.mp4"
     rendered = render_template(text, video_id=video_id, model=model)
     if rendered.startswith("s3://"):
         bucket, key = split_s3_uri(rendered)
         return Destination(uri=f"s3://{bucket}/{check_key(key, rendered)}", bucket=bucket, key=key)
     if "://" in rendered:
-        raise InvalidRequestError(f"output must be a local path or s3://bucket/key, got {rendered!r}")
+        raise InvalidRequestError(f"output must be a local path or s3://bucket/key, got {shown(rendered)}")
+    check_path_text(rendered, "output")
     path = Path(rendered).expanduser().absolute()
+    _check_local_lengths(str(path), "output")
     return Destination(uri=str(path), path=path)
+
+
+def _is_folder(text: str) -> bool:
+    """An existing directory; a name the system cannot even look up (too long, a NUL) is none."""
+    try:
+        return Path(text).expanduser().is_dir()
+    except (OSError, ValueError):
+        return False  # refused, with the reason, once the template is filled
 
 
 def exact_destination(uri: str) -> Destination:
@@ -124,6 +185,8 @@ def exact_destination(uri: str) -> Destination:
 
 
 PREVIEW_EXTENSIONS = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}
+# The previews fetched beside every video, in this order.
+PREVIEW_VARIANTS = ("thumbnail", "spritesheet")
 
 
 def variant_output(output: str, variant: str, content_type: str) -> str:
@@ -134,6 +197,12 @@ def variant_output(output: str, variant: str, content_type: str) -> str:
     suffix = Path(output).suffix
     stem = output[: -len(suffix)] if suffix else output
     return f"{stem}.{variant}{extension}"
+
+
+def preview_outputs(output: str) -> list[tuple[str, str]]:
+    """(variant, name) for every name a preview of ``output`` may take: each extension a server may answer."""
+    kinds = [*PREVIEW_EXTENSIONS, "unknown/type"]  # an unknown type is stored as .img
+    return [(variant, variant_output(output, variant, kind)) for variant in PREVIEW_VARIANTS for kind in kinds]
 
 
 # SigV4 presigned URLs live at most seven days (and no longer than the credentials that signed them).
@@ -229,14 +298,25 @@ def check_bucket(bucket: str, client: S3Client | None = None) -> None:
         # 403: the role may write objects without being allowed HeadBucket; try the upload.
 
 
-def read_s3_object(uri: str, client: S3Client | None = None) -> bytes:
+def read_s3_object(uri: str, client: S3Client | None = None, *, limit: int | None = None) -> bytes:
+    """The object's bytes; with ``limit``, an object larger than that is refused without reading it whole."""
     from botocore.exceptions import ClientError, NoCredentialsError
 
     bucket, key = split_s3_uri(uri)
     check_key(key, uri)
     client = client or s3_client()
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+        answer = client.get_object(Bucket=bucket, Key=key)
+        body = answer["Body"]
+        if limit is None:
+            return body.read()  # type: ignore[no-any-return]
+        # The length S3 states, then what is read: never more than one byte past the limit.
+        stated = int(answer.get("ContentLength") or 0)
+        data: bytes = b"" if stated > limit else body.read(limit + 1)
+        body.close()
+        if stated > limit or len(data) > limit:
+            raise InvalidRequestError(f"{uri} is {max(stated, len(data)):,} bytes; the limit is {limit:,} bytes")
+        return data
     except NoCredentialsError as error:
         raise ConfigurationError(f"no AWS credentials to read {uri}: configure boto3's credential chain") from error
     except ClientError as error:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
+from ..ids import ID_RULE, is_safe_id, path_component
+from ..text import shown
 from .destinations import S3Client
 from .records import RecordStore, sora_home
 
@@ -87,8 +89,17 @@ class PendingVideo:
 
     @classmethod
     def from_json(cls, text: str) -> PendingVideo:
-        data = json.loads(text)
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+        """A record as written; ``ValueError`` for one that is not a record or names an unsafe id."""
+        try:
+            data = json.loads(text)
+            record = cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"not a ledger record: {shown(str(error))}") from error
+        if not is_safe_id(record.video_id):
+            raise ValueError(f"the record's video_id {shown(record.video_id)} is not an id ({ID_RULE})")
+        if not isinstance(record.output, str) or not record.output:
+            raise ValueError(f"the record of {record.video_id} has no output")
+        return record
 
 
 class Ledger:
@@ -107,22 +118,30 @@ class Ledger:
         """Record a job; a relative output path is made absolute, as a sweep may run elsewhere."""
         if "://" not in record.output:
             record = replace(record, output=os.path.abspath(os.path.expanduser(record.output)))
-        self._store.put(record.video_id, record.to_json())
+        self._store.put(path_component(record.video_id), record.to_json())
 
     def remove(self, video_id: str) -> bool:
         """Forget a record; True if there was one."""
-        if self._store.get(video_id) is None:
+        if self._store.get(path_component(video_id)) is None:
             return False
-        self._store.delete(video_id)
+        self._store.delete(path_component(video_id))
         return True
 
     def forget(self, video_id: str) -> None:
         """Forget a record without looking first (a sweep that just read it): one request, no error if gone."""
-        self._store.delete(video_id)
+        self._store.delete(path_component(video_id))
 
     def get(self, video_id: str) -> PendingVideo | None:
-        text = self._store.get(video_id)
-        return PendingVideo.from_json(text) if text is not None else None
+        """The record of ``video_id`` (or of the record name a listing gave); ``ValueError`` when it
+        cannot be trusted: not a record, an unsafe id, or filed under another video's name."""
+        name = path_component(video_id)
+        text = self._store.get(name)
+        if text is None:
+            return None
+        record = PendingVideo.from_json(text)
+        if path_component(record.video_id) != name:
+            raise ValueError(f"the record named {shown(name)} is for another video, {shown(record.video_id)}")
+        return record
 
     def video_ids(self) -> Iterator[str]:
         """Every recorded video id, listed as it is consumed (S3 a page at a time), in listing order."""

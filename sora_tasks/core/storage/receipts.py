@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..ids import is_safe_id
+from ..text import shown
+from .claims import Claims
 from .destinations import S3Client
 from .records import RecordStore, sora_home
+
+logger = logging.getLogger("sora_tasks")
 
 STATE_FOLDER = ".prefect-sora/receipts"
 
@@ -82,13 +88,44 @@ class Receipts:
         self.location = location or default_location()
         self.is_local = not self.location.startswith("s3://")
         self._store = RecordStore(self.location, client, what="receipts")
+        self._client = client
+        self._claims: Claims | None = None
 
     def __repr__(self) -> str:
         return f"Receipts({self.location!r})"
 
     def find(self, key: str) -> Receipt | None:
+        """The receipt under ``key``; None when there is none, or when it cannot be trusted.
+
+        A receipt is data another machine wrote: one that does not parse, is filed under
+        another key, or names a video id that breaks the id rule is ignored (with a warning),
+        never followed; its request is then made as if it had none.
+        """
         text = self._store.get(key)
-        return Receipt.from_json(text) if text is not None else None
+        if text is None:
+            return None
+        try:
+            receipt = Receipt.from_json(text)
+        except (ValueError, TypeError) as error:
+            logger.warning("receipt %s in %s is unreadable, ignored: %s", key, self.location, shown(str(error)))
+            return None
+        if receipt.key != key or not is_safe_id(receipt.video_id):
+            logger.warning(
+                "receipt %s in %s names %s under key %s: ignored",
+                key,
+                self.location,
+                shown(receipt.video_id),
+                shown(receipt.key),
+            )
+            return None
+        return receipt
+
+    @property
+    def claims(self) -> Claims:
+        """The claims beside these receipts (see :mod:`.claims`): who may pay for a request."""
+        if self._claims is None:
+            self._claims = Claims(self.location, self._client)
+        return self._claims
 
     def record(self, receipt: Receipt) -> None:
         self._store.put(receipt.key, receipt.to_json())

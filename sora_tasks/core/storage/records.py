@@ -68,6 +68,42 @@ class RecordStore:
                 ContentType="application/json",
             )
 
+    def put_new(self, name: str, text: str) -> bool:
+        """Write a record only if none of that name exists; False when one does (someone else's).
+
+        S3: a conditional put (``If-None-Match: *``); a folder: the record is written beside,
+        then hard-linked into place, which fails if the name exists. Either way exactly one
+        of several writers racing for a name wins, and a reader never sees half a record.
+        """
+        if self._folder is not None:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            partial = self._folder / f".{name}.{uuid.uuid4().hex}.part"
+            partial.write_text(text, encoding="utf-8")
+            try:
+                os.link(partial, self._folder / f"{name}{SUFFIX}")
+            except FileExistsError:
+                return False
+            finally:
+                partial.unlink(missing_ok=True)
+            return True
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.put_object(
+                Bucket=self._bucket,
+                Key=f"{self._prefix}{name}{SUFFIX}",
+                Body=text.encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            # 412: it exists. 409: another conditional write of that name is in flight (S3 says
+            # retry; whoever's lands holds it, so this writer has lost either way).
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def get(self, name: str) -> str | None:
         if self._folder is not None:
             try:
