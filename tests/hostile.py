@@ -21,16 +21,19 @@ import av
 import numpy as np
 
 
-def real_mp4(seconds: float = 1.0, size: tuple[int, int] = (64, 48), fps: int = 12) -> bytes:
-    """A small, real H.264 MP4 (moving noise) made with PyAV."""
+def real_mp4(seconds: float = 4.0, size: tuple[int, int] = (1280, 720), fps: int = 24) -> bytes:
+    """A real H.264 MP4 (a gradient moving across the picture: cheap to encode, never frozen or black)
+    made with PyAV, as long and as large as the server's answers say its jobs are."""
     out = io.BytesIO()
+    ramp = np.linspace(40, 220, size[0], dtype=np.float32)
     with av.open(out, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        rng = np.random.default_rng(0)
-        for _ in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+        for index in range(int(seconds * fps)):
+            row = np.roll(ramp, index * 16).astype(np.uint8)
+            picture = np.broadcast_to(row[None, :, None], (size[1], size[0], 3)).copy()
+            frame = av.VideoFrame.from_ndarray(picture)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -271,13 +271,13 @@ def test_pending_never_delivers_a_rejected_video(odd: OddVideos, tmp_path: Path)
     assert submitted.returncode == 0, submitted.stderr
     video_id = submitted.stdout.strip()
     assert Ledger(str(tmp_path / "ledger")).get(video_id).quality == "fail"  # type: ignore[union-attr]
-    swept = sora_video("pending", "--local", env=env)
+    swept = sora_video("pending", "--local", "--base-url", odd.url, env=env)
     assert swept.returncode == 1, swept.stderr
     assert f"{video_id}\trejected\tquality_duration: duration: 2.00 s" in swept.stdout
     assert f"kept at {tmp_path / f'later.{video_id}.rejected.mp4'}" in swept.stdout
     assert not output.exists() and (tmp_path / f"later.{video_id}.rejected.mp4").exists()
     # The record is gone: no later sweep delivers it as if it were good.
-    again = sora_video("pending", "--local", env=env)
+    again = sora_video("pending", "--local", "--base-url", odd.url, env=env)
     assert again.returncode == 0 and "nothing pending" in again.stderr and not output.exists()
 
 
