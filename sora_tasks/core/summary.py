@@ -240,3 +240,45 @@ def batch_markdown(
         lines += ["", "**Errors**", ""]
         lines += [f"- row {_cell(row['row'])}: {_cell(row['error'])}" for row in failed]
     return "\n".join(lines) + "\n"
+
+
+# Markdown's punctuation: text from elsewhere (a prompt, a reviewer's note) is shown as written, never as markup.
+_MARKUP = re.compile(r"([\\`*_\[\]()!<>#|~])")
+
+
+def plain(text: Any) -> str:
+    """``text`` as literal markdown: one line, its punctuation escaped (no link, image or HTML from it)."""
+    return _MARKUP.sub(r"\\\1", str(text).replace("\r", " ").replace("\n", " "))
+
+
+def takes_markdown(
+    takes: Iterable[Mapping[str, Any]],
+    *,
+    title: str,
+    images: Mapping[int, str | None],
+    frames: Mapping[int, str | None] | None = None,
+    intro: Iterable[str] = (),
+) -> str:
+    """A review's takes at a glance: one row a take with its thumbnail, length, video id and how it was made.
+
+    ``takes`` have a :class:`~sora_tasks.core.jobs.review.Take`'s fields; ``images`` maps a take's
+    number to what a browser loads for its thumbnail (a presigned URL, a ``data:`` URL); ``frames``
+    to its spritesheet's. ``intro``: paragraphs above the table (what to do, the decision).
+    """
+    lines = [f"## {title}", ""]
+    for paragraph in intro:
+        lines += [paragraph, ""]
+    lines += ["| take | thumbnail | length | video id | made |", "|---|---|---|---|---|"]
+    for take in takes:
+        number = int(take["number"])
+        image = images.get(number)
+        thumbnail = f"![take {number}]({image})" if image else "*no thumbnail*"
+        sheet = (frames or {}).get(number)
+        if sheet:
+            thumbnail += f" [frames]({sheet})"
+        made = "take" if take.get("remix_of") is None else f"remix of take {take['remix_of']}: {plain(take['prompt'])}"
+        if take.get("how") not in (None, "created"):
+            made += f" ({_cell(take['how'])})"
+        length = f"{_cell(take.get('duration') or '?')} s, {_cell(take.get('resolution') or '')}"
+        lines.append(f"| **{number}** | {thumbnail} | {length} | `{_cell(take['video_id'])}` | {made} |")
+    return "\n".join(lines) + "\n"
