@@ -30,6 +30,7 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
@@ -65,6 +66,13 @@ DEADLINE_GRACE = 300
 DEADLINE_DEPLOYMENT = "expire-review/review-timeout"
 
 
+# The takes' task runs run side by side in the flow's thread pool, where Prefect cannot enforce a
+# task's timeout (it warns about each): the steps inside them run without one, and the wait is
+# bounded by the API block's max_wait as everywhere.
+create = create_video.with_options(timeout_seconds=None)
+waiter = wait_for_video.with_options(timeout_seconds=None)
+
+
 @task(name="make-take", task_run_name="take-{number}", cache_policy=NO_CACHE)
 def make_take(
     number: int,
@@ -75,16 +83,14 @@ def make_take(
     receipts_at: str,
     output: str,
     bucket: S3Bucket | None = None,
-    previews: bool = True,
 ) -> Take:
     """Take ``number`` of ``request``: its own paid job (followed if a receipt names it), rendered, previewed."""
     take_id = take_request_id(request_id, number)
     receipts = Receipts(receipts_at, bucket_client(bucket))
     key = job_key(settings.client().base_url, request, image, take_id)
     earlier = receipts.find(key)
-    waiter = wait_for_video.with_options(timeout_seconds=settings.max_wait + 120)
     with rendering_slot(settings):
-        video_id = create_video(request, settings, image, take_id, receipts_at, bucket)
+        video_id = create(request, settings, image, take_id, receipts_at, bucket)
         how = "created" if earlier is None else "resumed" if earlier.video_id == video_id else "recreated"
         try:
             rendered = waiter(video_id, settings, progress_artifact=False)
@@ -94,10 +100,10 @@ def make_take(
             # A receipted job the server no longer knows (deleted, expired): pay for a fresh take.
             get_run_logger().warning("take %d: %s is gone from the server; making it again", number, video_id)
             receipts.forget(key)
-            video_id, how = create_video(request, settings, image, take_id, receipts_at, bucket), "recreated"
+            video_id, how = create(request, settings, image, take_id, receipts_at, bucket), "recreated"
             rendered = waiter(video_id, settings, progress_artifact=False)
     take = Take(number, video_id, key, request.prompt, request.model, request.seconds, request.size, how)
-    return _previewed(take, rendered, settings, output, bucket, previews)
+    return _previewed(take, rendered, settings, output, bucket)
 
 
 @task(name="remix-take", task_run_name="take-{number}", cache_policy=NO_CACHE)
@@ -111,23 +117,23 @@ def remix_take(
     receipts_at: str,
     output: str,
     bucket: S3Bucket | None = None,
-    previews: bool = True,
 ) -> Take:
     """Take ``number``: ``source`` remixed per ``note`` (one paid job, receipted under the round's request id)."""
     request = DerivedRequest.build("remix", note, source.video_id)
     remix_id = remix_request_id(request_id, round_number)
     key = job_key(settings.client().base_url, request, request_id=remix_id)
     with rendering_slot(settings):
-        job = derive_video(request, settings, remix_id, receipts_at, bucket)
-        waiter = wait_for_video.with_options(timeout_seconds=settings.max_wait + 120)
+        job = derive_video.with_options(timeout_seconds=None)(request, settings, remix_id, receipts_at, bucket)
         rendered = waiter(job.video_id, settings, progress_artifact=False)
     take = Take(number, job.video_id, key, note, job.model, job.seconds, job.size, job.how, remix_of=source.number)
-    return _previewed(take, rendered, settings, output, bucket, previews)
+    return _previewed(take, rendered, settings, output, bucket)
 
 
 def _previewed(
-    take: Take, rendered: dict[str, Any], settings: ApiSettings, output: str, bucket: S3Bucket | None, previews: bool
+    take: Take, rendered: dict[str, Any], settings: ApiSettings, output: str, bucket: S3Bucket | None
 ) -> Take:
+    """The take as rendered, with its previews in the takes folder: how a person judges it, so they are
+    made whatever the review's ``previews`` (the delivered pick's) says."""
     model = str(rendered.get("model") or take.model)
     take = Take(
         take.number,
@@ -141,9 +147,8 @@ def _previewed(
         take.remix_of,
         expires_at=rendered.get("expires_at"),
     )
-    if not previews:
-        return take
-    stored = deliver_previews(take.video_id, preview_base(output, take.video_id, model), model, settings, bucket)
+    previewer = deliver_previews.with_options(timeout_seconds=None)
+    stored = previewer(take.video_id, preview_base(output, take.video_id, model), model, settings, bucket)
     return Take(
         **{**take.to_dict(), "thumbnail_uri": stored.get("thumbnail"), "spritesheet_uri": stored.get("spritesheet")}
     )
@@ -271,7 +276,7 @@ def schedule_deadline(run_id: str, key: str, seconds: float) -> bool:
                 deployment.id,
                 parameters={"flow_run_id": run_id, "key": key},
                 state=Scheduled(scheduled_time=at),
-                idempotency_key=f"sora-review-deadline-{run_id}-{key}",
+                idempotency_key=deadline_key(run_id, key),
             )
     except Exception as error:
         get_run_logger().warning(
@@ -282,6 +287,34 @@ def schedule_deadline(run_id: str, key: str, seconds: float) -> bool:
         )
         return False
     return True
+
+
+def deadline_key(run_id: str, key: str) -> str:
+    return f"sora-review-deadline-{run_id}-{key}"
+
+
+def cancel_deadline(run_id: str, key: str) -> None:
+    """The wait at ``key`` was answered: its scheduled deadline run goes (best effort; it would find
+    the run decided and do nothing)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterIdempotencyKey,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    idempotency_key=FlowRunFilterIdempotencyKey(any_=[deadline_key(run_id, key)]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                )
+            )
+            for run in found:
+                client.delete_flow_run(run.id)
+    except Exception as error:
+        logger.debug("deadline run of %s at %s not removed: %s", run_id, key, error)
 
 
 def wait_for_decision(form: type[ReviewForm], description: str, *, key: str, timeout: float) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from prefect.client.schemas.objects import State
+
 from ..blocks import VideosApi
 from ..core.jobs import progress as feed
 from ..core.spec import VideoSpec
@@ -151,3 +153,38 @@ def character(args: argparse.Namespace, target: Target) -> str:
     else:
         found = create_character(args.name, args.video, api=api_parameter(target))
     return json.dumps(found, indent=2)
+
+
+def takes(args: argparse.Namespace, target: Target, spec: VideoSpec, *, interactive: bool) -> tuple[str | None, str]:
+    """``takes`` as a ``review-video`` flow run, paused while it waits: the answer comes from this terminal
+    (it resumes the run) or from the Prefect UI, whichever is first."""
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    from sora_tasks.flows.review import review_video
+
+    from .takes import answering
+
+    def resume(flow_run_id: str, answer: dict[str, Any]) -> bool:
+        try:
+            resume_flow_run(UUID(flow_run_id), run_input=answer)
+        except Exception:  # not paused any more: decided in the UI, or the deadline passed
+            return False
+        return True
+
+    with answering(interactive=interactive, open_them=args.open, resume=resume):
+        result = review_video(
+            spec,
+            takes=args.takes,
+            output=args.output,
+            api=api_parameter(target),
+            destination=args.destination_block,
+            timeout=int(args.timeout),
+            on_timeout=args.on_timeout,
+            max_rounds=args.max_rounds,
+            previews=args.previews,
+            ledger=args.ledger,
+        )
+    assert not isinstance(result, State)
+    return (result.video.uri if result.video else None), result.message

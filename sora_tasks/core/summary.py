@@ -268,7 +268,8 @@ def takes_markdown(
     lines = [f"## {title}", ""]
     for paragraph in intro:
         lines += [paragraph, ""]
-    lines += ["| take | thumbnail | length | video id | made |", "|---|---|---|---|---|"]
+    # Three columns: the form's dialog is narrow, and the thumbnail is what a person looks at.
+    lines += ["| take | thumbnail | length, video id, made |", "|---|---|---|"]
     for take in takes:
         number = int(take["number"])
         image = images.get(number)
@@ -280,5 +281,5 @@ def takes_markdown(
         if take.get("how") not in (None, "created"):
             made += f" ({_cell(take['how'])})"
         length = f"{_cell(take.get('duration') or '?')} s, {_cell(take.get('resolution') or '')}"
-        lines.append(f"| **{number}** | {thumbnail} | {length} | `{_cell(take['video_id'])}` | {made} |")
+        lines.append(f"| **{number}** | {thumbnail} | {length} · {made} · `{_cell(take['video_id'])}` |")
     return "\n".join(lines) + "\n"

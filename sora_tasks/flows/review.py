@@ -39,6 +39,7 @@ from sora_tasks.core.storage.receipts import default_location as default_receipt
 from sora_tasks.core.summary import plain, takes_markdown
 from sora_tasks.review_tasks import answered_before as answered
 from sora_tasks.review_tasks import (
+    cancel_deadline,
     decision_form,
     delete_takes,
     emit_review_event,
@@ -153,7 +154,6 @@ def review_video(
             it.receipts_at,
             it.delivery.output,
             it.delivery.bucket,
-            previews,
         )
         for n in range(1, takes + 1)
     ]
@@ -178,7 +178,6 @@ def review_video(
                     it.receipts_at,
                     it.delivery.output,
                     it.delivery.bucket,
-                    previews,
                 )
             )
         round_number += 1
@@ -237,6 +236,8 @@ def _ask(it: _Review, takes: list[Take], round_number: int, remixes_left: int, p
             problem=decision.problem or None,
         )
         review.publish(review.Decided(run_id, round_number, decision))
+        if from_a_deployment() and decision.by == "person":
+            cancel_deadline(run_id, key)
         get_run_logger().info("round %d decided: %s", round_number, decision.describe())
     return decision
 

@@ -348,7 +348,7 @@ class TakeJobs:
     output: str
     receipts: Receipts
     s3: S3Client | None = None
-    previews: bool = True
+    previews: bool = True  # the delivered pick's previews, beside it (the takes always have theirs)
     max_wait: float = 1200.0
     poll_interval: float = 5.0
     on_progress: ProgressCallback | None = None
@@ -371,8 +371,7 @@ class TakeJobs:
             resolution=str(video.size),
             expires_at=video.expires_at,
         )
-        if not self.previews:
-            return take
+        # A take's previews are how a person judges it: made whatever ``previews`` says of the delivery.
         stored = pipeline.deliver_previews(
             self.client,
             take.video_id,
