@@ -68,9 +68,11 @@ DEADLINE_DEPLOYMENT = "expire-review/review-timeout"
 
 # The takes' task runs run side by side in the flow's thread pool, where Prefect cannot enforce a
 # task's timeout (it warns about each): the steps inside them run without one, and the wait is
-# bounded by the API block's max_wait as everywhere.
-create = create_video.with_options(timeout_seconds=None)
-waiter = wait_for_video.with_options(timeout_seconds=None)
+# bounded by the API block's max_wait as everywhere. (with_options keeps a task's timeout when given
+# None; 0 is how a Task is built with none.)
+NO_TIMEOUT = 0
+create = create_video.with_options(timeout_seconds=NO_TIMEOUT)
+waiter = wait_for_video.with_options(timeout_seconds=NO_TIMEOUT)
 
 
 @task(name="make-take", task_run_name="take-{number}", cache_policy=NO_CACHE)
@@ -123,7 +125,7 @@ def remix_take(
     remix_id = remix_request_id(request_id, round_number)
     key = job_key(settings.client().base_url, request, request_id=remix_id)
     with rendering_slot(settings):
-        job = derive_video.with_options(timeout_seconds=None)(request, settings, remix_id, receipts_at, bucket)
+        job = derive_video.with_options(timeout_seconds=NO_TIMEOUT)(request, settings, remix_id, receipts_at, bucket)
         rendered = waiter(job.video_id, settings, progress_artifact=False)
     take = Take(number, job.video_id, key, note, job.model, job.seconds, job.size, job.how, remix_of=source.number)
     return _previewed(take, rendered, settings, output, bucket)
@@ -147,7 +149,7 @@ def _previewed(
         take.remix_of,
         expires_at=rendered.get("expires_at"),
     )
-    previewer = deliver_previews.with_options(timeout_seconds=None)
+    previewer = deliver_previews.with_options(timeout_seconds=NO_TIMEOUT)
     stored = previewer(take.video_id, preview_base(output, take.video_id, model), model, settings, bucket)
     return Take(
         **{**take.to_dict(), "thumbnail_uri": stored.get("thumbnail"), "spritesheet_uri": stored.get("spritesheet")}

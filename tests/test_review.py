@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
@@ -143,7 +142,10 @@ def review_events(api_url: str, run_id: str, wanted: dict[str, int]) -> dict[str
 
 def keyed(api_url: str, key: str) -> list[dict[str, Any]]:
     return prefect_api(  # type: ignore[no-any-return]
-        "POST", "/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"}, api_url=api_url
+        "POST",
+        "/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"},
+        api_url=api_url,
     )
 
 
@@ -228,3 +230,323 @@ def test_an_adhoc_review_pauses_with_a_form_and_resuming_with_take_2_delivers_it
     assert again["state"] == "COMPLETED" and again["result"]["how"] == "already decided", again
     assert again["result"]["video"]["video_id"] == take_2 and again["result"]["video"]["how"] == "already delivered"
     assert emulator.state.jobs_created == 3 and emulator.state.count("delete") == 2
+
+
+def test_a_remix_round_makes_a_fourth_take_and_asks_again(start, emulator, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    api_url = env["PREFECT_API_URL"]
+    review = start(max_rounds=1)
+    run = review.paused()
+    resume(api_url, run["id"], {"remix_of": 2, "note": "The same walk, at golden hour"})
+    run = review.paused(round_number=2)
+    assert emulator.state.jobs_created == 4 and emulator.state.jobs_created_by("remix") == 1
+    schema, description = form(api_url, run)
+    # Round 2: four takes, and no remix round left, so the form has no remix fields.
+    assert list(schema["properties"]) == ["take", "reject"] and schema["properties"]["take"]["maximum"] == 4
+    assert len(re.findall(r"!\[take \d\]\(data:", description)) == 4
+    assert "remix of take 2: The same walk, at golden hour" in description
+    # An answer the form allows but that says nothing is asked again, not guessed.
+    resume(api_url, run["id"], {"take": 0, "reject": False})
+    run = review.paused(round_number=3)
+    _, description = form(api_url, run)
+    assert "The last answer was unclear: nothing was chosen" in description
+    resume(api_url, run["id"], {"take": 4})
+    outcome = review.outcome()
+    assert outcome["state"] == "COMPLETED", outcome
+    result = outcome["result"]
+    remix = result["takes"][3]
+    assert (remix["remix_of"], remix["prompt"], result["take"]) == (2, "The same walk, at golden hour", 4)
+    assert result["video"]["video_id"] == remix["video_id"] and result["rounds"] == 3
+    assert [job.id for job in emulator.state.listing()] == [remix["video_id"]]  # the three first takes deleted
+    assert emulator.state.jobs_created == 4
+    decided = review_events(api_url, run["id"], {"sora.review.decided": 3})["sora.review.decided"]
+    assert sorted(event["payload"]["decision"] for event in decided) == ["remix", "take", "unclear"]
+
+
+def test_reject_delivers_nothing_deletes_every_take_and_says_so(  # type: ignore[no-untyped-def]
+    start, emulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    review = start()
+    run = review.paused()
+    resume(env["PREFECT_API_URL"], run["id"], {"reject": True})
+    outcome = review.outcome()
+    assert (outcome["state"], outcome["name"]) == ("COMPLETED", "Rejected"), outcome
+    assert outcome["message"] == "every take rejected: nothing delivered; 3 takes deleted at the provider"
+    assert outcome["result"]["video"] is None and len(outcome["result"]["deleted"]) == 3
+    assert emulator.state.listing() == [] and not (tmp_path / "out" / "pick.mp4").exists()
+    server = prefect_api("GET", f"/flow_runs/{run['id']}", api_url=env["PREFECT_API_URL"])
+    assert (server["state"]["name"], server["state"]["message"]) == ("Rejected", outcome["message"])
+
+
+@pytest.mark.parametrize("on_timeout", ["reject", "first"])
+def test_no_decision_in_time(start, emulator, env: dict[str, str], tmp_path: Path, on_timeout: str) -> None:  # type: ignore[no-untyped-def]
+    review = start(timeout=4, on_timeout=on_timeout)
+    run = review.paused()
+    outcome = review.outcome()  # nobody answers
+    server = prefect_api("GET", f"/flow_runs/{run['id']}", api_url=env["PREFECT_API_URL"])
+    decided = review_events(env["PREFECT_API_URL"], run["id"], {"sora.review.decided": 1})["sora.review.decided"]
+    assert decided[0]["payload"]["by"] == "timeout"
+    assert emulator.state.jobs_created == 3
+    if on_timeout == "reject":
+        assert outcome["state"] == "FAILED", outcome
+        message = "no decision within 4 s: nothing delivered; 3 takes deleted at the provider"
+        assert outcome["error"] == f"ReviewTimeoutError: {message}"
+        assert server["state"]["type"] == "FAILED" and message in server["state"]["message"]
+        assert emulator.state.listing() == [] and not (tmp_path / "out" / "pick.mp4").exists()
+    else:
+        assert outcome["state"] == "COMPLETED", outcome
+        result = outcome["result"]
+        assert (result["decision"], result["take"], result["by"]) == ("timeout", 1, "timeout")
+        assert result["message"].startswith("no decision within 4 s, so take 1")
+        assert [job.id for job in emulator.state.listing()] == [result["takes"][0]["video_id"]]
+        assert probe_mp4((tmp_path / "out" / "pick.mp4").read_bytes()).frames == 96
+
+
+def test_a_rerun_after_a_crash_while_waiting_pays_nothing_again(  # type: ignore[no-untyped-def]
+    start, emulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    api_url = env["PREFECT_API_URL"]
+    crashed = start()
+    first = crashed.paused()
+    jobs = sorted(job.id for job in emulator.state.listing())
+    crashed.kill()  # the process dies while it waits: Prefect OSS leaves the run Paused
+    assert prefect_api("GET", f"/flow_runs/{first['id']}", api_url=api_url)["state"]["type"] == "PAUSED"
+
+    rerun = start()
+    run = rerun.paused()
+    assert run["id"] != first["id"] and emulator.state.jobs_created == 3  # the same takes, followed
+    _, description = form(api_url, run)
+    assert all(video_id in description for video_id in jobs) and description.count("(resumed)") == 3
+    resume(api_url, run["id"], {"take": 3})
+    outcome = rerun.outcome()
+    assert outcome["state"] == "COMPLETED", outcome
+    result = outcome["result"]
+    assert [take["how"] for take in result["takes"]] == ["resumed"] * 3
+    assert sorted(take["video_id"] for take in result["takes"]) == jobs
+    assert emulator.state.jobs_created == 3 and len(emulator.state.listing()) == 1
+    assert probe_mp4((tmp_path / "out" / "pick.mp4").read_bytes()).frames == 96
+
+
+def flow_run_processes(flow_run_id: str) -> list[int]:
+    """Processes on this machine that run this flow run (a worker gives its run's process its id)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ.split(b"\0"):
+            found.append(int(proc.name))
+    return found
+
+
+def work_once(env: dict[str, str]) -> str:
+    """A process worker that runs what is due now, then exits; returns its log."""
+    done = subprocess.run(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "sora", "--run-once"],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return done.stdout + done.stderr
+
+
+def run_deployment(env: dict[str, str], name: str, **parameters: Any) -> str:
+    deployment = prefect_api("GET", f"/deployments/name/{name}", api_url=env["PREFECT_API_URL"])
+    created = prefect_api(
+        "POST",
+        f"/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": parameters},
+        api_url=env["PREFECT_API_URL"],
+    )
+    return str(created["id"])
+
+
+def read_run(env: dict[str, str], flow_run_id: str) -> dict[str, Any]:
+    return prefect_api("GET", f"/flow_runs/{flow_run_id}", api_url=env["PREFECT_API_URL"])  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow  # 60-120 s here: `prefect deploy`, and a process worker started four times
+def test_a_deployment_run_is_suspended_while_it_waits_and_resumed(  # type: ignore[no-untyped-def]
+    env: dict[str, str], emulator, tmp_path: Path, unique_prompt: str
+) -> None:
+    env = {**env, "SORA_PROJECT_DIR": str(PROJECT)}
+    done = subprocess.run(
+        [str(BIN / "prefect"), "work-pool", "create", "sora", "--type", "process"], env=env, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    deployed = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=PROJECT, capture_output=True, text=True
+    )
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    api = {"base_url": emulator.base_url, "poll_interval": 0.2}
+    output = str(tmp_path / "deployed" / "pick.mp4")
+    flow_run_id = run_deployment(env, "review-video/review", video=unique_prompt, api=api, output=output)
+
+    log = work_once(env)
+    run = read_run(env, flow_run_id)
+    assert (run["state"]["type"], run["state"]["name"]) == ("PAUSED", "Suspended"), log[-3000:]
+    assert run["state"]["state_details"]["pause_reschedule"]
+    # Nothing holds the run while it waits: the worker is gone and no process runs it.
+    assert flow_run_processes(flow_run_id) == []
+    assert emulator.state.jobs_created == 3
+    schema, description = form(env["PREFECT_API_URL"], run)
+    assert list(schema["properties"]) == ["take", "remix_of", "note", "reject"]
+    assert len(re.findall(r"!\[take \d\]\(data:image/webp", description)) == 3
+    # Its deadline is a scheduled run of review-timeout, a day away (the deployment's timeout).
+    [deadline] = prefect_api(
+        "POST",
+        "/flow_runs/filter",
+        json={"flow_runs": {"idempotency_key": {"any_": [f"sora-review-deadline-{flow_run_id}-review-1"]}}},
+        api_url=env["PREFECT_API_URL"],
+    )
+    assert deadline["parameters"] == {"flow_run_id": flow_run_id, "key": "review-1"}
+
+    resume(env["PREFECT_API_URL"], flow_run_id, {"take": 2})
+    assert read_run(env, flow_run_id)["state"]["name"] == "Resuming"
+    log = work_once(env)  # executed again from the top: the receipts make the takes free
+    run = read_run(env, flow_run_id)
+    assert run["state"]["type"] == "COMPLETED", log[-4000:]
+    assert emulator.state.jobs_created == 3 and len(emulator.state.listing()) == 1
+    assert probe_mp4(Path(output).read_bytes()).frames == 96
+    events = review_events(env["PREFECT_API_URL"], flow_run_id, {"sora.review.decided": 1})
+    assert len(events["sora.review.waiting"]) == 1 and len(events["sora.review.decided"]) == 1  # once each
+    assert events["sora.review.waiting"][0]["payload"]["mode"] == "suspended"
+    gone = prefect_api(
+        "POST",
+        "/flow_runs/filter",
+        json={"flow_runs": {"id": {"any_": [deadline["id"]]}}},
+        api_url=env["PREFECT_API_URL"],
+    )
+    assert gone == []  # answered: its deadline run was removed
+
+    # A suspended review nobody answers: its deadline run resumes it, and take 1 is delivered.
+    emulator.state.reset()
+    late = str(tmp_path / "late" / "pick.mp4")
+    flow_run_id = run_deployment(
+        env, "review-video/review", video=f"{unique_prompt}, late", api=api, output=late, timeout=3, on_timeout="first"
+    )
+    log = work_once(env)
+    assert read_run(env, flow_run_id)["state"]["name"] == "Suspended", log[-3000:]
+    time.sleep(4)
+    log = work_once(env)  # the deadline run: the review is resumed with timed_out
+    assert read_run(env, flow_run_id)["state"]["name"] == "Resuming", log[-3000:]
+    log = work_once(env)
+    run = read_run(env, flow_run_id)
+    assert run["state"]["type"] == "COMPLETED", log[-4000:]
+    assert emulator.state.jobs_created == 3 and len(emulator.state.listing()) == 1
+    assert probe_mp4(Path(late).read_bytes()).frames == 96
+    decided = review_events(env["PREFECT_API_URL"], flow_run_id, {"sora.review.decided": 1})["sora.review.decided"]
+    assert (decided[0]["payload"]["decision"], decided[0]["payload"]["by"]) == ("timeout", "timeout")
+
+
+@pytest.mark.slow  # 60-90 s here: a review, a notification, Chromium on the Prefect UI
+@pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
+def test_a_person_is_notified_opens_the_paused_run_in_the_prefect_ui_and_picks_take_2(  # type: ignore[no-untyped-def]
+    start, emulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    from .test_what_a_person_sees import Webhook
+
+    api_url = env["PREFECT_API_URL"]
+    shots = SCREENSHOTS or tmp_path / "ui"
+    hook = Webhook()
+    try:
+        # The shipped notification, pointed at a webhook block with the project's helper.
+        save_block = (
+            "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B; "
+            f"B(name='sora-review', url='{hook.url}', json_data={{'subject': '{{{{subject}}}}', 'body': '{{{{body}}}}'}})"
+            ".save('sora-review', overwrite=True)"
+        )
+        for command in (
+            [sys.executable, "-c", save_block],
+            [
+                sys.executable,
+                "-m",
+                "sora_tasks.deployments.automations",
+                "--notify",
+                "custom-webhook/sora-review",
+                "sora_tasks/automations/waiting-for-review.yaml",
+            ],
+        ):
+            done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+
+        review = start()
+        run = review.paused()
+        [note] = hook.wait_for(1)
+        assert note["subject"] == f"Takes to review: {review.name}", note
+        [url] = re.findall(r"http://\S+", note["body"])
+        assert note["body"].startswith("3 takes wait for a decision (round 1)") and url.endswith(run["id"])
+        jobs = sorted(job.id for job in emulator.state.listing())
+    finally:
+        hook.server.shutdown()
+
+    with chromium(viewport=(1400, 900)) as browser:
+        # The notification's link opens the run in the UI it names (Prefect's V1 pages): the form
+        # shows the three takes there too.
+        page = browser._context.new_page()  # one page a visit: open, look, fill, submit
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("button", name="Resume").first.click(timeout=60_000)
+        page.get_by_text("Pick a take").first.wait_for(timeout=30_000)
+        assert_takes_shown(page, "[role=dialog]", jobs)
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "review-form-v1.png"))
+        page.close()
+
+        # The default UI (V2): the run's menu, Resume, the form; take 2 is typed and submitted.
+        page = browser._context.new_page()
+        page.goto(url.replace("/runs/", "/v2/runs/"), wait_until="domcontentloaded")
+        page.get_by_text("Paused").first.wait_for(timeout=60_000)
+        page.locator("role=button[name='Open menu']").first.click(timeout=30_000)
+        page.locator("role=menuitem[name='Resume']").first.click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Pick a take").wait_for(timeout=30_000)
+        assert_takes_shown(page, "[role=dialog]", jobs)
+        page.screenshot(path=str(shots / "review-form.png"))
+        dialog.get_by_label("Take (Optional)").fill("2")
+        dialog.get_by_label("Take (Optional)").scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "review-form-filled.png"))
+        dialog.get_by_role("button", name="Resume").click()
+
+        outcome = review.outcome()
+        assert outcome["state"] == "COMPLETED", outcome
+        result = outcome["result"]
+        assert (result["take"], result["video"]["video_id"]) == (2, result["takes"][1]["video_id"])
+        assert emulator.state.jobs_created == 3 and len(emulator.state.listing()) == 1
+        assert probe_mp4((tmp_path / "out" / "pick.mp4").read_bytes()).frames == 96
+
+        # The run ends Completed; the takes' history keeps the decision with the three thumbnails.
+        page.goto(f"{url.replace('/runs/', '/v2/runs/')}?tab=Artifacts", wait_until="domcontentloaded")
+        page.get_by_text("Completed").first.wait_for(timeout=60_000)
+        page.get_by_text("review-video-takes").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "review-run.png"))
+        [history] = keyed(api_url, "review-video-takes")[:1]
+        page.close()
+        rendered = browser.open(
+            f"{url.split('/runs/')[0]}/v2/artifacts/artifact/{history['id']}",
+            wait_for_text=["Review: take 2", *jobs],
+            wait_for_selector="img[alt='take 3']",
+            screenshot=shots / "review-takes.png",
+        )
+        assert len([image for image in rendered.loaded_images if image.src.startswith("data:image/webp")]) == 3
+        assert not rendered.broken_images, rendered.describe()
+    for name in ("review-form-v1", "review-form", "review-form-filled", "review-run", "review-takes"):
+        with Image.open(shots / f"{name}.png") as image:
+            assert image.width == 1400 and image.height >= 900, (name, image.size)
+
+
+def assert_takes_shown(page: Any, within: str, jobs: list[str]) -> None:
+    """The form's description shows every take: its thumbnail loaded (a data: URL of the 1280x720
+    WebP), its length and its video id."""
+    page.wait_for_function("() => Array.from(document.images).every((img) => img.complete)", timeout=30_000)
+    images = page.locator(within).first.evaluate(
+        "(d) => Array.from(d.querySelectorAll('img[alt^=\"take \"]'))"
+        ".map((i) => [i.alt, i.src.slice(0, 23), i.naturalWidth, i.naturalHeight])"
+    )
+    assert images == [[f"take {n}", "data:image/webp;base64,", 1280, 720] for n in (1, 2, 3)], images
+    text = page.locator(within).first.inner_text()
+    assert all(video_id in text for video_id in jobs) and text.count("4 s, 1280x720") == 3, text

@@ -268,8 +268,9 @@ def takes_markdown(
     lines = [f"## {title}", ""]
     for paragraph in intro:
         lines += [paragraph, ""]
-    # Three columns: the form's dialog is narrow, and the thumbnail is what a person looks at.
-    lines += ["| take | thumbnail | length, video id, made |", "|---|---|---|"]
+    # Two columns, the details under the thumbnail: the form's dialog is narrow, and the
+    # thumbnail is what a person looks at.
+    lines += ["| take | thumbnail, length, how it was made, video id |", "|---|---|"]
     for take in takes:
         number = int(take["number"])
         image = images.get(number)
@@ -281,5 +282,5 @@ def takes_markdown(
         if take.get("how") not in (None, "created"):
             made += f" ({_cell(take['how'])})"
         length = f"{_cell(take.get('duration') or '?')} s, {_cell(take.get('resolution') or '')}"
-        lines.append(f"| **{number}** | {thumbnail} | {length} · {made} · `{_cell(take['video_id'])}` |")
+        lines.append(f"| **{number}** | {thumbnail} {length} · {made} · `{_cell(take['video_id'])}` |")
     return "\n".join(lines) + "\n"
