@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -550,3 +553,165 @@ def assert_takes_shown(page: Any, within: str, jobs: list[str]) -> None:
     assert images == [[f"take {n}", "data:image/webp;base64,", 1280, 720] for n in (1, 2, 3)], images
     text = page.locator(within).first.inner_text()
     assert all(video_id in text for video_id in jobs) and text.count("4 s, 1280x720") == 3, text
+
+
+# `sora-video takes`, as a person runs it: a process of its own, on a terminal (a pty) or not.
+
+
+def cli_env(tmp_path: Path, emulator, api_url: str | None = None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(OPENAI_BASE_URL=emulator.base_url, PREFECT_HOME=str(tmp_path / "prefect-home"))  # no profile's API
+    if api_url:
+        env.update(PREFECT_API_URL=api_url, PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"))
+    return env
+
+
+class Terminal:
+    """``sora-video`` on a pseudo-terminal: what it printed so far, and lines typed into it."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sora_tasks.cli", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=PROJECT,
+        )
+        os.close(slave)
+        self.text = ""
+
+    def expect(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, self.text)
+            if found:
+                return found
+            assert time.monotonic() < deadline, f"no {pattern!r} in:\n{self.text[-3000:]}"
+            ready, _, _ = select.select([self.master], [], [], 0.5)
+            if ready:
+                try:
+                    self.text += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:  # the process ended and closed its side
+                    assert self.process.poll() is not None
+                    assert re.search(pattern, self.text), f"no {pattern!r} in:\n{self.text[-3000:]}"
+
+    def type(self, line: str) -> None:
+        self.text = ""  # what comes next is the answer's
+        os.write(self.master, (line + "\n").encode())
+
+    def close(self, timeout: float = 120) -> int:
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"still running after {timeout} s:\n{self.text[-3000:]}") from None
+        with suppress(OSError):
+            self.text += os.read(self.master, 65536).decode(errors="replace")
+        os.close(self.master)
+        return code
+
+
+def test_takes_without_a_terminal_or_a_prefect_api_is_refused_before_anything_is_paid(  # type: ignore[no-untyped-def]
+    emulator, tmp_path: Path, unique_prompt: str
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sora_tasks.cli",
+            "takes",
+            "--prompt",
+            unique_prompt,
+            "--output",
+            str(tmp_path / "x.mp4"),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path, emulator),
+        cwd=PROJECT,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("sora-video: invalid input: nobody can pick a take: stdin is not a terminal"), (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert emulator.state.jobs_created == 0 and emulator.state.count("create") == 0
+
+
+def test_takes_on_a_terminal_remix_then_keep(emulator, tmp_path: Path, unique_prompt: str) -> None:  # type: ignore[no-untyped-def]
+    output = tmp_path / "pick.mp4"
+    args = ["takes", "--takes", "2", "--prompt", unique_prompt, "--output", str(output), "--max-rounds", "1"]
+    terminal = Terminal(args, cli_env(tmp_path, emulator))
+    terminal.expect(r"round 1: 2 takes")
+    terminal.expect(r"keep which take\?")
+    assert emulator.state.jobs_created == 2 and terminal.text.count("takes/video_") == 4  # each take's previews
+    terminal.type("3")
+    terminal.expect(r"unclear: there is no take 3 \(1 to 2\)")
+    terminal.expect(r"keep which take\?")
+    terminal.type("r 1 The same boat, at night")
+    terminal.expect(r"round \d+: 3 takes")
+    assert "remix of 1: The same boat, at night" in terminal.text and "no remix round left" in terminal.text
+    terminal.expect(r"keep which take\?")
+    terminal.type("3")
+    assert terminal.close() == 0, terminal.text
+    assert f"take 3 delivered to {output}; 2 other takes deleted at the provider" in terminal.text
+    assert terminal.text.strip().splitlines()[-1].strip() == str(output)
+    assert probe_mp4(output.read_bytes()).frames == 96
+    assert emulator.state.jobs_created == 3 and emulator.state.jobs_created_by("remix") == 1
+    assert len(emulator.state.listing()) == 1
+
+
+def test_takes_with_a_prefect_api_is_decided_in_the_ui_or_on_the_terminal(  # type: ignore[no-untyped-def]
+    emulator, tmp_path: Path, unique_prompt: str, env: dict[str, str]
+) -> None:
+    api_url = env["PREFECT_API_URL"]
+    # No terminal: the run's URL is printed and the decision comes from the UI's side (the API here).
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sora_tasks.cli",
+            "takes",
+            "--prompt",
+            unique_prompt,
+            "--output",
+            str(tmp_path / "a.mp4"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "cli.log").open("w"),
+        text=True,
+        env=cli_env(tmp_path, emulator, api_url),
+        cwd=PROJECT,
+    )
+    try:
+        deadline = time.monotonic() + 150
+        while not re.search(r"waiting for a decision at (\S+)", (tmp_path / "cli.log").read_text()):
+            assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]
+            time.sleep(0.5)
+        url = re.findall(r"waiting for a decision at (\S+)", (tmp_path / "cli.log").read_text())[0]
+        run_id = url.rsplit("/", 1)[1]
+        wait_paused(api_url, lambda: read_run(env, run_id), 1)
+        resume(api_url, run_id, {"take": 1})
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, (tmp_path / "cli.log").read_text()[-3000:]
+    assert stdout.strip() == str(tmp_path / "a.mp4") and "decided: take 1" in (tmp_path / "cli.log").read_text()
+
+    # On a terminal: the same prompt as without Prefect, and the answer typed there resumes the run.
+    emulator.state.reset()
+    args = ["takes", "--prompt", f"{unique_prompt}, typed", "--output", str(tmp_path / "b.mp4")]
+    terminal = Terminal(args, cli_env(tmp_path, emulator, api_url))
+    found = terminal.expect(r"or decide at (\S+/runs/flow-run/[0-9a-f-]+)")
+    terminal.expect(r"keep which take\?")
+    terminal.type("2")
+    assert terminal.close() == 0, terminal.text
+    assert "take 2 (" in terminal.text and terminal.text.strip().splitlines()[-1].strip() == str(tmp_path / "b.mp4")
+    run = read_run(env, found.group(1).rsplit("/", 1)[1])
+    assert run["state"]["type"] == "COMPLETED" and emulator.state.jobs_created == 3

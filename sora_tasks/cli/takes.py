@@ -103,9 +103,11 @@ def terminal_ask(*, timeout: float, open_them: bool) -> Callable[[list[Take], in
 
 
 @contextmanager
-def answering(*, interactive: bool, open_them: bool, resume: Callable[[str, dict[str, Any]], bool]) -> Iterator[None]:
+def answering(
+    *, interactive: bool, open_them: bool, resume: Callable[[Waiting, dict[str, Any]], bool]
+) -> Iterator[None]:
     """While a flow runs in this process: show each wait's takes and the run's URL, and (on a terminal)
-    read the answer and ``resume(flow_run_id, run_input)`` the paused run with it. A decision made
+    read the answer and ``resume(waiting, run_input)`` the paused run with it. A decision made
     in the UI meanwhile (the run publishes it) stops the prompt."""
     moments: queue.Queue[Moment | None] = queue.Queue()
     current = [threading.Event()]  # the prompt being read stops when this is set
@@ -130,7 +132,7 @@ def _answer(
     current: list[threading.Event],
     interactive: bool,
     open_them: bool,
-    resume: Callable[[str, dict[str, Any]], bool],
+    resume: Callable[[Waiting, dict[str, Any]], bool],
 ) -> None:
     opened: set[str] = set()
     while (moment := moments.get()) is not None:
@@ -150,7 +152,7 @@ def _answer(
         _answer_one(moment, stop, resume)
 
 
-def _answer_one(moment: Waiting, stop: threading.Event, resume: Callable[[str, dict[str, Any]], bool]) -> None:
+def _answer_one(moment: Waiting, stop: threading.Event, resume: Callable[[Waiting, dict[str, Any]], bool]) -> None:
     """Read answers for one wait until one is clear and taken, or the run moves on without it."""
     from ..core.jobs.review import answer_of
 
@@ -166,7 +168,7 @@ def _answer_one(moment: Waiting, stop: threading.Event, resume: Callable[[str, d
         if decision.kind == "unclear":
             say(f"that answer was unclear: {decision.problem}")
             continue
-        if not resume(moment.flow_run_id, answer_of(decision)):
+        if not resume(moment, answer_of(decision)):
             say("the run is no longer waiting (decided elsewhere)")
         return
 

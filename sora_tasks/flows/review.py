@@ -288,7 +288,12 @@ def _carry_out(it: _Review, record: ReviewRecord, *, rounds: int, how: str = "de
     verdict = [message] + (
         ["Carried out from an earlier run's decision: nothing asked, nothing paid."] if rounds == 0 else []
     )
-    it.history(it.markdown(takes, f"Review: {message}", verdict), message)
+    title = (
+        f"Review: take {kept.number} kept"
+        if kept
+        else f"Review: {'no decision in time' if record.decision == 'timeout' else 'rejected'}"
+    )
+    it.history(it.markdown(takes, title, verdict), message)
     logger.info(message)
     if record.decision == "timeout" and kept is None:
         raise ReviewTimeoutError(message)
