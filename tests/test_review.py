@@ -715,3 +715,26 @@ def test_takes_with_a_prefect_api_is_decided_in_the_ui_or_on_the_terminal(  # ty
     assert "take 2 (" in terminal.text and terminal.text.strip().splitlines()[-1].strip() == str(tmp_path / "b.mp4")
     run = read_run(env, found.group(1).rsplit("/", 1)[1])
     assert run["state"]["type"] == "COMPLETED" and emulator.state.jobs_created == 3
+
+
+def test_an_s3_review_shows_its_takes_by_presigned_urls(start, emulator, env: dict[str, str], s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    review = start(output=f"s3://{bucket}/looks/{{video_id}}.mp4")
+    run = review.paused()
+    _, description = form(env["PREFECT_API_URL"], run)
+    thumbnails = re.findall(r"!\[take \d\]\((http[^)]+)\)", description)
+    frames = re.findall(r"\[frames\]\((http[^)]+)\)", description)
+    assert len(thumbnails) == 3 and len(frames) == 3, description[:1000]
+    for url, kind in [*((url, "image/webp") for url in thumbnails), *((url, "image/jpeg") for url in frames)]:
+        answer = httpx.get(url)  # what a browser loads: a presigned GET of the take's preview in S3
+        assert answer.status_code == 200 and answer.headers["content-type"] == kind, url
+        assert f"/{bucket}/looks/takes/video_" in url and "X-Amz-Signature=" in url
+    resume(env["PREFECT_API_URL"], run["id"], {"take": 1})
+    outcome = review.outcome()
+    assert outcome["state"] == "COMPLETED", outcome
+    video_id = outcome["result"]["takes"][0]["video_id"]
+    assert outcome["result"]["video"]["uri"] == f"s3://{bucket}/looks/{video_id}.mp4"
+    assert s3.head_object(Bucket=bucket, Key=f"looks/{video_id}.mp4")["ContentType"] == "video/mp4"
+    assert s3.head_object(Bucket=bucket, Key=f"looks/{video_id}.thumbnail.webp")["ContentType"] == "image/webp"
+    assert [job.id for job in emulator.state.listing()] == [video_id]
