@@ -738,3 +738,27 @@ def test_an_s3_review_shows_its_takes_by_presigned_urls(start, emulator, env: di
     assert s3.head_object(Bucket=bucket, Key=f"looks/{video_id}.mp4")["ContentType"] == "video/mp4"
     assert s3.head_object(Bucket=bucket, Key=f"looks/{video_id}.thumbnail.webp")["ContentType"] == "image/webp"
     assert [job.id for job in emulator.state.listing()] == [video_id]
+
+
+def test_answers_are_read_as_one_decision_and_previews_inline_only_as_images() -> None:
+    from sora_tasks.core.jobs.review import interpret, parse_answer
+    from sora_tasks.core.text import markdown_inline_image
+
+    assert interpret({"take": 2, "remix_of": 0, "note": "", "reject": False}, 3, 1).kind == "take"  # V1's form
+    assert interpret({"take": 2}, 3, 1).take == 2  # V2's form, and resume_flow_run from code
+    assert interpret({"take": 2, "reject": True}, 3, 1).problem == "choose one of take, reject"
+    assert interpret({"remix_of": 1}, 3, 1).problem == "a remix of take 1 needs a note (the remix prompt)"
+    assert interpret({"remix_of": 1, "note": "x"}, 3, 0).problem == "no remix round is left: keep a take or reject"
+    assert interpret({"timed_out": True, "take": 2}, 3, 1).kind == "timeout"
+    assert parse_answer("r 2 warmer, slower", 3, 1).note == "warmer, slower"
+    assert (parse_answer("x", 3, 1).kind, parse_answer("9", 3, 1).problem) == ("reject", "there is no take 9 (1 to 3)")
+    assert (
+        markdown_inline_image("take 1", "data:image/webp;base64,UklGRg==")
+        == "![take 1](data:image/webp;base64,UklGRg==)"
+    )
+    for hostile in (
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "data:image/webp;base64,AA==) ![x](http://evil",
+        "javascript:x",
+    ):
+        assert markdown_inline_image("take 1", hostile) == "", hostile

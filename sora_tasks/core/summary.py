@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidRequestError
-from .text import markdown_code, markdown_image, markdown_link, markdown_text
+from .text import markdown_code, markdown_image, markdown_inline_image, markdown_link, markdown_text
 
 # Prefect's rule for artifact keys: lowercase letters, numbers and dashes.
 _NOT_IN_KEY = re.compile(r"[^a-z0-9]+")
@@ -242,15 +242,6 @@ def batch_markdown(
     return "\n".join(lines) + "\n"
 
 
-# Markdown's punctuation: text from elsewhere (a prompt, a reviewer's note) is shown as written, never as markup.
-_MARKUP = re.compile(r"([\\`*_\[\]()!<>#|~])")
-
-
-def plain(text: Any) -> str:
-    """``text`` as literal markdown: one line, its punctuation escaped (no link, image or HTML from it)."""
-    return _MARKUP.sub(r"\\\1", str(text).replace("\r", " ").replace("\n", " "))
-
-
 def takes_markdown(
     takes: Iterable[Mapping[str, Any]],
     *,
@@ -259,11 +250,13 @@ def takes_markdown(
     frames: Mapping[int, str | None] | None = None,
     intro: Iterable[str] = (),
 ) -> str:
-    """A review's takes at a glance: one row a take with its thumbnail, length, video id and how it was made.
+    """A review's takes at a glance: one row a take with its thumbnail, length, how it was made and video id.
 
     ``takes`` have a :class:`~sora_tasks.core.jobs.review.Take`'s fields; ``images`` maps a take's
-    number to what a browser loads for its thumbnail (a presigned URL, a ``data:`` URL); ``frames``
-    to its spritesheet's. ``intro``: paragraphs above the table (what to do, the decision).
+    number to what a browser loads for its thumbnail (a presigned URL, or the preview's own bytes
+    as a ``data:`` image); ``frames`` to its spritesheet's. ``title`` and ``intro`` (paragraphs
+    above the table) are markdown the caller built, untrusted parts escaped; a remix's note is
+    escaped here.
     """
     lines = [f"## {title}", ""]
     for paragraph in intro:
@@ -273,14 +266,15 @@ def takes_markdown(
     lines += ["| take | thumbnail, length, how it was made, video id |", "|---|---|"]
     for take in takes:
         number = int(take["number"])
-        image = images.get(number)
-        thumbnail = f"![take {number}]({image})" if image else "*no thumbnail*"
-        sheet = (frames or {}).get(number)
-        if sheet:
-            thumbnail += f" [frames]({sheet})"
-        made = "take" if take.get("remix_of") is None else f"remix of take {take['remix_of']}: {plain(take['prompt'])}"
+        thumbnail = markdown_inline_image(f"take {number}", images.get(number)) or "*no thumbnail*"
+        sheet = markdown_link("frames", (frames or {}).get(number))
+        if sheet != "frames":
+            thumbnail += f" {sheet}"
+        made = "take"
+        if take.get("remix_of") is not None:
+            made = f"remix of take {_cell(take['remix_of'])}: {markdown_text(take['prompt'], 200)}"
         if take.get("how") not in (None, "created"):
             made += f" ({_cell(take['how'])})"
         length = f"{_cell(take.get('duration') or '?')} s, {_cell(take.get('resolution') or '')}"
-        lines.append(f"| **{number}** | {thumbnail} {length} · {made} · `{_cell(take['video_id'])}` |")
+        lines.append(f"| **{number}** | {thumbnail} {length} · {made} · {markdown_code(take['video_id'])} |")
     return "\n".join(lines) + "\n"

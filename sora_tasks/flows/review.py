@@ -36,7 +36,8 @@ from sora_tasks.core.spec import VideoSpec, as_spec, build_request
 from sora_tasks.core.storage.destinations import MAX_PRESIGN_SECONDS, check_presign_seconds
 from sora_tasks.core.storage.receipts import Receipts
 from sora_tasks.core.storage.receipts import default_location as default_receipts
-from sora_tasks.core.summary import plain, takes_markdown
+from sora_tasks.core.summary import takes_markdown
+from sora_tasks.core.text import markdown_code, markdown_text
 from sora_tasks.review_tasks import answered_before as answered
 from sora_tasks.review_tasks import (
     cancel_deadline,
@@ -199,8 +200,8 @@ def _ask(it: _Review, takes: list[Take], round_number: int, remixes_left: int, p
     url = run_url(run_id)
     intro = _instructions(it, takes, round_number, remixes_left, deadline)
     if problem:
-        intro.insert(0, f"**The last answer was unclear: {plain(problem)}.** Choose again.")
-    title = f"Pick a take: {plain(it.spec.prompt[:120])}"
+        intro.insert(0, f"**The last answer was unclear: {markdown_text(problem)}.** Choose again.")
+    title = f"Pick a take: {markdown_text(it.spec.prompt, 120)}"
     description = it.markdown(takes, title, intro)
     if not replay:
         it.history(description, f"Review round {round_number}: {len(takes)} takes, waiting")
@@ -254,7 +255,7 @@ def _instructions(it: _Review, takes: list[Take], round_number: int, remixes_lef
     )
     return [
         f"Round {round_number}: {len(takes)} takes, {first.duration} s {first.resolution} {first.model}; "
-        f"the pick goes to `{plain(it.delivery.output)}`.",
+        f"the pick goes to {markdown_code(it.delivery.output)}.",
         f"Fill one field: **Take** keeps that take and deletes the others at the provider; {remix}"
         "**Reject** keeps none.",
         f"No decision by {when}: {after}.",
@@ -285,7 +286,7 @@ def _carry_out(it: _Review, record: ReviewRecord, *, rounds: int, how: str = "de
         how=how,
         message=message,
     )
-    verdict = [message] + (
+    verdict = [markdown_text(message)] + (
         ["Carried out from an earlier run's decision: nothing asked, nothing paid."] if rounds == 0 else []
     )
     title = (

@@ -32,11 +32,12 @@ from typing import Any, Literal
 from ..api.client import ProgressCallback, VideosClient
 from ..api.request import VideoRequest
 from ..errors import InvalidRequestError, VideoNotReadyError
-from ..ids import is_safe_id, shown
+from ..ids import is_safe_id
 from ..media.images import PreparedImage
 from ..storage.destinations import PREVIEW_EXTENSIONS, S3Client, presign, resolve_destination
 from ..storage.receipts import Receipts
 from ..storage.records import RecordStore
+from ..text import shown
 from . import pipeline
 from .derived import DerivedRequest, request_of
 
