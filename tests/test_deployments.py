@@ -82,6 +82,8 @@ def test_all_deployments_are_registered_with_their_schedules(prefect_server: dic
         ("edit", "sora_tasks/flows/derive.py:edit_video"),
         ("extend", "sora_tasks/flows/derive.py:extend_video"),
         ("storyboard", "sora_tasks/flows/storyboard.py:storyboard"),
+        ("review", "sora_tasks/flows/review.py:review_video"),
+        ("review-timeout", "sora_tasks/flows/review.py:expire_review"),
         ("submit", "sora_tasks/flows/manual.py:submit_video"),
         ("collect", "sora_tasks/flows/manual.py:collect_video"),
         ("collect-pending", "sora_tasks/flows/deferred.py:collect_pending"),

@@ -37,6 +37,7 @@ OUTER_FLOORS = {
     "sora_tasks.core": 0,
     "sora_tasks.tasks": 1,
     "sora_tasks.derive_tasks": 1,
+    "sora_tasks.review_tasks": 1,
     "sora_tasks.blocks": 1,
     "sora_tasks.leases": 1,
     "sora_tasks.flows": 2,

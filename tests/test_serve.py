@@ -26,6 +26,8 @@ SERVED = {
     "edit-video/edit",
     "extend-video/extend",
     "storyboard/storyboard",
+    "review-video/review",
+    "expire-review/review-timeout",
     "submit-video/submit",
     "collect-video/collect",
     "generate-videos/shard",

@@ -266,3 +266,47 @@ def character(args: argparse.Namespace, target: Target) -> str:
     finally:
         client.close()
     return json.dumps(found.model_dump(mode="json", exclude_none=True), indent=2)
+
+
+def takes(
+    args: argparse.Namespace, target: Target, spec: VideoSpec, request: VideoRequest, image: PreparedImage | None
+) -> tuple[str | None, str]:
+    """``takes``: the core's review, asked on this terminal; (the delivered URI or None, what happened)."""
+    from ..core.errors import ReviewTimeoutError
+    from ..core.jobs.review import TakeJobs, review
+    from .takes import say, terminal_ask
+
+    settings = target.settings
+    client = settings.new_client()
+    try:
+        jobs = TakeJobs(
+            client,
+            args.output,
+            Receipts(default_receipts(args.output)),
+            previews=args.previews,
+            max_wait=settings.max_wait,
+            poll_interval=settings.poll_interval,
+            on_submitted=lambda submitted: say(f"{submitted.video_id}: {submitted.how}"),
+        )
+        outcome = review(
+            jobs,
+            request,
+            image,
+            terminal_ask(timeout=args.timeout, open_them=args.open),
+            count=args.takes,
+            request_id=spec.request_id,
+            max_rounds=args.max_rounds,
+            on_timeout=args.on_timeout,
+        )
+    finally:
+        client.close()
+    deleted = f"{len(outcome.deleted)} other takes deleted at the provider"
+    earlier = " (decided by an earlier run: nothing asked or paid)" if outcome.how == "already decided" else ""
+    if outcome.delivered is not None and outcome.kept is not None:
+        return (
+            outcome.delivered.uri,
+            f"take {outcome.kept.number} delivered to {outcome.delivered.uri}; {deleted}{earlier}",
+        )
+    if outcome.decision.kind == "timeout":
+        raise ReviewTimeoutError(f"no decision within {args.timeout:.0f} s: nothing delivered; {deleted}{earlier}")
+    return None, f"every take rejected: nothing delivered; {deleted}{earlier}"

@@ -33,6 +33,7 @@ SUBCOMMANDS = (
     "extend",
     "character",
     "storyboard",
+    "takes",
 )
 
 
@@ -193,6 +194,36 @@ def run_storyboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_takes(args: argparse.Namespace) -> int:
+    """Several takes; the person keeps one here (a terminal) or in the Prefect UI; only the pick is delivered."""
+    from ..core.errors import InvalidRequestError
+    from ..core.jobs.review import check_review
+    from . import backend, checks
+    from .takes import no_one_to_ask, on_a_terminal, say
+
+    check_review(args.takes, args.timeout, args.on_timeout, args.max_rounds)
+    target, prefect = _target(args)
+    interactive = on_a_terminal()
+    if not interactive and not prefect:
+        raise InvalidRequestError(no_one_to_ask())  # before anything starts or is paid
+    target = target.with_max_wait(args.max_wait)
+    spec, request, image = checks.check_generate(args, target)
+    target = backend.start(target, quiet=args.quiet)
+    if prefect:
+        from . import orchestrated
+
+        uri, message = orchestrated.takes(args, target, spec, interactive=interactive)
+    else:
+        from . import local
+
+        uri, message = local.takes(args, target, spec, request, image)
+    if not args.quiet:
+        say(message)
+    if uri:
+        print(uri, flush=True)
+    return EXIT_OK
+
+
 def run_character(args: argparse.Namespace) -> int:
     from . import backend, checks
 
@@ -334,6 +365,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argpa
     "extend": (parsers.extend_parser, lambda args: run_derive("extend", args)),
     "character": (parsers.character_parser, run_character),
     "storyboard": (parsers.storyboard_parser, run_storyboard),
+    "takes": (parsers.takes_parser, run_takes),
 }
 
 

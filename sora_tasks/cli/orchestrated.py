@@ -10,8 +10,11 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from prefect.client.schemas.objects import State
+
 from ..blocks import VideosApi
 from ..core.jobs import progress as feed
+from ..core.jobs.review import Waiting
 from ..core.spec import VideoSpec
 from ..core.storage.ledger import Ledger
 from .backend import Target
@@ -156,3 +159,55 @@ def character(args: argparse.Namespace, target: Target) -> str:
     else:
         found = create_character(args.name, args.video, api=api_parameter(target))
     return json.dumps(found, indent=2)
+
+
+def takes(args: argparse.Namespace, target: Target, spec: VideoSpec, *, interactive: bool) -> tuple[str | None, str]:
+    """``takes`` as a ``review-video`` flow run, paused while it waits: the answer comes from this terminal
+    (it resumes the run) or from the Prefect UI, whichever is first."""
+    from sora_tasks.flows.review import review_video
+
+    from .takes import answering
+
+    with answering(interactive=interactive, open_them=args.open, resume=resume_with):
+        result = review_video(
+            spec,
+            takes=args.takes,
+            output=args.output,
+            api=api_parameter(target),
+            destination=args.destination_block,
+            timeout=int(args.timeout),
+            on_timeout=args.on_timeout,
+            max_rounds=args.max_rounds,
+            previews=args.previews,
+            ledger=args.ledger,
+        )
+    assert not isinstance(result, State)
+    return (result.video.uri if result.video else None), result.message
+
+
+def resume_with(waiting: Waiting, answer: dict[str, Any], *, patience: float = 60.0) -> bool:
+    """Resume the run with a terminal's answer once it waits at that round; False when it moved on
+    (decided in the UI, or its deadline passed). The takes are shown a moment before the run is
+    paused, so an answer typed at once waits for the pause."""
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    key = f"review-{waiting.round}"
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(waiting.flow_run_id))
+        state = run.state
+        if state is not None and state.is_paused() and state.state_details.pause_key == key:
+            try:
+                resume_flow_run(run.id, run_input=answer)
+            except Exception:  # answered meanwhile, in the UI or by the deadline
+                return False
+            return True
+        if key in (run.empirical_policy.pause_keys or set()) or (state is not None and state.is_final()):
+            return False  # that wait is over
+        time.sleep(0.2)
+    return False

@@ -17,6 +17,7 @@ COMMANDS = """commands:
   sora-video extend SOURCE --prompt TEXT --seconds N   SOURCE followed by N more seconds (4-20)
   sora-video character create --name N --video SOURCE  a reusable character (JSON); `character show ID`
   sora-video storyboard FILE --output ...              one video from shot prompts (a line each, or JSON)
+  sora-video takes --takes 3 --prompt TEXT --output ... several takes; keep one (number), remix (r N), reject (x)
   sora-video up [--prefect] | down | ps                background emulator and Prefect server
   sora-video providers                                 the /v1/videos servers it knows
 
@@ -326,5 +327,38 @@ def storyboard_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--resolution", help="the first shot's size, kept by the extensions (default 1280x720)")
     parser.add_argument("--fit", default="cover", choices=("cover", "contain", "stretch"), help="how --image is fitted")
+    _job_flags(parser)
+    return parser
+
+
+def takes_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-video takes",
+        description="Several takes of one prompt; a person keeps one (delivered to --output, the others deleted at "
+        "the provider), asks for a remix of one, or rejects them all. On a terminal the takes are listed and the "
+        "answer typed: a take's number, `r N <note>` (remix take N per the note), or `x`. With a Prefect API the "
+        "run waits paused and the same decision can be made in the Prefect UI (its URL is printed).",
+    )
+    parser.add_argument("--prompt", required=True, help="what the video shows")
+    parser.add_argument("--takes", type=int, default=3, help="how many takes to make (1-8; default: 3)")
+    parser.add_argument("--image", help="reference image: path or s3:// URI (fitted to --resolution)")
+    parser.add_argument("--model", default="sora-2", help="sora-2 (default) or sora-2-pro")
+    parser.add_argument("--duration", default="4", help="seconds: 4, 8 or 12 (default: 4)")
+    parser.add_argument("--resolution", default="1280x720", help="720x1280 or 1280x720 (default); see the main help")
+    parser.add_argument("--fit", default="cover", choices=("cover", "contain", "stretch"), help="how --image is fitted")
+    parser.add_argument(
+        "--extra", type=parse_extra, action="append", default=[], metavar="KEY=VALUE", help="a create field"
+    )
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each decision (default: 3600)")
+    parser.add_argument(
+        "--on-timeout",
+        default="reject",
+        choices=("reject", "first"),
+        help="when nobody decided in time: deliver nothing (default) or take 1; the other takes are deleted",
+    )
+    parser.add_argument("--max-rounds", type=int, default=3, help="remix rounds a person may ask for (default: 3)")
+    parser.add_argument(
+        "--open", action="store_true", help="open each take's previews (its frames) with the system's viewer"
+    )
     _job_flags(parser)
     return parser

@@ -109,6 +109,10 @@ class VideoTimeoutError(SoraError, TimeoutError):
         self.last_status = last_status
 
 
+class ReviewTimeoutError(SoraError, TimeoutError):
+    """Nobody decided on a review's takes before its deadline: nothing was delivered (its takes are deleted)."""
+
+
 class VideoNotReadyError(SoraError, RuntimeError):
     """Content was asked for a job that is not completed (or no longer has assets)."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidRequestError
-from .text import markdown_code, markdown_image, markdown_link, markdown_text
+from .text import markdown_code, markdown_image, markdown_inline_image, markdown_link, markdown_text
 
 # Prefect's rule for artifact keys: lowercase letters, numbers and dashes.
 _NOT_IN_KEY = re.compile(r"[^a-z0-9]+")
@@ -276,4 +276,42 @@ def batch_markdown(
     if failed:
         lines += ["", "**Errors**", ""]
         lines += [f"- row {_cell(row['row'])}: {_cell(row['error'])}" for row in failed]
+    return "\n".join(lines) + "\n"
+
+
+def takes_markdown(
+    takes: Iterable[Mapping[str, Any]],
+    *,
+    title: str,
+    images: Mapping[int, str | None],
+    frames: Mapping[int, str | None] | None = None,
+    intro: Iterable[str] = (),
+) -> str:
+    """A review's takes at a glance: one row a take with its thumbnail, length, how it was made and video id.
+
+    ``takes`` have a :class:`~sora_tasks.core.jobs.review.Take`'s fields; ``images`` maps a take's
+    number to what a browser loads for its thumbnail (a presigned URL, or the preview's own bytes
+    as a ``data:`` image); ``frames`` to its spritesheet's. ``title`` and ``intro`` (paragraphs
+    above the table) are markdown the caller built, untrusted parts escaped; a remix's note is
+    escaped here.
+    """
+    lines = [f"## {title}", ""]
+    for paragraph in intro:
+        lines += [paragraph, ""]
+    # Two columns, the details under the thumbnail: the form's dialog is narrow, and the
+    # thumbnail is what a person looks at.
+    lines += ["| take | thumbnail, length, how it was made, video id |", "|---|---|"]
+    for take in takes:
+        number = int(take["number"])
+        thumbnail = markdown_inline_image(f"take {number}", images.get(number)) or "*no thumbnail*"
+        sheet = markdown_link("frames", (frames or {}).get(number))
+        if sheet != "frames":
+            thumbnail += f" {sheet}"
+        made = "take"
+        if take.get("remix_of") is not None:
+            made = f"remix of take {_cell(take['remix_of'])}: {markdown_text(take['prompt'], 200)}"
+        if take.get("how") not in (None, "created"):
+            made += f" ({_cell(take['how'])})"
+        length = f"{_cell(take.get('duration') or '?')} s, {_cell(take.get('resolution') or '')}"
+        lines.append(f"| **{number}** | {thumbnail} {length} · {made} · {markdown_code(take['video_id'])} |")
     return "\n".join(lines) + "\n"

@@ -124,3 +124,15 @@ def markdown_image(alt: object, url: str | None) -> str:
     """``![alt](url)`` when :func:`link_target` keeps ``url``, else nothing (an image shown as text helps nobody)."""
     target = link_target(url)
     return f"![{markdown_text(alt)}]({target})" if target else ""
+
+
+# A preview's own bytes, inlined by the flow that stored it (a local file a browser on another
+# machine cannot load): an image type and base64 only, so nothing in it can close the image.
+_DATA_IMAGE = re.compile(r"^data:image/(?:webp|jpeg|png);base64,[A-Za-z0-9+/]+={0,2}$")
+
+
+def markdown_inline_image(alt: object, url: str | None) -> str:
+    """:func:`markdown_image`, also for a ``data:image/{webp,jpeg,png};base64,...`` URL (no other ``data:``)."""
+    if url and _DATA_IMAGE.match(url):
+        return f"![{markdown_text(alt)}]({url})"
+    return markdown_image(alt, url)

@@ -28,6 +28,7 @@ from sora_tasks.flows.derive import edit_video, extend_video, remix_video
 from sora_tasks.flows.downstream import video_uploaded
 from sora_tasks.flows.generate import generate_video
 from sora_tasks.flows.manual import collect_video, submit_video
+from sora_tasks.flows.review import expire_review, review_video
 from sora_tasks.flows.storyboard import storyboard
 
 from .automations import FOLDER, apply
@@ -45,6 +46,8 @@ ZOMBIE_AUTOMATION = FOLDER / "crash-zombie-flow-runs.yaml"
 logger = get_logger("sora.serve")
 # As prefect.yaml: derived videos and storyboards go where adhoc's do.
 DERIVED_DEFAULTS = {"output": "videos/{date}/{video_id}.mp4"}
+# A suspended review holds nothing while it waits, so its deployment gives a person a day.
+REVIEW_DEFAULTS = {**DERIVED_DEFAULTS, "timeout": 86400}
 
 
 def build_deployments() -> list[Any]:
@@ -54,6 +57,8 @@ def build_deployments() -> list[Any]:
         edit_video.to_deployment(name="edit", tags=["sora"], parameters=DERIVED_DEFAULTS),
         extend_video.to_deployment(name="extend", tags=["sora"], parameters=DERIVED_DEFAULTS),
         storyboard.to_deployment(name="storyboard", tags=["sora"], parameters=DERIVED_DEFAULTS),
+        review_video.to_deployment(name="review", tags=["sora", "review"], parameters=REVIEW_DEFAULTS),
+        expire_review.to_deployment(name="review-timeout", tags=["sora", "review"]),
         submit_video.to_deployment(name="submit", tags=["sora"]),
         collect_video.to_deployment(name="collect", tags=["sora"]),
         collect_pending.to_deployment(name="collect-pending", tags=["sora"], interval=60, concurrency_limit=1),

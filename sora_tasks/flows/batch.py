@@ -49,6 +49,7 @@ from sora_tasks.core.api.settings import ApiSettings
 from sora_tasks.core.errors import BatchFailedError, InvalidRequestError, VideoQualityError
 from sora_tasks.core.jobs.manifest import InvalidRow, ManifestRow, load_manifest
 from sora_tasks.core.jobs.pipeline import produce
+from sora_tasks.core.jobs.rows import invalid_record, row_record
 from sora_tasks.core.jobs.slots import forget, holding_slot
 from sora_tasks.core.media.images import prepare_image
 from sora_tasks.core.storage.destinations import (
@@ -79,7 +80,6 @@ from sora_tasks.tasks import (
 )
 
 from .delivery import saved_name
-from .rows import invalid_record, row_record
 from .spread import ShardRows, Spread, run_spread
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"

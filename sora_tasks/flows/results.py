@@ -62,3 +62,32 @@ class StoryboardResult(VideoResult):
     """A storyboard's one delivered video (``duration``: the sum of the shots) and each shot's job."""
 
     shots: list[ShotResult] = Field(default_factory=list)
+
+
+class TakeResult(BaseModel):
+    """One take of a review: its job and previews (``remix_of``: the take a remix was made from)."""
+
+    number: int
+    video_id: str
+    duration: int
+    resolution: str
+    model: str
+    prompt: str
+    how: str = "created"
+    remix_of: int | None = None
+    thumbnail_uri: str | None = None
+    spritesheet_uri: str | None = None
+
+
+class ReviewResult(BaseModel):
+    """How a review ended: the decision, the delivered take (``video``; None when nothing was), every take."""
+
+    decision: str  # take, reject or timeout
+    by: str  # person or timeout
+    take: int | None = None  # the delivered take's number
+    video: VideoResult | None = None
+    takes: list[TakeResult] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)  # video ids deleted at the provider
+    rounds: int = 1
+    how: str = "decided"  # or "already decided": an earlier run's decision carried out, nothing asked or paid
+    message: str = ""

@@ -27,11 +27,11 @@ from pydantic import BaseModel, Field
 from sora_tasks.blocks import VideosApi
 from sora_tasks.core.errors import InvalidRequestError
 from sora_tasks.core.jobs.manifest import InvalidRow, ManifestRow
+from sora_tasks.core.jobs.rows import invalid_record, row_record
 from sora_tasks.core.storage.destinations import S3Client
 from sora_tasks.core.storage.records import RecordStore
 
 from .delivery import saved_name
-from .rows import invalid_record, row_record
 
 SHARD_DEPLOYMENT = "generate-videos/shard"
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")

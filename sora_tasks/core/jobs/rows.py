@@ -1,14 +1,15 @@
 """A batch row's outcome record, as the batch, its shards and the spread parent report it.
 
-Below both ``batch`` and ``spread``: the parent reports rows its shards never did.
+Below both ``batch`` and ``spread``: the parent reports rows its shards never did. Plain
+records with no Prefect in them, so in the core (the flows folder holds a dozen modules).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sora_tasks.core.jobs.manifest import InvalidRow, ManifestRow
-from sora_tasks.core.text import shorten
+from ..text import shorten
+from .manifest import InvalidRow, ManifestRow
 
 # A row's prompt as tables show it: the start, marked when cut.
 PROMPT_PREVIEW_CHARS = 60
