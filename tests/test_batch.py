@@ -222,6 +222,12 @@ def test_cost_guard_refuses_before_any_request(emulator, tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"estimated cost \$36.00 for 10 videos exceeds max_cost_usd \$5.00"):
         generate_videos(manifest=manifest, max_cost_usd=5.0, api=VideosApi(base_url=emulator.base_url))
     assert api_requests(emulator) == []
+    # Quality retries count too: $36 fits a $40 limit, but not with one more job for every row.
+    with pytest.raises(ValueError, match=r"quality retry=1 the batch may cost up to \$72.00 .* max_cost_usd \$40.00"):
+        generate_videos(
+            manifest=manifest, max_cost_usd=40.0, quality="retry=1", api=VideosApi(base_url=emulator.base_url)
+        )
+    assert api_requests(emulator) == []
 
 
 def test_bad_manifests(emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -311,6 +311,14 @@ def generate_videos(
                 f"estimated cost ${estimate:.2f} for {len(rows)} videos exceeds max_cost_usd ${max_cost_usd:.2f}; "
                 "nothing was submitted"
             )
+        # Quality retries are paid jobs too: the batch must fit the limit even if every row needs them all.
+        retries = settings.quality_policy.retries if settings.quality_policy.mode == "retry" else 0
+        if max_cost_usd is not None and retries and estimate * (1 + retries) > max_cost_usd:
+            raise InvalidRequestError(
+                f"with quality retry={retries} the batch may cost up to ${estimate * (1 + retries):.2f} "
+                f"(${estimate:.2f} and {retries} more job(s) per row), more than max_cost_usd ${max_cost_usd:.2f}; "
+                "nothing was submitted (lower the retries or raise the limit)"
+            )
     if spread is not None:
         outcomes = run_spread(
             spread,
