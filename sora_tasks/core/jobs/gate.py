@@ -24,6 +24,7 @@ from ..errors import SoraError, VideoQualityError
 from ..media.quality import Expectation, QualityPolicy, QualityReport, inspect_video
 from ..storage.destinations import S3Client, StoredVideo, exact_destination, store_file
 from ..storage.receipts import Receipt, Receipts
+from .retries import retry_transient
 
 if TYPE_CHECKING:
     from ..api.client import DownloadedFile
@@ -105,7 +106,6 @@ def keep_rejected(
 ) -> StoredVideo:
     """Store the rejected file beside the output, marked rejected (never with the request's fingerprint,
     so nothing takes it for a delivery)."""
-    from .pipeline import retry_transient
 
     destination = exact_destination(rejected_uri(output_uri, downloaded.video_id))
     marked = {key: value for key, value in (metadata or {}).items() if key != "fingerprint"}
