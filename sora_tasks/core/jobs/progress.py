@@ -1,4 +1,4 @@
-"""A process-local progress feed: the wait loop publishes, a CLI or app listens.
+"""Process-local feeds: the wait loop (or a review) publishes, a CLI or app listens.
 
 Flow parameters cannot carry callables, so a progress bar in the process that runs
 the flow subscribes here instead.
@@ -8,28 +8,38 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-Listener = Callable[[Any], None]
-_listeners: list[Listener] = []
-_lock = threading.Lock()
+T = TypeVar("T")
 
 
-def subscribe(listener: Listener) -> Callable[[], None]:
-    """Receive every polled video status in this process; returns an unsubscribe function."""
-    with _lock:
-        _listeners.append(listener)
+class Feed(Generic[T]):
+    """Listeners of one kind of message in this process, called in the publisher's thread."""
 
-    def unsubscribe() -> None:
-        with _lock:
-            if listener in _listeners:
-                _listeners.remove(listener)
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[T], None]] = []
+        self._lock = threading.Lock()
 
-    return unsubscribe
+    def subscribe(self, listener: Callable[[T], None]) -> Callable[[], None]:
+        """Receive every message published here; returns an unsubscribe function."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, message: T) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(message)
 
 
-def publish(video: Any) -> None:
-    with _lock:
-        listeners = list(_listeners)
-    for listener in listeners:
-        listener(video)
+# Every polled video status.
+_statuses: Feed[Any] = Feed()
+subscribe = _statuses.subscribe
+publish = _statuses.publish

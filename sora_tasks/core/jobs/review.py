@@ -22,7 +22,6 @@ import base64
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -40,6 +39,7 @@ from ..storage.records import RecordStore
 from ..text import shown
 from . import pipeline
 from .derived import DerivedRequest, request_of
+from .progress import Feed
 
 logger = logging.getLogger("sora_tasks")
 
@@ -522,25 +522,7 @@ class Decided:
 
 
 Moment = Waiting | Decided
-_listeners: list[Callable[[Moment], None]] = []
-_lock = threading.Lock()
-
-
-def subscribe(listener: Callable[[Moment], None]) -> Callable[[], None]:
-    """Receive every review moment in this process; returns an unsubscribe function."""
-    with _lock:
-        _listeners.append(listener)
-
-    def unsubscribe() -> None:
-        with _lock:
-            if listener in _listeners:
-                _listeners.remove(listener)
-
-    return unsubscribe
-
-
-def publish(moment: Moment) -> None:
-    with _lock:
-        listeners = list(_listeners)
-    for listener in listeners:
-        listener(moment)
+# Every review moment in this process (the CLI's `takes` listens).
+_moments: Feed[Moment] = Feed()
+subscribe = _moments.subscribe
+publish = _moments.publish
