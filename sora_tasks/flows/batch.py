@@ -14,8 +14,10 @@ the cost is estimated before anything is paid for.
 from __future__ import annotations
 
 import gc
-import json
+import queue
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -63,7 +65,6 @@ from sora_tasks.core.storage.destinations import (
 from sora_tasks.core.storage.listing import Listing, forget_listings, shared_listing, take_listing
 from sora_tasks.core.storage.receipts import Receipts
 from sora_tasks.core.storage.receipts import default_location as default_receipts
-from sora_tasks.core.storage.records import RecordStore
 from sora_tasks.core.summary import artifact_key as summary_key
 from sora_tasks.core.summary import batch_markdown, batch_totals, estimate_markdown, table_rows
 from sora_tasks.core.text import markdown_text, shorten
@@ -80,7 +81,7 @@ from sora_tasks.tasks import (
 )
 
 from .delivery import saved_name
-from .spread import ShardRows, Spread, run_spread
+from .spread import Block, RowBlocks, ShardRows, Spread, run_spread
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
 # A row's outcome shows the start of its prompt (the manifest has the rest) and of its error.
@@ -295,7 +296,6 @@ def generate_videos(
         state=state,
     )
     if shard is not None:
-        rows = [row for row in rows if shard.first <= row.number <= shard.last]
         invalid = []  # the parent reports those
     settings.client()  # a missing key or a malformed URL fails here, before anything is paid
     buckets = {resolve_destination(row.output, video_id="v", model="m").bucket for row in rows} - {None}
@@ -319,6 +319,21 @@ def generate_videos(
                 f"(${estimate:.2f} and {retries} more job(s) per row), more than max_cost_usd ${max_cost_usd:.2f}; "
                 "nothing was submitted (lower the retries or raise the limit)"
             )
+
+    def run_here(blocks: RowBlocks | None) -> list[dict[str, Any]]:
+        return run_rows(
+            rows,
+            settings,
+            bucket,
+            state,
+            max_in_flight,
+            manifest,
+            prices,
+            output_prefix,
+            previews=previews,
+            blocks=blocks,
+        )
+
     if spread is not None:
         outcomes = run_spread(
             spread,
@@ -342,18 +357,14 @@ def generate_videos(
             state=state,
             output_prefix=output_prefix,
             client=bucket_client(bucket),
+            work=run_here,
         )
         if not spread.wait:
             return outcomes
     else:
         outcomes = [invalid_record(bad) for bad in invalid]
-        outcomes += run_rows(
-            rows, settings, bucket, state, max_in_flight, manifest, prices, output_prefix, previews=previews
-        )
-        if shard is not None:
-            RecordStore(f"{state}/batches/{shard.batch}", bucket_client(bucket)).put(
-                shard.record_name, json.dumps(outcomes)
-            )
+        # A shard takes blocks of the batch's rows until none is left; each is recorded for the parent.
+        outcomes += run_here(shard.blocks(state, bucket_client(bucket)) if shard is not None else None)
     return finish(outcomes, manifest, summary, bucket)
 
 
@@ -380,12 +391,17 @@ def run_rows(
     output_prefix: str = "",
     *,
     previews: bool = True,
+    blocks: RowBlocks | None = None,
 ) -> list[dict[str, Any]]:
-    """Every row on the flow's task runner; one outcome record per row.
+    """Every row on the flow's task runner (with ``blocks``: the rows of each block this run takes); one
+    outcome record per row run here.
 
     The rows' parameters are quoted: they hold no futures, and Prefect would otherwise
     walk every row's request and the shared settings (a block) looking for some.
     """
+    first_block = blocks.take() if blocks is not None else None
+    if blocks is not None and first_block is None:
+        return []  # every block is finished or held by another participant
     freeze_startup_objects()
     shared = RowContext(
         settings,
@@ -408,23 +424,83 @@ def run_rows(
             # run already started) or delivers a finished video, so freed slots refill at once.
             runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=2 * max_in_flight)
             with runner:
-                futures = [
-                    (row, runner.submit(generate_row, parameters={"row": quote(row), "shared": quote(shared)}))
-                    for row in rows
-                ]
+
+                def submit(row: ManifestRow) -> PrefectFuture[Any]:
+                    return runner.submit(generate_row, parameters={"row": quote(row), "shared": quote(shared)})
+
+                if blocks is not None and first_block is not None:
+                    return run_blocks(blocks, first_block, rows, submit, 2 * max_in_flight, prices)
+                futures = [(row, submit(row)) for row in rows]
                 track_batch([future for _, future in futures], manifest)
                 # wait() records each future's final state; without it, .state asks the
                 # Prefect API, whose copy can still say Running (states arrive as events).
                 wait([future for _, future in futures])
         else:  # the flow's own runner, e.g. generate_videos.with_options(task_runner=DaskTaskRunner(...))
-            # Not quoted: a quote() does not survive the trip to a Dask worker (it arrives as a tuple).
-            futures = [(row, generate_row.submit(row, shared)) for row in rows]  # type: ignore[misc]
+
+            def submit(row: ManifestRow) -> PrefectFuture[Any]:
+                # Not quoted: a quote() does not survive the trip to a Dask worker (it arrives as a tuple).
+                return generate_row.submit(row, shared)
+
+            if blocks is not None and first_block is not None:
+                return run_blocks(blocks, first_block, rows, submit, 2 * max_in_flight, prices)
+            futures = [(row, submit(row)) for row in rows]
             track_batch([future for _, future in futures], manifest)
             wait([future for _, future in futures])
     finally:
         forget(shared.batch_key)
         forget_listings(shared.batch_key)
     return [row_outcome(row, future, prices) for row, future in futures]
+
+
+def run_blocks(
+    blocks: RowBlocks,
+    first: Block,
+    rows: list[ManifestRow],
+    submit: Callable[[ManifestRow], PrefectFuture[Any]],
+    room: int,
+    prices: dict[str, float] | None,
+) -> list[dict[str, Any]]:
+    """Take blocks while fewer than ``room`` rows are under way here, and record each block as it finishes.
+
+    A block is taken only when this run has room for its rows: one that took every block
+    at the start would leave the shards that start later nothing to do.
+    """
+    by_number = {row.number: row for row in rows}
+    finished: queue.Queue[Block] = queue.Queue()
+    under_way: dict[Block, list[tuple[ManifestRow, PrefectFuture[Any]]]] = {}
+    left: dict[Block, int] = {}
+    lock = threading.Lock()
+    outcomes: list[dict[str, Any]] = []
+    running = 0
+    block: Block | None = first
+
+    def on_done(block: Block) -> None:
+        with lock:
+            left[block] -= 1
+            if not left[block]:
+                finished.put(block)
+
+    while True:
+        while block is not None:
+            mine = [by_number[number] for number in range(block.first, block.last + 1) if number in by_number]
+            under_way[block], left[block] = [], len(mine) + 1  # + 1: held until every row is submitted
+            for row in mine:
+                future = submit(row)
+                under_way[block].append((row, future))
+                future.add_done_callback(lambda _, block=block: on_done(block))  # type: ignore[misc]
+            on_done(block)
+            running += len(mine)
+            block = blocks.take() if running < room else None
+        if not under_way:
+            return outcomes
+        done = finished.get()
+        futures = under_way.pop(done)
+        wait([future for _, future in futures])  # records their final states (see run_rows)
+        recorded = [row_outcome(row, future, prices) for row, future in futures]
+        blocks.finish(done, recorded)
+        outcomes += recorded
+        running -= len(futures)
+        block = blocks.take() if running < room else None
 
 
 _frozen = False

@@ -1,18 +1,28 @@
-"""A batch spread over Prefect workers: row ranges of one manifest, each a flow run of the shard deployment.
+"""A batch spread over Prefect workers: its rows in blocks, taken one at a time by the parent and its shards.
 
-Nothing is copied: every shard reads the same manifest and takes its rows. Shards run on
-whatever workers serve the shard deployment's work pool (process, Docker, Kubernetes,
-ECS), so everything a shard needs must be visible from any machine: saved blocks (by
-name), and S3 for the manifest, the outputs, the images and the receipts, unless the
-caller says local paths are on a shared disk. Each shard writes its outcome table beside
-the receipts; the parent waits for every shard and writes one table of every row.
+Nothing is copied: every shard reads the same manifest. The rows are cut into blocks of
+a few rows; a participant (the parent flow run, and each flow run of the shard
+deployment on whatever workers serve its pool: process, Docker, Kubernetes, ECS) takes
+the next block nobody holds with a conditional put (the same claims that guard every
+paid create), runs its rows, writes the block's outcomes beside the receipts and takes
+another. So rows start at once in the parent, which is running already, while the shards
+start; a shard that starts late takes what is left, and more workers never leave rows
+waiting behind a slow one. A block whose holder died (its process gone, its flow run
+Crashed) is taken over, and the claims and receipts of its rows make that pay only for
+what nobody paid for. Everything a shard needs must be visible from any machine: saved
+blocks (by name), and S3 for the manifest, the outputs, the images and the receipts,
+unless the caller says local paths are on a shared disk. The parent writes one table of
+every row.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger
@@ -28,6 +38,7 @@ from sora_tasks.blocks import VideosApi
 from sora_tasks.core.errors import InvalidRequestError
 from sora_tasks.core.jobs.manifest import InvalidRow, ManifestRow
 from sora_tasks.core.jobs.rows import invalid_record, row_record
+from sora_tasks.core.storage.claims import Claim, Claims
 from sora_tasks.core.storage.destinations import S3Client
 from sora_tasks.core.storage.records import RecordStore
 
@@ -41,7 +52,7 @@ POLL_SECONDS = 2.0
 class Spread(BaseModel):
     """How to spread a batch over workers."""
 
-    shards: int = Field(default=2, description="How many flow runs share the rows (at least 1).")
+    shards: int = Field(default=2, description="How many flow runs of the shard deployment take rows (at least 1).")
     deployment: str = Field(
         default=SHARD_DEPLOYMENT, description="The shard deployment (flow/deployment), e.g. generate-videos/shard."
     )
@@ -56,32 +67,119 @@ class Spread(BaseModel):
         default=None,
         gt=0,
         description="How long the parent waits for its shards in all; then the rows not reported are named. "
-        "None: the api block's max_wait for each round of max_in_flight rows of a shard, plus 10 minutes.",
+        "None: the api block's max_wait for each round of max_in_flight rows of the batch, plus 10 minutes.",
+    )
+    parent_rows: bool = Field(
+        default=True,
+        description="The parent flow run takes blocks of rows too (it is running already, so rows start at once, "
+        "and it finishes the blocks of a shard that died); false: only the shards run rows.",
+    )
+    block_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows per block a participant takes at a time. None: half of max_in_flight (at least 1).",
     )
 
 
 class ShardRows(BaseModel):
-    """The rows one shard takes (row numbers, first and last included) and its batch's id."""
+    """What the parent hands each shard: its batch, how its rows are cut in blocks, and where to start looking."""
 
+    batch: str
+    total: int = Field(ge=0, description="Row numbers 1..total, as the parent read the manifest.")
+    block_rows: int = Field(ge=1)
+    index: int = Field(default=1, ge=0, description="This shard's number (the parent is 0): where it starts looking.")
+    of: int = Field(default=1, ge=1, description="How many participants there are, the parent included.")
+
+    def blocks(self, state: str, client: S3Client | None) -> RowBlocks:
+        ranges = row_blocks(self.total, self.block_rows)
+        return RowBlocks(state, self.batch, client, ranges, start=self.index * len(ranges) // self.of)
+
+
+def row_blocks(total: int, size: int) -> list[tuple[int, int]]:
+    """Row numbers 1..total in consecutive blocks of ``size`` (the last may be shorter)."""
+    return [(first, min(first + size - 1, total)) for first in range(1, total + 1, size)]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of rows this run holds: number, first and last row, and its claim."""
+
+    number: int
     first: int
     last: int
-    batch: str
-
-    @property
-    def record_name(self) -> str:
-        return f"rows-{self.first}-{self.last}"
+    claim: Claim
 
 
-def row_ranges(total: int, shards: int) -> list[tuple[int, int]]:
-    """Contiguous, nearly equal ranges of row numbers 1..total; no empty range."""
-    shards = min(shards, total)
-    size, extra = divmod(total, shards)
-    ranges, first = [], 1
-    for index in range(shards):
-        last = first + size - 1 + (1 if index < extra else 0)
-        ranges.append((first, last))
-        first = last + 1
-    return ranges
+class RowBlocks:
+    """A batch's blocks of rows, taken one at a time by whichever participant asks first.
+
+    A block is taken with a claim (a conditional put, so of two participants asking at
+    once one gets it) and finished by writing its rows' outcomes. A block held by a
+    participant known to be gone (its process, or its flow run ended) is taken over by the
+    next that asks; one held by a live participant is left to it.
+    """
+
+    def __init__(
+        self, state: str, batch: str, client: S3Client | None, ranges: list[tuple[int, int]], *, start: int = 0
+    ) -> None:
+        location = f"{state.rstrip('/')}/batches/{batch}"
+        self._records = RecordStore(f"{location}/blocks", client, what="row blocks")
+        self._claims = Claims(location, client)
+        self.ranges = ranges
+        self._order = list(range(start, len(ranges))) + list(range(0, start))
+        self._looked: set[int] = set()  # asked for in this pass: done, or held by someone alive
+        self._finished: set[int] = set()
+        self._lock = threading.Lock()
+
+    def take(self) -> Block | None:
+        """The next block nobody finished or holds (or whose holder is gone); None when none is left."""
+        with self._lock:
+            order = [number for number in self._order if number not in self._looked]
+            self._looked.update(order)  # one participant's threads never ask for the same block twice
+        for number in order:
+            if number in self._finished:
+                continue
+            if self._records.get(name_of(number)) is not None:
+                self._finished.add(number)
+                continue
+            won, claim = self._claims.take(name_of(number))
+            if won:
+                first, last = self.ranges[number]
+                return Block(number, first, last, claim)
+            if claim.fulfilled is not None:
+                self._finished.add(number)  # finished, and its record about to be read
+        return None
+
+    def again(self) -> None:
+        """Ask once more for every block not known finished: its holder may have died since."""
+        with self._lock:
+            self._looked = set(self._finished)
+
+    def finish(self, block: Block, outcomes: list[dict[str, Any]]) -> None:
+        """Record the block's outcomes, then mark its claim fulfilled: nobody takes it again."""
+        self._records.put(name_of(block.number), json.dumps(outcomes))
+        self._claims.fulfil(block.claim, json.dumps({"rows": [block.first, block.last]}))
+        self._finished.add(block.number)
+
+    def outcomes(self) -> dict[int, list[dict[str, Any]]]:
+        """The outcomes of every finished block, by block number."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        for number in range(len(self.ranges)):
+            text = self._records.get(name_of(number))
+            if text is not None:
+                found[number] = json.loads(text)
+        return found
+
+    def all_finished(self) -> bool:
+        """Every block's outcomes are written (read for the blocks not yet known finished)."""
+        for number in range(len(self.ranges)):
+            if number not in self._finished and self._records.get(name_of(number)) is not None:
+                self._finished.add(number)
+        return len(self._finished) == len(self.ranges)
+
+
+def name_of(block: int) -> str:
+    return f"block-{block}"
 
 
 def check_spread(
@@ -147,8 +245,9 @@ def run_spread(
     state: str,
     output_prefix: str,
     client: S3Client | None,
+    work: Callable[[RowBlocks], object],
 ) -> list[dict[str, Any]]:
-    """Start one flow run per row range; with ``wait``, gather every row's outcome."""
+    """Start the shards; with ``wait``, run blocks here too (``work``) and gather every row's outcome."""
     check_spread(
         spread, manifest=manifest, output_prefix=output_prefix, state=state, rows=rows, api=api, destination=destination
     )
@@ -156,86 +255,99 @@ def run_spread(
     total = max([row.number for row in rows] + [bad.number for bad in invalid] + [0])
     context = FlowRunContext.get()
     batch = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
-    shards = [
-        (shard, launch(spread, parameters, shard))
-        for shard in (
-            ShardRows(first=first, last=last, batch=batch) for first, last in row_ranges(total, spread.shards)
-        )
+    block_rows = spread.block_rows or max(1, int(parameters.get("max_in_flight") or 1) // 2)
+    ranges = row_blocks(total, block_rows)
+    here = spread.wait and spread.parent_rows
+    count = max(1, min(spread.shards, len(ranges)))
+    plan = [
+        ShardRows(batch=batch, total=total, block_rows=block_rows, index=index, of=count + here)
+        for index in range(here, count + here)
     ]
+    runs = [launch(spread, parameters, shard, name=f"shard {shard.index} of {count}") for shard in plan]
     if not spread.wait:
         return [
-            {
-                "rows": f"{shard.first}-{shard.last}",
-                "flow_run_id": str(run.id),
-                "flow_run": run.name,
-                "status": "submitted",
-            }
-            for shard, run in shards
+            {"shard": shard.index, "flow_run_id": str(run.id), "flow_run": run.name, "status": "submitted"}
+            for shard, run in zip(plan, runs, strict=True)
         ]
-    deadline = time.monotonic() + (spread.timeout_seconds or default_timeout(shards, parameters))
-    store = RecordStore(f"{state}/batches/{batch}", client)
-    ended = wait_for_runs([run.id for _, run in shards], deadline=deadline)
-    # A shard that crashed (its worker died: the zombie automation marks a run whose heartbeats
-    # stop) or ended without its table is run once more: claims and receipts make that pay
-    # only for the rows nobody paid for.
-    again = [
-        (shard, run)
-        for shard, run in shards
-        if ended.get(str(run.id)) in ("CRASHED", "FAILED", "CANCELLED") and store.get(shard.record_name) is None
-    ]
-    if again and time.monotonic() < deadline:
-        retried = []
-        for shard, run in again:
-            logger.warning("rows %d-%d: %s ended %s without a report; running them again", shard.first,
-                           shard.last, run.name, ended[str(run.id)])  # fmt: skip
-            retried.append((shard, launch(spread, parameters, shard, suffix=" (again)")))
-        ended |= wait_for_runs([run.id for _, run in retried], deadline=deadline)
-        replaced = {shard.record_name: run for shard, run in retried}
-        shards = [(shard, replaced.get(shard.record_name, run)) for shard, run in shards]
+    deadline = time.monotonic() + (spread.timeout_seconds or default_timeout(total, parameters))
+    blocks = RowBlocks(state, batch, client, ranges)
+    if here:
+        work(blocks)  # returns when no block is left to take: the rest are held by shards
+    relaunched: set[str] = set()
+    while not blocks.all_finished() and time.monotonic() < deadline:
+        ended = run_states(runs)
+        blocks.again()
+        if here:
+            # A block whose shard died is taken over here (its claim's holder is gone).
+            work(blocks)
+            if blocks.all_finished():
+                break
+        elif len(ended) == len(runs):
+            # Every shard is over and blocks are left (a shard died holding them): one more
+            # shard takes them over, once for each that ended without finishing.
+            for run in runs:
+                if ended.get(str(run.id)) in ("CRASHED", "FAILED", "CANCELLED") and str(run.id) not in relaunched:
+                    relaunched.add(str(run.id))
+                    logger.warning("%s ended %s with blocks unfinished; a new shard takes them", run.name,
+                                   ended[str(run.id)])  # fmt: skip
+                    runs.append(launch(spread, parameters, plan[0], name=f"{run.name} (again)"))
+                    break
+            else:
+                if not any(ended.get(str(run.id)) is None for run in runs):
+                    break  # nothing is running and nothing is left to start: report what is missing
+        time.sleep(POLL_SECONDS)
+    finished = blocks.outcomes()
     outcomes = [invalid_record(bad) for bad in invalid]
-    for shard, run in shards:
-        text = store.get(shard.record_name)
-        if text is not None:
-            outcomes += json.loads(text)
+    for number, (first, last) in enumerate(ranges):
+        if number in finished:
+            outcomes += finished[number]
             continue
-        # The shard died before writing its table, or was still running at the deadline:
-        # its rows are reported, and a rerun follows or delivers them from the receipts.
-        ending = ended.get(str(run.id))
-        how = f"ended {ending}" if ending else "was still running at the spread's deadline"
+        # Held by a shard still running at the deadline, or by one that died and was not
+        # replaced in time: reported; a rerun follows or delivers its rows from the receipts.
         for row in rows:
-            if shard.first <= row.number <= shard.last:
+            if first <= row.number <= last:
                 outcomes.append(
                     row_record(
                         row,
                         status="failed",
                         video_id=None,
-                        error=f"shard flow run {run.name} {how} without a report; rerun the batch",
+                        error="its block was not finished by the spread's deadline; rerun the batch",
                         cost_usd=0.0,
                     )
                 )
     return outcomes
 
 
-def launch(spread: Spread, parameters: dict[str, Any], shard: ShardRows, *, suffix: str = "") -> FlowRun:
-    """One flow run of the shard deployment for ``shard``'s rows, returned once scheduled."""
+def launch(spread: Spread, parameters: dict[str, Any], shard: ShardRows, *, name: str) -> FlowRun:
+    """One flow run of the shard deployment taking blocks of ``shard``'s batch, returned once scheduled."""
     run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync here: a FlowRun, not a coroutine
         spread.deployment,
         parameters={**parameters, "shard": shard.model_dump()},
-        flow_run_name=f"rows {shard.first}-{shard.last}{suffix}",
+        flow_run_name=name,
         timeout=0,  # return once scheduled; the parent waits for it, or not at all
         as_subflow=True,
     )
-    get_run_logger().info("rows %d-%d: flow run %s (%s)", shard.first, shard.last, run.name, run.id)
+    get_run_logger().info("%s: flow run %s (%s)", name, run.name, run.id)
     return run
 
 
-def default_timeout(shards: list[tuple[ShardRows, FlowRun]], parameters: dict[str, Any]) -> float:
-    """The api block's max_wait for each round of ``max_in_flight`` rows of the largest shard, plus 10 minutes."""
+def default_timeout(total: int, parameters: dict[str, Any]) -> float:
+    """The api block's max_wait for each round of ``max_in_flight`` rows of the batch, plus 10 minutes."""
     from sora_tasks.blocks import load_api
 
-    largest = max(shard.last - shard.first + 1 for shard, _ in shards)
-    rounds = -(-largest // max(1, int(parameters.get("max_in_flight") or 1)))
+    rounds = -(-total // max(1, int(parameters.get("max_in_flight") or 1)))
     return float(load_api(parameters.get("api")).max_wait) * rounds + 600.0
+
+
+def run_states(runs: list[FlowRun]) -> dict[str, str]:
+    """The final state type of each flow run that has ended, by id."""
+    ended: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for run in runs:
+            state = client.read_flow_run(run.id).state
+            if state is not None and state.type.value in FINAL_STATES:
+                ended[str(run.id)] = state.type.value
+    return ended
 
 
 def wait_for_runs(ids: list[Any], *, deadline: float | None = None) -> dict[str, str]:
