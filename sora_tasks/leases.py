@@ -39,11 +39,14 @@ from uuid import UUID
 logger = logging.getLogger("sora_tasks")
 
 # A refused row tries again after the server's Retry-After, within these bounds (seconds).
+# Only one thread per process asks, so a short bound costs the server little and a slot
+# another process frees is taken within a second.
 MIN_RETRY = 0.1
-MAX_RETRY = 5.0
+MAX_RETRY = 1.0
 # A server that keeps failing (5xx after the client's own retries, or unreachable) is asked
 # again for this long before the row fails: nothing has been paid for yet at this point.
 UNAVAILABLE_FOR = 300.0
+UNAVAILABLE_PAUSE = 5.0
 
 
 class LeaseHolder:
@@ -136,7 +139,7 @@ class LeaseHolder:
                 if time.monotonic() - failing_since > UNAVAILABLE_FOR:
                     raise error
                 logger.warning("render slot: the Prefect API failed (%s); asking again", error)
-                pause = MAX_RETRY * random.uniform(0.5, 1.0)
+                pause = UNAVAILABLE_PAUSE * random.uniform(0.5, 1.0)
             # A slot handed over or released meanwhile ends the wait at once.
             self._lock.wait_for(functools.partial(self._freed, name, released), timeout=pause)
             if self._idle[name]:

@@ -17,11 +17,13 @@ every row.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,15 +130,20 @@ class RowBlocks:
         self.ranges = ranges
         self._order = list(range(start, len(ranges))) + list(range(0, start))
         self._looked: set[int] = set()  # asked for in this pass: done, or held by someone alive
+        self._cursor = 0  # where in ``_order`` this pass has got to
         self._finished: set[int] = set()
         self._lock = threading.Lock()
 
     def take(self) -> Block | None:
         """The next block nobody finished or holds (or whose holder is gone); None when none is left."""
-        with self._lock:
-            order = [number for number in self._order if number not in self._looked]
-            self._looked.update(order)  # one participant's threads never ask for the same block twice
-        for number in order:
+        while True:
+            with self._lock:
+                while self._cursor < len(self._order) and self._order[self._cursor] in self._looked:
+                    self._cursor += 1
+                if self._cursor == len(self._order):
+                    return None
+                number = self._order[self._cursor]
+                self._looked.add(number)  # asked once per pass, by one thread of this participant
             if number in self._finished:
                 continue
             if self._records.get(name_of(number)) is not None:
@@ -148,12 +155,11 @@ class RowBlocks:
                 return Block(number, first, last, claim)
             if claim.fulfilled is not None:
                 self._finished.add(number)  # finished, and its record about to be read
-        return None
 
     def again(self) -> None:
         """Ask once more for every block not known finished: its holder may have died since."""
         with self._lock:
-            self._looked = set(self._finished)
+            self._looked, self._cursor = set(self._finished), 0
 
     def finish(self, block: Block, outcomes: list[dict[str, Any]]) -> None:
         """Record the block's outcomes, then mark its claim fulfilled: nobody takes it again."""
@@ -263,16 +269,26 @@ def run_spread(
         ShardRows(batch=batch, total=total, block_rows=block_rows, index=index, of=count + here)
         for index in range(here, count + here)
     ]
-    runs = [launch(spread, parameters, shard, name=f"shard {shard.index} of {count}") for shard in plan]
+
+    def launch_all() -> list[FlowRun]:
+        return [launch(spread, parameters, shard, name=f"shard {shard.index} of {count}") for shard in plan]
+
     if not spread.wait:
         return [
             {"shard": shard.index, "flow_run_id": str(run.id), "flow_run": run.name, "status": "submitted"}
-            for shard, run in zip(plan, runs, strict=True)
+            for shard, run in zip(plan, launch_all(), strict=True)
         ]
     deadline = time.monotonic() + (spread.timeout_seconds or default_timeout(total, parameters))
     blocks = RowBlocks(state, batch, client, ranges)
     if here:
-        work(blocks)  # returns when no block is left to take: the rest are held by shards
+        # The shards are scheduled beside the parent's first rows: each run_deployment is
+        # a few API calls, and rows here need none of them.
+        with ThreadPoolExecutor(1, thread_name_prefix="sora-launch") as launcher:
+            launched = launcher.submit(contextvars.copy_context().run, launch_all)
+            work(blocks)  # returns when no block is left to take: the rest are held by shards
+            runs = launched.result()
+    else:
+        runs = launch_all()
     relaunched: set[str] = set()
     while not blocks.all_finished() and time.monotonic() < deadline:
         ended = run_states(runs)

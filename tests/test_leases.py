@@ -1,0 +1,120 @@
+"""Render slots (sora_tasks.leases) on a real `prefect server start`: two processes share one limit.
+
+Each process runs rows in threads that hold a slot for a moment, as a batch's rows do
+while their jobs render. The limit holds across both processes, a slot given back while
+another row of the same process waits is handed over (fewer grants than holds), and
+nothing is left held on the server afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_spread import PROJECT, prefect
+
+LIMIT, THREADS, HOLD_SECONDS = 3, 6, 0.3
+
+ROWS = """
+import json, sys, threading, time
+from sora_tasks import leases
+
+name, threads, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+holder = leases.lease_holder(60.0)
+grants = []
+ask = holder._client.increment_concurrency_slots_with_lease
+
+def counted(*args, **kwargs):  # the real request, counted
+    response = ask(*args, **kwargs)
+    grants.append(1)
+    return response
+
+holder._client.increment_concurrency_slots_with_lease = counted
+spans, lock = [], threading.Lock()
+
+def row():
+    for _ in range(2):
+        with leases.holding_lease(name, lease_duration=60.0):
+            began = time.time()
+            time.sleep(hold)
+            with lock:
+                spans.append((began, time.time()))
+
+workers = [threading.Thread(target=row) for _ in range(threads)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+print(json.dumps({"spans": spans, "grants": len(grants)}))
+"""
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_limit_and_hand_slots_over(prefect_server_env: dict[str, str]) -> None:
+    env = {**os.environ, **prefect_server_env}
+    name = f"rendering-{uuid.uuid4().hex[:6]}"
+    prefect(env, "gcl", "create", name, "--limit", str(LIMIT))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", ROWS, name, str(THREADS), str(HOLD_SECONDS)],
+            env=env,
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results: list[dict[str, Any]] = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        assert results[-1]["spans"], err[-3000:]
+    spans = [(float(start), float(end)) for result in results for start, end in result["spans"]]
+    holds = 2 * THREADS
+    print(
+        f"holds per process {holds}, grants {[result['grants'] for result in results]}, "
+        f"most at once {most_at_once(spans)} (limit {LIMIT})"
+    )
+    assert len(spans) == 2 * holds
+    # A few milliseconds of clock between a release and the next start in another process.
+    assert most_at_once(spans) <= LIMIT
+    # Handed over within a process: fewer grants from the server than slots held.
+    assert all(result["grants"] < holds for result in results), results
+    assert active_slots(env, name) == 0
+
+
+def active_slots(env: dict[str, str], name: str) -> int:
+    code = (
+        "import sys\nfrom prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as client:\n"
+        "    print(client.read_global_concurrency_limit_by_name(sys.argv[1]).active_slots)\n"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        done = subprocess.run(
+            [sys.executable, "-c", code, name], env=env, cwd=Path(PROJECT), capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        held = int(done.stdout.strip())
+        if held == 0 or time.monotonic() > deadline:
+            return held
+        time.sleep(0.5)
