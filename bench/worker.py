@@ -151,7 +151,10 @@ def batch_sdk(args: dict[str, Any]) -> None:
 
 
 def spread_parent(args: dict[str, Any]) -> None:
-    """The parent of a spread batch: its rows run as flow runs of the shard deployment on other processes."""
+    """The parent of a spread batch (with its shards, flow runs of the shard deployment on other processes).
+
+    ``shards`` 0: the same batch in this one process, for comparison.
+    """
     from sora_tasks import BatchFailedError
     from sora_tasks.flows.batch import generate_videos
     from sora_tasks.flows.spread import Spread
@@ -162,7 +165,7 @@ def spread_parent(args: dict[str, Any]) -> None:
             output_prefix=args["output_prefix"],
             api=args["api"],  # a saved block, by name: the shards load it on their workers
             max_in_flight=args["c"],
-            spread=Spread(shards=args["shards"], work_pool=args["work_pool"]),
+            spread=Spread(shards=args["shards"], work_pool=args["work_pool"]) if args["shards"] else None,
             previews=False,
         )
     except BatchFailedError as error:
