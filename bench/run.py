@@ -293,6 +293,7 @@ def bench_sweep(repeats: int, env: dict[str, str], work: Path) -> tuple[str, str
 SPREAD_ROWS, SPREAD_LIMIT, SPREAD_IN_FLIGHT, SPREAD_WORKERS = 200, 20, 20, (1, 2, 4)
 # The production case: a render time like the provider's, over the most workers, beside one process.
 PRODUCTION_WORKERS = (0, 4)
+BASELINE_WORKERS = (0,)  # 0: the same batch in one process
 SPREAD_POOL = "sora"  # the work pool of prefect.yaml's `shard` deployment
 SPREAD_BLOCK = "bench-spread"
 # How often an idle worker asks for scheduled runs (Prefect's default is 10 s): at the
@@ -386,7 +387,7 @@ def bench_spread(renders: list[float], repeats: int, aws: dict[str, str], work: 
         )
         prefect_cli(env, "work-pool", "create", SPREAD_POOL, "--type", "process")
         prefect_cli(env, "--no-prompt", "deploy", "--name", "shard")
-        plan = [(renders[0], workers) for workers in (0, *SPREAD_WORKERS)]
+        plan = [(renders[0], workers) for workers in (*BASELINE_WORKERS, *SPREAD_WORKERS)]
         plan += [(render, workers) for render in renders[1:] for workers in PRODUCTION_WORKERS]
         for attempt in range(repeats):
             for render, workers in plan:

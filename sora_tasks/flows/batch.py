@@ -429,7 +429,7 @@ def run_rows(
                     return runner.submit(generate_row, parameters={"row": quote(row), "shared": quote(shared)})
 
                 if blocks is not None and first_block is not None:
-                    return run_blocks(blocks, first_block, rows, submit, 2 * max_in_flight, prices)
+                    return run_blocks(blocks, first_block, rows, submit, max_in_flight, prices)
                 futures = [(row, submit(row)) for row in rows]
                 track_batch([future for _, future in futures], manifest)
                 # wait() records each future's final state; without it, .state asks the
@@ -442,7 +442,7 @@ def run_rows(
                 return generate_row.submit(row, shared)
 
             if blocks is not None and first_block is not None:
-                return run_blocks(blocks, first_block, rows, submit, 2 * max_in_flight, prices)
+                return run_blocks(blocks, first_block, rows, submit, max_in_flight, prices)
             futures = [(row, submit(row)) for row in rows]
             track_batch([future for _, future in futures], manifest)
             wait([future for _, future in futures])
@@ -460,47 +460,52 @@ def run_blocks(
     room: int,
     prices: dict[str, float] | None,
 ) -> list[dict[str, Any]]:
-    """Take blocks while fewer than ``room`` rows are under way here, and record each block as it finishes.
+    """Take a block whenever fewer than ``room`` rows are under way here; record each block as it finishes.
 
     A block is taken only when this run has room for its rows: one that took every block
-    at the start would leave the shards that start later nothing to do.
+    at the start would leave the shards that start later nothing to do, and one that
+    queued many rows would keep them from a participant with slots to spare.
     """
     by_number = {row.number: row for row in rows}
-    finished: queue.Queue[Block] = queue.Queue()
+    finished_rows: queue.Queue[Block | None] = queue.Queue()  # per row: its block if it was the last, else None
     under_way: dict[Block, list[tuple[ManifestRow, PrefectFuture[Any]]]] = {}
     left: dict[Block, int] = {}
     lock = threading.Lock()
     outcomes: list[dict[str, Any]] = []
-    running = 0
-    block: Block | None = first
+    running = 0  # rows submitted here and not yet finished
 
     def on_done(block: Block) -> None:
         with lock:
             left[block] -= 1
-            if not left[block]:
-                finished.put(block)
+            finished_rows.put(block if not left[block] else None)
 
+    def record(block: Block) -> None:
+        futures = under_way.pop(block)
+        wait([future for _, future in futures])  # records their final states (see run_rows)
+        recorded = [row_outcome(row, future, prices) for row, future in futures]
+        blocks.finish(block, recorded)
+        outcomes.extend(recorded)
+
+    block: Block | None = first
     while True:
         while block is not None:
             mine = [by_number[number] for number in range(block.first, block.last + 1) if number in by_number]
-            under_way[block], left[block] = [], len(mine) + 1  # + 1: held until every row is submitted
-            for row in mine:
-                future = submit(row)
-                under_way[block].append((row, future))
-                future.add_done_callback(lambda _, block=block: on_done(block))  # type: ignore[misc]
-            on_done(block)
+            under_way[block] = [(row, submit(row)) for row in mine]
+            left[block] = len(mine)
             running += len(mine)
+            for _, future in under_way[block]:  # a future already done calls back at once
+                future.add_done_callback(lambda _, block=block: on_done(block))  # type: ignore[misc]
+            if not mine:
+                record(block)  # only invalid rows: the parent reports those
             block = blocks.take() if running < room else None
         if not under_way:
             return outcomes
-        done = finished.get()
-        futures = under_way.pop(done)
-        wait([future for _, future in futures])  # records their final states (see run_rows)
-        recorded = [row_outcome(row, future, prices) for row, future in futures]
-        blocks.finish(done, recorded)
-        outcomes += recorded
-        running -= len(futures)
-        block = blocks.take() if running < room else None
+        done = finished_rows.get()
+        running -= 1
+        if done is not None:
+            record(done)
+        if running < room:
+            block = blocks.take()
 
 
 _frozen = False
