@@ -19,8 +19,8 @@ from sora_tasks.core.api.pricing import price_per_second
 from sora_tasks.core.api.request import VideoRequest
 from sora_tasks.core.api.settings import ApiSettings
 from sora_tasks.core.errors import StorageError, VideoNotReadyError, VideoQualityError
-from sora_tasks.core.jobs.gate import attempts, record_rejection, retry_note, retry_request_id
-from sora_tasks.core.jobs.pipeline import Delivered, find_delivered, job_key, record_delivery, rejected_earlier
+from sora_tasks.core.jobs.gate import record_rejection, through_quality_retries
+from sora_tasks.core.jobs.pipeline import Delivered, find_delivered, job_key, record_delivery
 from sora_tasks.core.media.images import PreparedImage
 from sora_tasks.core.media.quality import Expectation
 from sora_tasks.core.spec import VideoSpec, as_spec, build_request
@@ -287,32 +287,28 @@ def with_quality_retries(
     the last one is raised, naming the jobs rejected before it.
     """
     policy = settings.quality_policy
-    rejected: list[VideoQualityError] = []
     logger = get_run_logger()
-    for attempt in range(attempts(policy)):
-        attempt_id = retry_request_id(request_id, attempt)
+
+    def attempt(_: int, attempt_id: str | None, rejected: list[VideoQualityError]) -> R:
         key = key_of(attempt_id)
-        earlier = receipts.find(key) if attempt + 1 < attempts(policy) else None
-        if earlier is not None and earlier.rejected_codes:
-            logger.info(
-                "video %s was rejected by an earlier run (%s); following its retry",
-                earlier.video_id,
-                earlier.rejected_codes,
-            )
-            rejected.append(rejected_earlier(earlier))
-            continue
         try:
             return make(key, attempt_id, [error.video_id for error in rejected])
         except VideoQualityError as error:
             record_rejection(receipts, key, error)
-            if attempt + 1 == attempts(policy):
-                raise retry_note(error, rejected) from None
-            rejected.append(error)
-            logger.warning(
-                "%s; paying for quality retry %d of %d (quality=%s)", error, attempt + 1, policy.retries, policy.setting
-            )
-            continue
-    raise AssertionError("unreachable")
+            raise
+
+    def warn(error: VideoQualityError, left: int) -> None:
+        logger.warning("%s; paying for quality retry %d of %d (quality=%s)", error, policy.retries - left + 1,
+                       policy.retries, policy.setting)  # fmt: skip
+
+    return through_quality_retries(
+        policy,
+        request_id,
+        earlier=lambda attempt_id: receipts.find(key_of(attempt_id)),
+        make=attempt,
+        on_rejected=warn,
+        log=logger,
+    )
 
 
 @dataclass(frozen=True)

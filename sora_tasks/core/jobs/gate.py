@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import SoraError, VideoQualityError
 from ..media.quality import Expectation, QualityPolicy, QualityReport, inspect_video
@@ -37,6 +37,54 @@ RETRY_MARK = "#quality-retry-"
 def retry_request_id(request_id: str | None, attempt: int) -> str | None:
     """The request id of quality retry ``attempt`` (0: the request itself): ``<id or ''>#quality-retry-<k>``."""
     return request_id if attempt == 0 else f"{request_id or ''}{RETRY_MARK}{attempt}"
+
+
+T = TypeVar("T")
+
+
+def through_quality_retries(
+    policy: QualityPolicy,
+    request_id: str | None,
+    *,
+    earlier: Callable[[str | None], Receipt | None],
+    make: Callable[[int, str | None, list[VideoQualityError]], T],
+    on_rejected: Callable[[VideoQualityError, int], object],
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+) -> T:
+    """``make(attempt, request_id, rejected)`` once, or under ``retry=N`` until a video passes the check.
+
+    Retry k is the request with :func:`retry_request_id` ``k``: a job of its own, so a rerun
+    follows it. ``earlier(request_id)`` is that attempt's receipt, if any: a job an earlier
+    run rejected is gone past without downloading it again. ``rejected`` holds the
+    rejections before this attempt; ``on_rejected(error, retries_left)`` hears of each one
+    a retry follows. The last rejection is raised, naming the jobs rejected before it.
+    """
+    rejected: list[VideoQualityError] = []
+    for attempt in range(attempts(policy)):
+        attempt_id = retry_request_id(request_id, attempt)
+        found = earlier(attempt_id) if attempt + 1 < attempts(policy) else None
+        if found is not None and found.rejected_codes:
+            log.info("video %s was rejected by an earlier run (%s); following its retry", found.video_id,
+                     found.rejected_codes)  # fmt: skip
+            rejected.append(rejected_earlier(found))
+            continue
+        try:
+            return make(attempt, attempt_id, list(rejected))
+        except VideoQualityError as error:
+            if attempt + 1 == attempts(policy):
+                raise retry_note(error, rejected) from None
+            rejected.append(error)
+            on_rejected(error, attempts(policy) - attempt - 1)
+    raise AssertionError("unreachable")
+
+
+def rejected_earlier(receipt: Receipt) -> VideoQualityError:
+    """The rejection an earlier run recorded in ``receipt``, for a retry that goes straight past it."""
+    codes = (receipt.rejected_codes or "quality_check").split(",")
+    checks = {code.removeprefix("quality_"): "rejected by an earlier run" for code in codes}
+    error = VideoQualityError(receipt.video_id, checks, rejected_uri=receipt.rejected_uri)
+    error.how = "resumed"
+    return error
 
 
 def attempts(policy: QualityPolicy) -> int:

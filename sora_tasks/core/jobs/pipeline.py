@@ -51,7 +51,7 @@ from ..storage.destinations import (
 from ..storage.listing import Listing
 from ..storage.receipts import Receipt, Receipts, receipt_key
 from .derived import DerivedRequest
-from .gate import attempts, check_download, record_rejection, retry_note, retry_request_id
+from .gate import check_download, record_rejection, through_quality_retries
 from .retries import retry_transient
 
 logger = logging.getLogger("sora_tasks")
@@ -677,66 +677,47 @@ def produce(
     rejection (default: a warning).
     """
     policy = quality or QualityPolicy()
-    rejected: list[VideoQualityError] = []
-    for attempt in range(attempts(policy)):
-        plan = plan_job(client, request, image, retry_request_id(request_id, attempt))
-        earlier = receipts.find(plan.key) if receipts is not None and attempt + 1 < attempts(policy) else None
-        if earlier is not None and earlier.rejected_codes:
-            # An earlier run rejected this job and paid for the retry after it: go straight there.
-            logger.info(
-                "video %s was rejected by an earlier run (%s); following its retry",
-                earlier.video_id,
-                earlier.rejected_codes,
-            )
-            rejected.append(rejected_earlier(earlier))
-            continue
-        try:
-            delivered = produce_job(
-                client,
-                plan,
-                output,
-                receipts=receipts,
-                max_wait=max_wait,
-                poll_interval=poll_interval,
-                on_progress=on_progress,
-                on_submitted=on_submitted,
-                previews=previews,
-                s3=s3,
-                rendering=rendering,
-                before_create=before_create,
-                reconcile_since=reconcile_since if attempt == 0 else None,
-                outputs=outputs,
-                watcher=watcher,
-                admitted=admitted,
-                quality=policy,
-            )
-        except VideoQualityError as error:
-            if attempt + 1 == attempts(policy):
-                raise retry_note(error, rejected) from None
-            rejected.append(error)
-            if on_rejected is not None:
-                on_rejected(error, attempts(policy) - attempt - 1)
-            else:
-                logger.warning(
-                    "%s; paying for quality retry %d of %d (quality=%s)",
-                    error,
-                    attempt + 1,
-                    policy.retries,
-                    policy.setting,
-                )
-            continue
+    plans: dict[str | None, JobPlan] = {}
+
+    def plan(attempt_id: str | None) -> JobPlan:
+        if attempt_id not in plans:
+            plans[attempt_id] = plan_job(client, request, image, attempt_id)
+        return plans[attempt_id]
+
+    def make(attempt: int, attempt_id: str | None, rejected: list[VideoQualityError]) -> Delivered:
+        delivered = produce_job(
+            client,
+            plan(attempt_id),
+            output,
+            receipts=receipts,
+            max_wait=max_wait,
+            poll_interval=poll_interval,
+            on_progress=on_progress,
+            on_submitted=on_submitted,
+            previews=previews,
+            s3=s3,
+            rendering=rendering,
+            before_create=before_create,
+            reconcile_since=reconcile_since if attempt == 0 else None,
+            outputs=outputs,
+            watcher=watcher,
+            admitted=admitted,
+            quality=policy,
+        )
         paid = sum(1 for error in rejected if error.how in ("created", "recreated"))
         return replace(delivered, rejected=tuple(error.video_id for error in rejected), rejected_paid=paid)
-    raise AssertionError("unreachable")
 
+    def warn(error: VideoQualityError, left: int) -> None:
+        logger.warning("%s; paying for quality retry %d of %d (quality=%s)", error, policy.retries - left + 1,
+                       policy.retries, policy.setting)  # fmt: skip
 
-def rejected_earlier(receipt: Receipt) -> VideoQualityError:
-    """The rejection an earlier run recorded in ``receipt``, for a retry that goes straight past it."""
-    codes = (receipt.rejected_codes or "quality_check").split(",")
-    checks = {code.removeprefix("quality_"): "rejected by an earlier run" for code in codes}
-    error = VideoQualityError(receipt.video_id, checks, rejected_uri=receipt.rejected_uri)
-    error.how = "resumed"
-    return error
+    return through_quality_retries(
+        policy,
+        request_id,
+        earlier=lambda attempt_id: receipts.find(plan(attempt_id).key) if receipts is not None else None,
+        make=make,
+        on_rejected=on_rejected or warn,
+    )
 
 
 def produce_job(
