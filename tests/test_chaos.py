@@ -75,6 +75,8 @@ WORKER_ENV = {
 ZOMBIE_FILE = PROJECT / "sora_tasks" / "automations" / "crash-zombie-flow-runs.yaml"
 ZOMBIE_WITHIN = 3 * HEARTBEAT_SECONDS
 PARENT_MARK = "marked Crashed by the spread batch's parent"
+# A worker is killed once one of its shards has been Running this long (seconds).
+RUNNING_FOR = 5
 
 
 @dataclass(frozen=True)
@@ -235,9 +237,11 @@ class Round:
 def wait_for_the_moment(
     emulator: Any, kill: Kill, parent: subprocess.Popen[str], workers: Workers, api_url: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """Once the round has made ``kill.after_creates`` jobs (and, to kill one, a worker runs a shard): who is busy.
+    """Once the round has made ``kill.after_creates`` jobs: the workers worth killing, with their shard runs.
 
-    The parent takes blocks of rows at once, so the first creates may come before any shard started.
+    The parent takes blocks of rows at once, so the first creates may come before any shard
+    started; a worker is worth killing once one of its shards has run for a few seconds
+    (it has taken blocks, and its rows are paid for and rendering).
     """
     deadline = time.monotonic() + 180
     while True:
@@ -246,8 +250,19 @@ def wait_for_the_moment(
             f"no moment to kill {kill.target} came (creates {emulator.state.jobs_created})"
         )
         if emulator.state.jobs_created >= kill.after_creates:
-            busy = workers.busy(api_url) if kill.target == "worker" else {}
-            if busy or kill.target != "worker":
+            if kill.target != "worker":
+                return {}
+            now = time.time()
+            busy = {
+                name: runs
+                for name, runs in workers.busy(api_url).items()
+                if any(
+                    run["state_type"] == "RUNNING"
+                    and now - datetime.fromisoformat(run["state"]["timestamp"]).timestamp() >= RUNNING_FOR
+                    for run in runs
+                )
+            }
+            if busy:
                 return busy
         time.sleep(0.25)
 
@@ -316,6 +331,10 @@ def check_round(  # type: ignore[no-untyped-def]
         assert freed is not None or elapsed < LEASE_SECONDS + 60, f"{slots_held(api_url)} render slots still held"
         time.sleep(1.0)
 
+    # The render limit held throughout, dead holders included (their slots stay taken until
+    # their leases run out, and their jobs are adopted long before).
+    peak = peak_jobs_in_flight(emulator)
+    assert peak <= RENDER_LIMIT, peak
     runs = [run for run in all_runs(api_url) if run["id"] not in record.runs_before]
     crashed = [run for run in runs if run["state_type"] == "CRASHED"]
     by_parent = [run for run in crashed if PARENT_MARK in (run["state"]["message"] or "")]
@@ -349,7 +368,7 @@ def check_round(  # type: ignore[no-untyped-def]
         "Running cleared after it, s": round(cleared),
         "slots back after it, s": round(freed),
         "how": {how: [row["how"] for row in rows].count(how) for how in sorted({row["how"] for row in rows})},
-        "peak jobs rendering": peak_jobs_in_flight(emulator),
+        "peak jobs rendering": peak,
     }
 
 
