@@ -7,6 +7,7 @@ shared. The parent batch runs in a process of its own, as a user's would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,10 +37,10 @@ import json, sys
 from sora_tasks.flows.batch import generate_videos
 from sora_tasks.flows.spread import Spread
 from sora_tasks import BatchFailedError
-manifest, prefix, shards = sys.argv[1], sys.argv[2], int(sys.argv[3])
+manifest, prefix, shards, options = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 try:
     rows = generate_videos(manifest=manifest, output_prefix=prefix, api="sora-spread", max_in_flight=4,
-                           spread=Spread(shards=shards, work_pool="sora"))
+                           spread=Spread(shards=shards, work_pool="sora", **options))
 except BatchFailedError as error:
     rows = error.rows
 print(json.dumps(rows))
@@ -54,21 +55,26 @@ def prefect(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def spread_server(
-    prefect_server_env: dict[str, str], s3_endpoint: str, emulator_server: Any
-) -> Iterator[dict[str, str]]:
-    env = {**os.environ, **prefect_server_env, "SORA_PROJECT_DIR": str(PROJECT)}
+def prepare_spread_server(server_env: dict[str, str], emulator_server: Any, render_limit: int) -> dict[str, str]:
+    """Work pool `sora`, the `shard` deployment, the render limit `sora-rendering` and the block `sora-spread`."""
+    env = {**os.environ, **server_env, "SORA_PROJECT_DIR": str(PROJECT)}
     prefect(env, "work-pool", "create", "sora", "--type", "process")
     prefect(env, "--no-prompt", "deploy", "--name", "shard")
-    prefect(env, "gcl", "create", "sora-rendering", "--limit", str(RENDER_LIMIT))
+    prefect(env, "gcl", "create", "sora-rendering", "--limit", str(render_limit))
     save = (
         "from sora_tasks.blocks import VideosApi\n"
         f"VideosApi(base_url={emulator_server.base_url!r}, poll_interval=0.1, "
         "render_limit_name='sora-rendering').save('sora-spread', overwrite=True)\n"
     )
     subprocess.run([sys.executable, "-c", save], env=env, cwd=PROJECT, check=True, timeout=120)
-    yield env
+    return env
+
+
+@pytest.fixture(scope="module")
+def spread_server(
+    prefect_server_env: dict[str, str], s3_endpoint: str, emulator_server: Any
+) -> Iterator[dict[str, str]]:
+    yield prepare_spread_server(prefect_server_env, emulator_server, RENDER_LIMIT)
 
 
 def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
@@ -96,10 +102,51 @@ def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
         process.wait(timeout=10)
 
 
-def start_parent(env: dict[str, str], manifest: str, prefix: str, shards: int = 4) -> subprocess.Popen[str]:
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc (a worker's flow runs run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found: set[int] = set()
+    queue = [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in found:
+                found.add(child)
+                queue.append(child)
+    return found
+
+
+def kill_machine(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL ``process`` and every process it started, as if their machine died.
+
+    Prefect's process worker starts each flow run in a session of its own, so killing the
+    worker's process group leaves its flow runs running. Every process is stopped first
+    (SIGSTOP), so none can start another or be reparented before all are killed.
+    """
+    stopped: set[int] = set()
+    while tree := ({process.pid} | descendants(process.pid)) - stopped:
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= tree
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def start_parent(
+    env: dict[str, str], manifest: str, prefix: str, shards: int = 4, **spread: Any
+) -> subprocess.Popen[str]:
+    """The parent batch in a process of its own; ``spread``: more Spread fields."""
     home = tempfile.mkdtemp(prefix="parent-")  # a fresh machine each time: no cache survives
     return subprocess.Popen(
-        [sys.executable, "-c", PARENT, manifest, prefix, str(shards)],
+        [sys.executable, "-c", PARENT, manifest, prefix, str(shards), json.dumps(spread)],
         env={**env, "PREFECT_HOME": home},
         cwd=PROJECT,
         stdout=subprocess.PIPE,
@@ -206,7 +253,7 @@ def test_a_worker_killed_mid_batch_costs_nothing_extra_on_the_rerun(  # type: ig
         while emulator.state.jobs_created < 12 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert emulator.state.jobs_created >= 12, "the batch never got going"
-        stop(doomed, signal.SIGKILL)  # the worker and the flow runs it started, mid-render
+        kill_machine(doomed)  # the worker and the flow runs it started, mid-render
         stop(parent, signal.SIGKILL)  # its doomed shards would never report
         rows = finish(start_parent(spread_server, manifest, f"s3://{bucket}/kill"))
     finally:

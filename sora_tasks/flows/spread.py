@@ -25,14 +25,20 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
+from prefect.states import Crashed
 from prefect_aws import S3Bucket
 from pydantic import BaseModel, Field
 
@@ -48,6 +54,13 @@ from .delivery import saved_name
 
 SHARD_DEPLOYMENT = "generate-videos/shard"
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+# States of a run a worker has taken: no other worker will, so only its heartbeats say it lives.
+TAKEN_STATES = ("PENDING", "RUNNING")
+HEARTBEAT = "prefect.flow-run.heartbeat"
+# A taken run silent for this many heartbeat periods is dead (one late beat is no death).
+SILENT_PERIODS = 3
+# The most resources one events query may name (the events API's page limit).
+EVENTS_PAGE = 50
 POLL_SECONDS = 2.0
 
 
@@ -80,6 +93,14 @@ class Spread(BaseModel):
         default=None,
         ge=1,
         description="Rows per block a participant takes at a time. None: half of max_in_flight (at least 1).",
+    )
+    dead_after_seconds: float | None = Field(
+        default=None,
+        ge=60,  # two of the shortest heartbeat periods (30 s): no shorter silence proves a death
+        description="A shard a worker has taken (Pending or Running) that sends no heartbeat for this long is "
+        "taken for dead (its worker or machine is gone): the parent marks it Crashed, so its blocks are taken "
+        "over. None: three heartbeat periods (PREFECT_FLOWS_HEARTBEAT_FREQUENCY as the parent has it, "
+        "default 180 s: 9 minutes; give the workers the same), or never when that is unset.",
     )
 
 
@@ -257,7 +278,6 @@ def run_spread(
     check_spread(
         spread, manifest=manifest, output_prefix=output_prefix, state=state, rows=rows, api=api, destination=destination
     )
-    logger = get_run_logger()
     total = max([row.number for row in rows] + [bad.number for bad in invalid] + [0])
     context = FlowRunContext.get()
     batch = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
@@ -289,29 +309,7 @@ def run_spread(
             runs = launched.result()
     else:
         runs = launch_all()
-    relaunched: set[str] = set()
-    while not blocks.all_finished() and time.monotonic() < deadline:
-        ended = run_states(runs)
-        blocks.again()
-        if here:
-            # A block whose shard died is taken over here (its claim's holder is gone).
-            work(blocks)
-            if blocks.all_finished():
-                break
-        elif len(ended) == len(runs):
-            # Every shard is over and blocks are left (a shard died holding them): one more
-            # shard takes them over, once for each that ended without finishing.
-            for run in runs:
-                if ended.get(str(run.id)) in ("CRASHED", "FAILED", "CANCELLED") and str(run.id) not in relaunched:
-                    relaunched.add(str(run.id))
-                    logger.warning("%s ended %s with blocks unfinished; a new shard takes them", run.name,
-                                   ended[str(run.id)])  # fmt: skip
-                    runs.append(launch(spread, parameters, plan[0], name=f"{run.name} (again)"))
-                    break
-            else:
-                if not any(ended.get(str(run.id)) is None for run in runs):
-                    break  # nothing is running and nothing is left to start: report what is missing
-        time.sleep(POLL_SECONDS)
+    why = wait_for_blocks(spread, parameters, plan, runs, blocks, work if here else None, deadline)
     finished = blocks.outcomes()
     outcomes = [invalid_record(bad) for bad in invalid]
     for number, (first, last) in enumerate(ranges):
@@ -327,7 +325,7 @@ def run_spread(
                         row,
                         status="failed",
                         video_id=None,
-                        error="its block was not finished by the spread's deadline; rerun the batch",
+                        error=f"its block was not finished: {why}; rerun the batch",
                         cost_usd=0.0,
                     )
                 )
@@ -355,28 +353,128 @@ def default_timeout(total: int, parameters: dict[str, Any]) -> float:
     return float(load_api(parameters.get("api")).max_wait) * rounds + 600.0
 
 
-def run_states(runs: list[FlowRun]) -> dict[str, str]:
-    """The final state type of each flow run that has ended, by id."""
-    ended: dict[str, str] = {}
+def wait_for_blocks(
+    spread: Spread,
+    parameters: dict[str, Any],
+    plan: list[ShardRows],
+    runs: list[FlowRun],
+    blocks: RowBlocks,
+    work: Callable[[RowBlocks], object] | None,
+    deadline: float,
+) -> str:
+    """Until ``deadline``: until every block is finished and no shard is left running; why it stopped.
+
+    A shard whose worker died stays Running (or Pending) for good on a self-hosted server,
+    and a claim of its flow run is then never taken over from another machine; it is
+    marked Crashed here once it has sent no heartbeat for ``dead_after_seconds`` (see
+    :func:`poll_runs`), without waiting for any automation. Its blocks are then taken over
+    (``work``: here; without it, by one more shard), and the claims and receipts of their
+    rows make that pay only for what nobody paid for.
+    """
+    dead_after = dead_after_seconds(spread)
+    relaunched: set[str] = set()
     with get_client(sync_client=True) as client:
-        for run in runs:
-            state = client.read_flow_run(run.id).state
-            if state is not None and state.type.value in FINAL_STATES:
-                ended[str(run.id)] = state.type.value
-    return ended
+        while time.monotonic() < deadline:
+            states = poll_runs(client, runs, dead_after)
+            if blocks.all_finished():
+                # Live shards end once they find nothing to take; a dead one is marked above.
+                if not any(state in TAKEN_STATES for state in states.values()):
+                    return "every block finished"
+            elif work is not None:
+                blocks.again()
+                work(blocks)  # a block whose shard died is taken over here (its claim's holder is gone)
+                if blocks.all_finished():
+                    continue  # look at the shards again at once
+            elif not relaunch(spread, parameters, plan, runs, states, relaunched):
+                return "every shard ended and none is left to start"  # the rows missing are reported
+            time.sleep(POLL_SECONDS)
+    return "the spread's deadline passed"
 
 
-def wait_for_runs(ids: list[Any], *, deadline: float | None = None) -> dict[str, str]:
-    """Each flow run's final state type, polling the Prefect API; runs not ended by ``deadline`` are left out."""
-    ended: dict[str, str] = {}
-    with get_client(sync_client=True) as client:
-        while len(ended) < len(ids) and (deadline is None or time.monotonic() < deadline):
-            for run_id in ids:
-                if str(run_id) in ended:
-                    continue
-                run = client.read_flow_run(run_id)
-                if run.state is not None and run.state.type.value in FINAL_STATES:
-                    ended[str(run_id)] = run.state.type.value
-            if len(ended) < len(ids):
-                time.sleep(POLL_SECONDS)
-    return ended
+def relaunch(
+    spread: Spread,
+    parameters: dict[str, Any],
+    plan: list[ShardRows],
+    runs: list[FlowRun],
+    states: dict[str, str],
+    relaunched: set[str],
+) -> bool:
+    """With no parent rows: once every shard is over and blocks are left (a shard died holding them), one
+    more shard takes them over, once for each that ended without finishing. False when nothing can go on."""
+    logger = get_run_logger()
+    if any(states.get(str(run.id)) not in FINAL_STATES for run in runs):
+        return True  # a shard is still running (or waiting for a worker)
+    for run in runs:
+        if states[str(run.id)] in ("CRASHED", "FAILED", "CANCELLED") and str(run.id) not in relaunched:
+            relaunched.add(str(run.id))
+            logger.warning("%s ended %s with blocks unfinished; a new shard takes them", run.name,
+                           states[str(run.id)])  # fmt: skip
+            runs.append(launch(spread, parameters, plan[0], name=f"{run.name} (again)"))
+            return True
+    return False
+
+
+def dead_after_seconds(spread: Spread) -> float | None:
+    """How long a taken shard may go without a heartbeat; None when flow runs send none."""
+    if spread.dead_after_seconds is not None:
+        return spread.dead_after_seconds
+    frequency = get_current_settings().flows.heartbeat_frequency
+    return None if frequency is None else SILENT_PERIODS * float(max(frequency, 30))
+
+
+def poll_runs(client: SyncPrefectClient, runs: list[FlowRun], dead_after: float | None) -> dict[str, str]:
+    """Each run's state type, by id; a taken run silent for ``dead_after`` is marked Crashed first."""
+    found = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in runs])), limit=len(runs)
+    )
+    states = {str(run.id): run.state.type.value for run in found if run.state is not None}
+    taken = [run for run in found if states.get(str(run.id)) in TAKEN_STATES]
+    if dead_after is not None and taken:
+        for run in silent_runs(client, taken, dead_after):
+            if mark_crashed(client, run, dead_after):
+                states[str(run.id)] = "CRASHED"
+    return states
+
+
+def silent_runs(client: SyncPrefectClient, runs: list[FlowRun], dead_after: float) -> list[FlowRun]:
+    """The runs of ``runs`` that entered their state and sent no heartbeat in the last ``dead_after`` seconds.
+
+    A flow run beats as it starts and every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds after;
+    a Pending run sends none, so it is silent once it has been Pending that long (its worker
+    died between taking it and starting it: no other worker takes it then).
+    """
+    now = datetime.now(timezone.utc)
+    since = now - timedelta(seconds=dead_after)
+    # Only a run in its state for longer than dead_after can have been silent that long.
+    candidates = {f"prefect.flow-run.{run.id}": run for run in runs if run.state and run.state.timestamp < since}
+    beating: set[str] = set()
+    names = list(candidates)
+    try:
+        for first in range(0, len(names), EVENTS_PAGE):
+            page = client.read_events(
+                EventFilter(
+                    event=EventNameFilter(name=[HEARTBEAT]),
+                    resource=EventResourceFilter(id=names[first : first + EVENTS_PAGE], distinct=True),
+                    # Up to an hour ahead: a worker's clock a little ahead of ours must not hide its beats.
+                    occurred=EventOccurredFilter.model_validate({"since": since, "until": now + timedelta(hours=1)}),
+                ),
+                limit=EVENTS_PAGE,
+            )
+            beating |= {event.resource.id for event in page.events}
+    except Exception as error:  # no answer is no evidence: nobody is taken for dead on it
+        get_run_logger().warning("could not read the shards' heartbeats: %s", error)
+        return []
+    return [run for name, run in candidates.items() if name not in beating]
+
+
+def mark_crashed(client: SyncPrefectClient, run: FlowRun, dead_after: float) -> bool:
+    """Propose Crashed for a silent run; False if the server refuses (it ended meanwhile: never forced)."""
+    message = (
+        f"No heartbeat for {dead_after:.0f} s (its worker or machine is gone): "
+        "marked Crashed by the spread batch's parent, so its blocks are taken over"
+    )
+    result: OrchestrationResult[Any] = client.set_flow_run_state(run.id, Crashed(message=message))
+    accepted = result.status == SetStateStatus.ACCEPT
+    if accepted:
+        get_run_logger().warning("%s (%s) sent no heartbeat for %.0f s: marked Crashed", run.name, run.id, dead_after)
+    return accepted
