@@ -5,10 +5,11 @@ receipts, so a row is never paid for twice: not on a retry, not on a rerun tomor
 not on another worker. Rows run on the flow's task runner (threads by default, Dask
 when set), at most ``max_in_flight`` rendering per process and at most the account's
 ``render_limit_name`` slots across every worker; creates pass the ``rate_limit_name``
-limit. With ``spread``, the manifest is split into row ranges, each run as a flow run of
-the shard deployment on whatever workers serve its pool, and the parent writes one
-table of every row. A bad or failed row is reported, never allowed to sink the others;
-the cost is estimated before anything is paid for.
+limit. With ``spread``, the rows are cut into blocks that the parent and flow runs of the
+shard deployment, on whatever workers serve its pool, take one at a time (see
+``spread``), and the parent writes one table of every row. A bad or failed row is
+reported, never allowed to sink the others; the cost is estimated before anything is
+paid for.
 """
 
 from __future__ import annotations
