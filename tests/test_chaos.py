@@ -153,7 +153,7 @@ class Workers:
 
     def stop_all(self) -> None:
         for worker in self.live.values():
-            stop(worker, signal.SIGKILL)
+            kill_machine(worker)  # and the shards it runs: none may pay into a later test
 
 
 def flow_runs(api_url: str, states: list[str], tags: list[str] | None = None) -> list[dict[str, Any]]:

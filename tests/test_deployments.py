@@ -17,6 +17,7 @@ from sora_tasks.deployments.triggers import batch_video_uploaded
 
 from .media import probe_mp4
 from .prefect_api import prefect_api
+from .waiting import wait_until_completed
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -155,7 +156,7 @@ def test_manual_mode_through_deployments(prefect_server: dict[str, str], emulato
     log = work_once(prefect_server)
     assert flow_run_state(prefect_server, submit_id) == "COMPLETED", log
     [job] = emulator.state.listing()
-    job.render.result(timeout=60)
+    wait_until_completed(emulator.state, job)
     collect_id = run_deployment(
         prefect_server,
         "collect-video/collect",
@@ -265,7 +266,7 @@ def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator
     running = api(prefect_server, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}})
     assert running == []  # the render goes on with no flow run (and no worker) waiting for it
     emulator.state.config.render_seconds = 0.0
-    job.render.result(timeout=60)
+    wait_until_completed(emulator.state, job)
     # The sweep calls its own server (its api parameter): records for any other are skipped.
     sweep_id = run_deployment(
         prefect_server, "collect-pending/collect-pending", ledger=ledger, api={"base_url": emulator.base_url}

@@ -237,7 +237,7 @@ def test_forty_rows_over_two_workers_then_reruns_pay_only_for_what_is_missing(  
         assert [row["how"] for row in changed].count("created") == 1 and changed[17]["how"] == "created"
     finally:
         for worker in workers:
-            stop(worker)
+            kill_machine(worker)  # and any shard it still runs (a flow run has a session of its own)
 
 
 def test_a_worker_killed_mid_batch_costs_nothing_extra_on_the_rerun(  # type: ignore[no-untyped-def]
@@ -258,8 +258,9 @@ def test_a_worker_killed_mid_batch_costs_nothing_extra_on_the_rerun(  # type: ig
         rows = finish(start_parent(spread_server, manifest, f"s3://{bucket}/kill"))
     finally:
         stop(parent, signal.SIGKILL)
-        stop(doomed, signal.SIGKILL)
-        stop(survivor, signal.SIGKILL)
+        # Every process the workers started too: a shard left running would pay into a later test.
+        kill_machine(doomed)
+        kill_machine(survivor)
     assert [row["status"] for row in rows] == ["delivered"] * 40, rows
     assert emulator.state.count("create") <= 40 and emulator.state.jobs_created <= 40
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="kill/")["Contents"]]

@@ -31,6 +31,7 @@ from .apis import api_for
 from .conftest import SENTINEL_API_KEY
 from .hostile import HostileServer, hostile_server, real_mp4
 from .media import api_requests
+from .waiting import wait_until_completed
 
 HOSTILE_IDS = ["../../escaped", "video_x/../../y", "video x", "video_\n", "v" * 600, "'\"<script>"]
 
@@ -178,7 +179,7 @@ def test_a_shared_s3_ledger_chooses_neither_server_nor_place(
     location = f"s3://{bucket}/shared/pending"
     ledger = Ledger(location, s3)
     job = emulator.state.create_job(model="sora-2", prompt="a real one", seconds="4", size="1280x720")
-    job.render.result(timeout=60)
+    wait_until_completed(emulator.state, job)
     ledger.add(planted(job.id, f"s3://{bucket}/videos/real.mp4", emulator.base_url))  # the only good record
     ledger.add(planted("video_key_thief", f"s3://{bucket}/videos/a.mp4", hostile.base_url))
     ledger.add(planted("video_file_writer", str(tmp_path / "owned.mp4"), emulator.base_url))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from typing import Any
 
 import httpx
 
@@ -24,3 +25,18 @@ def wait_until_answering(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
         time.sleep(0.3)
+
+
+def wait_until_completed(state: Any, job: Any, timeout: float = 60) -> None:
+    """Return once the emulator would answer ``completed`` for ``job``.
+
+    Its render finishing is not enough: the status comes from the clock too (the job is
+    in progress for ``render_seconds``), and a render from the shared clip cache finishes
+    at once.
+    """
+    job.render.result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while state.describe(job)["status"] != "completed":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{job.id} did not complete within {timeout:.0f} s")
+        time.sleep(0.05)
