@@ -297,16 +297,11 @@ def with_quality_retries(
             record_rejection(receipts, key, error)
             raise
 
-    def warn(error: VideoQualityError, left: int) -> None:
-        logger.warning("%s; paying for quality retry %d of %d (quality=%s)", error, policy.retries - left + 1,
-                       policy.retries, policy.setting)  # fmt: skip
-
     return through_quality_retries(
         policy,
         request_id,
         earlier=lambda attempt_id: receipts.find(key_of(attempt_id)),
         make=attempt,
-        on_rejected=warn,
         log=logger,
     )
 

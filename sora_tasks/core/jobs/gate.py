@@ -48,7 +48,7 @@ def through_quality_retries(
     *,
     earlier: Callable[[str | None], Receipt | None],
     make: Callable[[int, str | None, list[VideoQualityError]], T],
-    on_rejected: Callable[[VideoQualityError, int], object],
+    on_rejected: Callable[[VideoQualityError, int], object] | None = None,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
 ) -> T:
     """``make(attempt, request_id, rejected)`` once, or under ``retry=N`` until a video passes the check.
@@ -57,7 +57,7 @@ def through_quality_retries(
     follows it. ``earlier(request_id)`` is that attempt's receipt, if any: a job an earlier
     run rejected is gone past without downloading it again. ``rejected`` holds the
     rejections before this attempt; ``on_rejected(error, retries_left)`` hears of each one
-    a retry follows. The last rejection is raised, naming the jobs rejected before it.
+    a retry follows (default: a warning in ``log``). The last rejection is raised, naming the jobs rejected before it.
     """
     rejected: list[VideoQualityError] = []
     for attempt in range(attempts(policy)):
@@ -74,7 +74,11 @@ def through_quality_retries(
             if attempt + 1 == attempts(policy):
                 raise retry_note(error, rejected) from None
             rejected.append(error)
-            on_rejected(error, attempts(policy) - attempt - 1)
+            if on_rejected is not None:
+                on_rejected(error, attempts(policy) - attempt - 1)
+            else:
+                log.warning("%s; paying for quality retry %d of %d (quality=%s)", error, attempt + 1, policy.retries,
+                            policy.setting)  # fmt: skip
     raise AssertionError("unreachable")
 
 

@@ -707,16 +707,12 @@ def produce(
         paid = sum(1 for error in rejected if error.how in ("created", "recreated"))
         return replace(delivered, rejected=tuple(error.video_id for error in rejected), rejected_paid=paid)
 
-    def warn(error: VideoQualityError, left: int) -> None:
-        logger.warning("%s; paying for quality retry %d of %d (quality=%s)", error, policy.retries - left + 1,
-                       policy.retries, policy.setting)  # fmt: skip
-
     return through_quality_retries(
         policy,
         request_id,
         earlier=lambda attempt_id: receipts.find(plan(attempt_id).key) if receipts is not None else None,
         make=make,
-        on_rejected=on_rejected or warn,
+        on_rejected=on_rejected,
     )
 
 
