@@ -218,7 +218,11 @@ def test_forty_rows_over_two_workers_then_reruns_pay_only_for_what_is_missing(  
             json={"flow_runs": {"tags": {"all_": ["shard"]}}, "limit": 50},
             api_url=spread_server["PREFECT_API_URL"],
         )
-        assert len(shards) == 4 and {run["state_type"] for run in shards} == {"COMPLETED"}
+        # A shard no worker had started when the last block was taken is cancelled, not started for nothing.
+        assert len(shards) == 4 and {run["state_type"] for run in shards} <= {"COMPLETED", "CANCELLED"}, shards
+        assert all(
+            run["state"]["message"].startswith("Not started") for run in shards if run["state_type"] == "CANCELLED"
+        )
 
         # A new machine: no Prefect cache, no local state. Everything is already delivered.
         again = finish(start_parent(spread_server, manifest, f"s3://{bucket}/out"))

@@ -38,7 +38,7 @@ from prefect.deployments import run_deployment
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
-from prefect.states import Crashed
+from prefect.states import Cancelled, Crashed
 from prefect_aws import S3Bucket
 from pydantic import BaseModel, Field
 
@@ -376,7 +376,13 @@ def wait_for_blocks(
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             states = poll_runs(client, runs, dead_after)
-            if blocks.all_finished():
+            finished = blocks.all_finished()
+            if finished or work is not None:
+                # Nothing is left for a shard no worker has started: with every block finished,
+                # or (the parent takes blocks) every block held by someone alive, whose blocks
+                # the parent takes over if they die. Started, it would only cost a process.
+                cancel_unstarted(client, runs, states)
+            if finished:
                 # Live shards end once they find nothing to take; a dead one is marked above.
                 if not any(state in TAKEN_STATES for state in states.values()):
                     return "every block finished"
@@ -389,6 +395,19 @@ def wait_for_blocks(
                 return "every shard ended and none is left to start"  # the rows missing are reported
             time.sleep(POLL_SECONDS)
     return "the spread's deadline passed"
+
+
+def cancel_unstarted(client: SyncPrefectClient, runs: list[FlowRun], states: dict[str, str]) -> None:
+    """Propose Cancelled for each run still Scheduled; one a worker took meanwhile is left to end itself."""
+    for run in runs:
+        if states.get(str(run.id)) != "SCHEDULED":
+            continue
+        result: OrchestrationResult[Any] = client.set_flow_run_state(
+            run.id, Cancelled(message="Not started: the batch's blocks were all taken or finished without it")
+        )
+        if result.status == SetStateStatus.ACCEPT:
+            states[str(run.id)] = "CANCELLED"
+            get_run_logger().info("%s was not started yet and nothing is left for it: cancelled", run.name)
 
 
 def relaunch(
