@@ -373,7 +373,11 @@ def bench_spread(renders: list[float], repeats: int, aws: dict[str, str], work: 
 
     s3 = boto3.client("s3")
     runs: list[SpreadRun] = []
-    with servers.prefect_server(work / "spread-server") as api_url:
+    with (
+        servers.postgres(work / "spread-db") as database,
+        servers.prefect_server(work / "spread-server", database) as api_url,
+    ):
+        print(f"  Prefect server on {'PostgreSQL' if database else 'SQLite (no PostgreSQL installed)'}", flush=True)
         path = os.pathsep.join(part for part in (str(ROOT), os.environ.get("PYTHONPATH")) if part)
         env = servers.child_env(
             {

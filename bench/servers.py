@@ -66,12 +66,48 @@ def emulator(render_seconds: float, request_log: Path, pad_bytes: int = 0) -> It
         stop_group(process)
 
 
+def postgres_bin() -> Path | None:
+    """The newest installed PostgreSQL's programs (Debian's postgresql package), if any."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda path: int(path.parts[-3]))
+    return found[-1].parent if found else None
+
+
 @contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
+def postgres(home: Path) -> Iterator[str | None]:
+    """A PostgreSQL cluster of its own in ``home`` (yields its SQLAlchemy URL), or None when none is installed.
+
+    Prefect's server on SQLite answers 503 ("database is locked") once several processes
+    write task runs and concurrency slots at once, and its client then backs off for
+    seconds; Prefect's docs name PostgreSQL for any server with concurrent writers.
+    """
+    bindir = postgres_bin()
+    if bindir is None:
+        yield None
+        return
+    data = home / "pgdata"
+    data.mkdir(parents=True, exist_ok=True)
+    as_owner: list[str] = []
+    if os.getuid() == 0:  # initdb refuses to run as root: the package's postgres user owns the cluster
+        subprocess.run(["chown", "-R", "postgres", str(home)], check=True)
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    run = lambda *command: subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "prefect", "--no-sync")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "postgres.log"), "-w", "-o",
+        f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")  # fmt: skip
+    try:
+        yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+
+
+@contextmanager
+def prefect_server(home: Path, database_url: str | None = None) -> Iterator[str]:
     """A real `prefect server start` process (workers need one); yields its API URL.
 
     The other parts use the in-process test harness; a `prefect worker start` process
-    and the flow runs it starts need a server of their own to reach.
+    and the flow runs it starts need a server of their own to reach. ``database_url``:
+    its database (default: SQLite in ``home``).
     """
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
@@ -81,15 +117,18 @@ def prefect_server(home: Path) -> Iterator[str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
     }
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    # Its log (the requests it answered, e.g. a 503 from a locked database) stays in ``home``.
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_until_up(process, f"http://127.0.0.1:{port}/api/health", "prefect server", timeout=120)
         yield f"http://127.0.0.1:{port}/api"
     finally:
         stop_group(process)
+        log.close()
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:

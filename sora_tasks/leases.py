@@ -88,6 +88,10 @@ class LeaseHolder:
             self._release(name, extra)
         return lease_id
 
+    def waiting(self, name: str) -> int:
+        with self._lock:
+            return self._waiting[name]
+
     def _take_or_ask(self, name: str, holder: Any) -> UUID:
         """A handed-over slot, else ask the server once no other thread of this process is asking."""
         while True:
@@ -201,6 +205,13 @@ def lease_holder(lease_duration: float) -> LeaseHolder:
         if key not in _holders:
             _holders[key] = LeaseHolder(lease_duration)
         return _holders[key]
+
+
+def rows_waiting(name: str) -> int:
+    """How many rows of this process are waiting for a slot of ``name`` now (the server refused them so far)."""
+    with _holders_lock:
+        holders = list(_holders.values())
+    return sum(holder.waiting(name) for holder in holders)
 
 
 @contextmanager

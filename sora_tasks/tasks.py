@@ -41,7 +41,7 @@ from .core.media.quality import Expectation
 from .core.storage.claims import register_runs
 from .core.storage.destinations import StoredVideo, object_metadata, resolve_destination, store_file
 from .core.storage.receipts import Receipts
-from .leases import holding_lease
+from .leases import holding_lease, rows_waiting
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -311,6 +311,11 @@ def rendering_slot(settings: ApiSettings) -> Iterator[None]:
         return
     with holding_lease(settings.render_limit_name, lease_duration=RENDER_LEASE_SECONDS):
         yield
+
+
+def rows_waiting_to_render(settings: ApiSettings) -> int:
+    """Rows of this process waiting for a slot of the account's render limit (0 with no limit)."""
+    return rows_waiting(settings.render_limit_name) if settings.render_limit_name else 0
 
 
 def before_create(settings: ApiSettings) -> Callable[[], None] | None:

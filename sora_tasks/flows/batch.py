@@ -78,6 +78,7 @@ from sora_tasks.tasks import (
     emit_video_event,
     rendering_slot,
     retry_on_transient,
+    rows_waiting_to_render,
     run_identity,
 )
 
@@ -430,7 +431,8 @@ def run_rows(
                     return runner.submit(generate_row, parameters={"row": quote(row), "shared": quote(shared)})
 
                 if blocks is not None and first_block is not None:
-                    return run_blocks(blocks, first_block, rows, submit, max_in_flight, prices)
+                    waiting = lambda: rows_waiting_to_render(settings)  # noqa: E731
+                    return run_blocks(blocks, first_block, rows, submit, max_in_flight, prices, waiting)
                 futures = [(row, submit(row)) for row in rows]
                 track_batch([future for _, future in futures], manifest)
                 # wait() records each future's final state; without it, .state asks the
@@ -460,12 +462,18 @@ def run_blocks(
     submit: Callable[[ManifestRow], PrefectFuture[Any]],
     room: int,
     prices: dict[str, float] | None,
+    waiting: Callable[[], int] = lambda: 0,
 ) -> list[dict[str, Any]]:
-    """Take a block whenever fewer than ``room`` rows are under way here; record each block as it finishes.
+    """Take a block whenever fewer than ``room`` rows are under way here and none of them is
+    ``waiting`` for a render slot; record each block as it finishes.
 
     A block is taken only when this run has room for its rows: one that took every block
     at the start would leave the shards that start later nothing to do, and one that
-    queued many rows would keep them from a participant with slots to spare.
+    queued many rows would keep them from a participant with slots to spare. Rows waiting
+    for a slot of the account's limit mean the limit, not this run, is what holds them up:
+    another block taken then would only wait too, while a participant whose rows all
+    render could have started it (4 shards each queueing 20 rows left the last ones
+    waiting 20 s for slots the others kept handing to their own rows).
     """
     by_number = {row.number: row for row in rows}
     finished_rows: queue.Queue[Block | None] = queue.Queue()  # per row: its block if it was the last, else None
@@ -498,14 +506,14 @@ def run_blocks(
                 future.add_done_callback(lambda _, block=block: on_done(block))  # type: ignore[misc]
             if not mine:
                 record(block)  # only invalid rows: the parent reports those
-            block = blocks.take() if running < room else None
+            block = blocks.take() if running < room and not waiting() else None
         if not under_way:
             return outcomes
         done = finished_rows.get()
         running -= 1
         if done is not None:
             record(done)
-        if running < room:
+        if running < room and (not waiting() or not under_way):
             block = blocks.take()
 
 

@@ -290,13 +290,25 @@ def run_spread(
         for index in range(here, count + here)
     ]
 
-    def launch_all() -> list[FlowRun]:
-        return [launch(spread, parameters, shard, name=f"shard {shard.index} of {count}") for shard in plan]
+    enough = threading.Event()  # set once the parent finds no block left to take
+
+    def launch_all() -> list[tuple[ShardRows, FlowRun]]:
+        runs: list[tuple[ShardRows, FlowRun]] = []
+        for shard in plan:
+            name = f"shard {shard.index} of {count}"
+            if enough.is_set():
+                get_run_logger().info("%s not scheduled: every block is taken already", name)
+                continue
+            try:
+                runs.append((shard, launch(spread, parameters, shard, name=name)))
+            except Exception as error:  # the others, and the parent, take its blocks
+                get_run_logger().warning("%s could not be scheduled: %s", name, error)
+        return runs
 
     if not spread.wait:
         return [
             {"shard": shard.index, "flow_run_id": str(run.id), "flow_run": run.name, "status": "submitted"}
-            for shard, run in zip(plan, launch_all(), strict=True)
+            for shard, run in launch_all()
         ]
     deadline = time.monotonic() + (spread.timeout_seconds or default_timeout(total, parameters))
     blocks = RowBlocks(state, batch, client, ranges)
@@ -306,9 +318,12 @@ def run_spread(
         with ThreadPoolExecutor(1, thread_name_prefix="sora-launch") as launcher:
             launched = launcher.submit(contextvars.copy_context().run, launch_all)
             work(blocks)  # returns when no block is left to take: the rest are held by shards
-            runs = launched.result()
+            # A shard not scheduled yet (a busy server answers 503 and the client backs off
+            # for up to a minute) would find nothing to do.
+            enough.set()
+            runs = [run for _, run in launched.result()]
     else:
-        runs = launch_all()
+        runs = [run for _, run in launch_all()]
     why = wait_for_blocks(spread, parameters, plan, runs, blocks, work if here else None, deadline)
     finished = blocks.outcomes()
     outcomes = [invalid_record(bad) for bad in invalid]
@@ -443,6 +458,8 @@ def dead_after_seconds(spread: Spread) -> float | None:
 
 def poll_runs(client: SyncPrefectClient, runs: list[FlowRun], dead_after: float | None) -> dict[str, str]:
     """Each run's state type, by id; a taken run silent for ``dead_after`` is marked Crashed first."""
+    if not runs:
+        return {}
     found = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in runs])), limit=len(runs)
     )
