@@ -62,6 +62,7 @@ SILENT_PERIODS = 3
 # The most resources one events query may name (the events API's page limit).
 EVENTS_PAGE = 50
 POLL_SECONDS = 2.0
+END_POLL_SECONDS = 0.5
 
 
 class Spread(BaseModel):
@@ -401,6 +402,8 @@ def wait_for_blocks(
                 # Live shards end once they find nothing to take; a dead one is marked above.
                 if not any(state in TAKEN_STATES for state in states.values()):
                     return "every block finished"
+                time.sleep(END_POLL_SECONDS)  # the shards left are ending: no block is left for them
+                continue
             elif work is not None:
                 blocks.again()
                 work(blocks)  # a block whose shard died is taken over here (its claim's holder is gone)
