@@ -68,6 +68,23 @@ def work_once(env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
+def work_until_ended(env: dict[str, str], flow_run_id: str, *, timeout: float = 150) -> str:
+    """Run workers once after another until ``flow_run_id`` has ended; returns their logs.
+
+    A deployment with a concurrency limit (collect-pending's is 1) sends a run that finds
+    the slot taken, by one of its own scheduled runs, say, back to Scheduled about 30 s
+    later (AwaitingConcurrencySlot): one worker pass is then not enough.
+    """
+    deadline = time.monotonic() + timeout
+    logs = work_once(env)
+    while flow_run_state(env, flow_run_id) not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(2)
+        logs += work_once(env)
+    return logs
+
+
 def flow_run_state(env: dict[str, str], flow_run_id: str) -> str:
     run = prefect_api("GET", f"/flow_runs/{flow_run_id}", api_url=env["PREFECT_API_URL"])
     return str(run["state"]["type"])
@@ -271,6 +288,6 @@ def test_async_mode_through_deployments(prefect_server: dict[str, str], emulator
     sweep_id = run_deployment(
         prefect_server, "collect-pending/collect-pending", ledger=ledger, api={"base_url": emulator.base_url}
     )
-    log = work_once(prefect_server)
+    log = work_until_ended(prefect_server, sweep_id)
     assert flow_run_state(prefect_server, sweep_id) == "COMPLETED", log
     assert (tmp_path / f"{job.id}.mp4").exists() and list((tmp_path / "ledger").glob("*.json")) == []
