@@ -41,7 +41,7 @@ from .core.media.quality import Expectation
 from .core.storage.claims import register_runs
 from .core.storage.destinations import StoredVideo, object_metadata, resolve_destination, store_file
 from .core.storage.receipts import Receipts
-from .leases import holding_lease, rows_waiting
+from .leases import LimitSlots, holding_lease, release_reserved
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -300,22 +300,29 @@ RENDER_LEASE_SECONDS = 120.0
 
 
 @contextmanager
-def rendering_slot(settings: ApiSettings) -> Iterator[None]:
+def rendering_slot(settings: ApiSettings, *, reserved: str | None = None) -> Iterator[None]:
     """Hold one slot of the account's render limit (a Prefect global concurrency limit) while a job renders.
 
     The slot is leased: Prefect renews it while this process lives and frees it when the
     lease runs out after a crash, so a dead worker never keeps a slot for good.
+    ``reserved``: the row's key, whose slot was taken ahead (:func:`render_slots`).
     """
     if not settings.render_limit_name:
         yield
         return
-    with holding_lease(settings.render_limit_name, lease_duration=RENDER_LEASE_SECONDS):
+    with holding_lease(settings.render_limit_name, lease_duration=RENDER_LEASE_SECONDS, reserved=reserved):
         yield
 
 
-def rows_waiting_to_render(settings: ApiSettings) -> int:
-    """Rows of this process waiting for a slot of the account's render limit (0 with no limit)."""
-    return rows_waiting(settings.render_limit_name) if settings.render_limit_name else 0
+def render_slots(settings: ApiSettings) -> LimitSlots | None:
+    """The account's render limit as this process uses it; None without one."""
+    name = settings.render_limit_name
+    return LimitSlots(name, RENDER_LEASE_SECONDS) if name else None
+
+
+def release_reserved_slot(key: str) -> None:
+    """The row ``key`` is over: a render slot reserved for it and not used goes to this process's next row."""
+    release_reserved(key)
 
 
 def before_create(settings: ApiSettings) -> Callable[[], None] | None:

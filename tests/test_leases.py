@@ -118,3 +118,63 @@ def active_slots(env: dict[str, str], name: str) -> int:
         if held == 0 or time.monotonic() > deadline:
             return held
         time.sleep(0.5)
+
+
+RESERVING = """
+import json, sys, time
+from sora_tasks import leases
+
+name = sys.argv[1]
+slots = leases.LimitSlots(name, 60.0)
+holder = leases.lease_holder(60.0)
+grants = []
+ask = holder._client.increment_concurrency_slots_with_lease
+
+def counted(*args, **kwargs):  # the real request, counted
+    response = ask(*args, **kwargs)
+    grants.append(1)
+    return response
+
+holder._client.increment_concurrency_slots_with_lease = counted
+seen = {}
+first = slots.reserve(patience=5.0)
+second = slots.reserve(patience=5.0)
+seen["reserved"] = [first is not None, second is not None]
+seen["refused within patience"] = slots.reserve(patience=0.3) is None  # the limit is 2: full
+seen["in use after reserving"] = slots.in_use()
+slots.assign(first, "batch:1")
+with leases.holding_lease(name, lease_duration=60.0, reserved="batch:1"):
+    seen["grants while holding the reserved one"] = len(grants)
+slots.unreserve(second)  # nobody takes it: kept a moment, then given back
+seen["in use once given back"] = slots.in_use()
+with leases.holding_lease(name, lease_duration=60.0):  # takes a kept one: no request
+    seen["grants for a row right after"] = len(grants)
+time.sleep(leases.LINGER + 0.5)
+seen["kept after the linger"] = slots.in_use() + len(holder._idle[name])
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+def test_a_slot_reserved_for_a_row_is_the_one_it_holds_and_nothing_stays_held(
+    prefect_server_env: dict[str, str],
+) -> None:
+    env = {**os.environ, **prefect_server_env}
+    name = f"reserving-{uuid.uuid4().hex[:6]}"
+    prefect(env, "gcl", "create", name, "--limit", "2")
+    done = subprocess.run(
+        [sys.executable, "-c", RESERVING, name], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    print(seen)
+    assert seen == {
+        "reserved": [True, True],
+        "refused within patience": True,
+        "in use after reserving": 2,
+        "grants while holding the reserved one": 2,  # the reserved slot, not a third request
+        "in use once given back": 0,
+        "grants for a row right after": 2,
+        "kept after the linger": 0,
+    }
+    assert active_slots(env, name) == 0  # everything went back to the server

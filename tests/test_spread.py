@@ -162,6 +162,20 @@ def finish(parent: subprocess.Popen[str]) -> list[dict[str, Any]]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def shards_once_ended(api_url: str, *, timeout: float = 60) -> list[dict[str, Any]]:
+    """Every shard flow run on the server, once none is Scheduled, Pending or Running (or at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shards: list[dict[str, Any]] = prefect_api(
+            "POST", "/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["shard"]}}, "limit": 50}, api_url=api_url
+        )
+        if time.monotonic() > deadline or not any(
+            run["state_type"] in ("SCHEDULED", "PENDING", "RUNNING") for run in shards
+        ):
+            return shards
+        time.sleep(0.5)
+
+
 def put_manifest(s3: Any, bucket: str, key: str, prompts: list[str]) -> str:
     s3.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode())
     return f"s3://{bucket}/{key}"
@@ -212,12 +226,9 @@ def test_forty_rows_over_two_workers_then_reruns_pay_only_for_what_is_missing(  
         for row in rows:
             body = s3.get_object(Bucket=bucket, Key=row["uri"].removeprefix(f"s3://{bucket}/"))["Body"].read()
             assert sha256(body) == sha256(emulator.state.get(row["video_id"]).render.result().video.read_bytes())
-        shards = prefect_api(
-            "POST",
-            "/flow_runs/filter",
-            json={"flow_runs": {"tags": {"all_": ["shard"]}}, "limit": 50},
-            api_url=spread_server["PREFECT_API_URL"],
-        )
+        # The parent returns once every block is finished; a shard still running then has
+        # nothing left and ends by itself within seconds.
+        shards = shards_once_ended(spread_server["PREFECT_API_URL"])
         # A shard no worker had started when the last block was taken is cancelled, not started for nothing.
         assert len(shards) == 4 and {run["state_type"] for run in shards} <= {"COMPLETED", "CANCELLED"}, shards
         assert all(

@@ -19,6 +19,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -76,14 +77,15 @@ from sora_tasks.tasks import (
     emit_referenced,
     emit_rejected,
     emit_video_event,
+    release_reserved_slot,
+    render_slots,
     rendering_slot,
     retry_on_transient,
-    rows_waiting_to_render,
     run_identity,
 )
 
 from .delivery import saved_name
-from .spread import Block, RowBlocks, ShardRows, Spread, run_spread
+from .spread import IDLE_PATIENCE, Block, BlockTaker, RowBlocks, ShardRows, Spread, run_spread
 
 DEFAULT_OUTPUT_PREFIX = "videos/batch"
 # A row's outcome shows the start of its prompt (the manifest has the rest) and of its error.
@@ -156,34 +158,38 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     s3 = bucket_client(shared.bucket)
     in_bucket = shared.bucket is not None and shared.receipts.startswith(f"s3://{shared.bucket.bucket_name}/")
     receipts = Receipts(shared.receipts, s3 if in_bucket else None)
-    prepared = prepare_image(row.image, row.request.size, fit=row.fit) if row.image else None
     context = TaskRunContext.get()
     retrying = context is not None and context.task_run.run_count > 1
     since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
     # A retry asks S3 directly: another process may have written since the listing.
     outputs = None if retrying else listed_outputs(shared, s3)
 
-    delivered = produce(
-        settings.client(),
-        row.request,
-        row.output,
-        image=prepared,
-        request_id=row.request_id,
-        receipts=receipts,
-        max_wait=settings.max_wait,
-        poll_interval=settings.poll_interval,
-        s3=s3,
-        # This process's cap first, then the account's slot: no slot is leased while queueing here.
-        admitted=lambda: holding_slot(shared.batch_key, shared.max_in_flight),
-        rendering=lambda: rendering_slot(settings),
-        before_create=before_create(settings),
-        reconcile_since=since,
-        outputs=outputs,
-        previews=shared.previews,
-        watcher=settings.watcher(),  # status reads shared by every row of this process: pages of the job list
-        quality=settings.quality_policy,
-        on_rejected=lambda error, left: rejected_row(error, left, row, shared),
-    )
+    reserved = f"{shared.batch_key}:{row.number}"  # a spread's row may find its render slot taken ahead
+    try:
+        prepared = prepare_image(row.image, row.request.size, fit=row.fit) if row.image else None
+        delivered = produce(
+            settings.client(),
+            row.request,
+            row.output,
+            image=prepared,
+            request_id=row.request_id,
+            receipts=receipts,
+            max_wait=settings.max_wait,
+            poll_interval=settings.poll_interval,
+            s3=s3,
+            # This process's cap first, then the account's slot: no slot is leased while queueing here.
+            admitted=lambda: holding_slot(shared.batch_key, shared.max_in_flight),
+            rendering=lambda: rendering_slot(settings, reserved=reserved),
+            before_create=before_create(settings),
+            reconcile_since=since,
+            outputs=outputs,
+            previews=shared.previews,
+            watcher=settings.watcher(),  # status reads shared by every row of this process: pages of the job list
+            quality=settings.quality_policy,
+            on_rejected=lambda error, left: rejected_row(error, left, row, shared),
+        )
+    finally:
+        release_reserved_slot(reserved)  # not used (already delivered, say): the next row's
     if delivered.how != "already delivered":
         # The manifest is upstream of every video made from it.
         announce_delivered(
@@ -322,7 +328,7 @@ def generate_videos(
                 "nothing was submitted (lower the retries or raise the limit)"
             )
 
-    def run_here(blocks: RowBlocks | None) -> list[dict[str, Any]]:
+    def run_here(blocks: RowBlocks | None, patience: float = IDLE_PATIENCE) -> list[dict[str, Any]]:
         return run_rows(
             rows,
             settings,
@@ -334,6 +340,7 @@ def generate_videos(
             output_prefix,
             previews=previews,
             blocks=blocks,
+            patience=patience,
         )
 
     if spread is not None:
@@ -360,6 +367,7 @@ def generate_videos(
             output_prefix=output_prefix,
             client=bucket_client(bucket),
             work=run_here,
+            render_limited=bool(settings.render_limit_name),
         )
         if not spread.wait:
             return outcomes
@@ -394,17 +402,14 @@ def run_rows(
     *,
     previews: bool = True,
     blocks: RowBlocks | None = None,
+    patience: float = IDLE_PATIENCE,
 ) -> list[dict[str, Any]]:
-    """Every row on the flow's task runner (with ``blocks``: the rows of each block this run takes); one
-    outcome record per row run here.
+    """Every row on the flow's task runner (with ``blocks``: the rows of each block this run takes, waiting
+    at most ``patience`` seconds for a render slot with nothing under way); one outcome record per row run here.
 
     The rows' parameters are quoted: they hold no futures, and Prefect would otherwise
     walk every row's request and the shared settings (a block) looking for some.
     """
-    first_block = blocks.take() if blocks is not None else None
-    if blocks is not None and first_block is None:
-        return []  # every block is finished or held by another participant
-    freeze_startup_objects()
     shared = RowContext(
         settings,
         state,
@@ -416,12 +421,20 @@ def run_rows(
         manifest,
         run_identity(),
     )
-    if rows:
-        emit_referenced(manifest)  # the upstream asset, once per batch (its rows name it in their lineage)
     context = FlowRunContext.get()
     flow_runner = context.task_runner if context is not None else None
+    in_threads = flow_runner is None or isinstance(flow_runner, ThreadPoolTaskRunner)
+    # A slot taken ahead is kept in this process: a row on a Dask worker could not find it.
+    slots = render_slots(settings) if in_threads else None
+    taker = None if blocks is None else BlockTaker(blocks, slots, shared.batch_key, max_in_flight, patience=patience)
+    first_block = taker.next(0) if taker is not None else None
+    if taker is not None and first_block is None:
+        return []  # every block is finished or held by another participant, or no render slot came
+    freeze_startup_objects()
+    if rows:
+        emit_referenced(manifest)  # the upstream asset, once per batch (its rows name it in their lineage)
     try:
-        if flow_runner is None or isinstance(flow_runner, ThreadPoolTaskRunner):
+        if in_threads:
             # Threads: a second one per slot stands ready at the slot gate (its row's task
             # run already started) or delivers a finished video, so freed slots refill at once.
             runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=2 * max_in_flight)
@@ -430,9 +443,8 @@ def run_rows(
                 def submit(row: ManifestRow) -> PrefectFuture[Any]:
                     return runner.submit(generate_row, parameters={"row": quote(row), "shared": quote(shared)})
 
-                if blocks is not None and first_block is not None:
-                    waiting = lambda: rows_waiting_to_render(settings)  # noqa: E731
-                    return run_blocks(blocks, first_block, rows, submit, max_in_flight, prices, waiting)
+                if taker is not None and first_block is not None:
+                    return run_blocks(taker, first_block, rows, submit, prices)
                 futures = [(row, submit(row)) for row in rows]
                 track_batch([future for _, future in futures], manifest)
                 # wait() records each future's final state; without it, .state asks the
@@ -444,36 +456,34 @@ def run_rows(
                 # Not quoted: a quote() does not survive the trip to a Dask worker (it arrives as a tuple).
                 return generate_row.submit(row, shared)
 
-            if blocks is not None and first_block is not None:
-                return run_blocks(blocks, first_block, rows, submit, max_in_flight, prices)
+            if taker is not None and first_block is not None:
+                return run_blocks(taker, first_block, rows, submit, prices)
             futures = [(row, submit(row)) for row in rows]
             track_batch([future for _, future in futures], manifest)
             wait([future for _, future in futures])
     finally:
         forget(shared.batch_key)
         forget_listings(shared.batch_key)
+        if slots is not None:
+            slots.release_kept()  # none is kept for a next row: there is none
     return [row_outcome(row, future, prices) for row, future in futures]
 
 
 def run_blocks(
-    blocks: RowBlocks,
+    taker: BlockTaker,
     first: Block,
     rows: list[ManifestRow],
     submit: Callable[[ManifestRow], PrefectFuture[Any]],
-    room: int,
     prices: dict[str, float] | None,
-    waiting: Callable[[], int] = lambda: 0,
 ) -> list[dict[str, Any]]:
-    """Take a block whenever fewer than ``room`` rows are under way here and none of them is
-    ``waiting`` for a render slot; record each block as it finishes.
+    """Take blocks while ``taker`` says there is room and a render slot here; record each block as it finishes.
 
     A block is taken only when this run has room for its rows: one that took every block
-    at the start would leave the shards that start later nothing to do, and one that
-    queued many rows would keep them from a participant with slots to spare. Rows waiting
-    for a slot of the account's limit mean the limit, not this run, is what holds them up:
-    another block taken then would only wait too, while a participant whose rows all
-    render could have started it (4 shards each queueing 20 rows left the last ones
-    waiting 20 s for slots the others kept handing to their own rows).
+    at the start would leave the shards that start later nothing to do. Under a render
+    limit, only with a slot in hand: a row taken without one waits in this run while
+    another participant may have slots to spare (4 shards each queueing 20 rows left the
+    last ones waiting 20 s for slots the others kept handing to their own rows). Blocks
+    are recorded beside the loop, so taking the next never waits on those writes.
     """
     by_number = {row.number: row for row in rows}
     finished_rows: queue.Queue[Block | None] = queue.Queue()  # per row: its block if it was the last, else None
@@ -488,33 +498,39 @@ def run_blocks(
             left[block] -= 1
             finished_rows.put(block if not left[block] else None)
 
-    def record(block: Block) -> None:
-        futures = under_way.pop(block)
+    def record(block: Block, futures: list[tuple[ManifestRow, PrefectFuture[Any]]]) -> None:
         wait([future for _, future in futures])  # records their final states (see run_rows)
         recorded = [row_outcome(row, future, prices) for row, future in futures]
-        blocks.finish(block, recorded)
-        outcomes.extend(recorded)
+        taker.blocks.finish(block, recorded)
+        with lock:
+            outcomes.extend(recorded)
 
-    block: Block | None = first
-    while True:
-        while block is not None:
-            mine = [by_number[number] for number in range(block.first, block.last + 1) if number in by_number]
-            under_way[block] = [(row, submit(row)) for row in mine]
-            left[block] = len(mine)
-            running += len(mine)
-            for _, future in under_way[block]:  # a future already done calls back at once
-                future.add_done_callback(lambda _, block=block: on_done(block))  # type: ignore[misc]
-            if not mine:
-                record(block)  # only invalid rows: the parent reports those
-            block = blocks.take() if running < room and not waiting() else None
-        if not under_way:
-            return outcomes
-        done = finished_rows.get()
-        running -= 1
-        if done is not None:
-            record(done)
-        if running < room and (not waiting() or not under_way):
-            block = blocks.take()
+    records: list[Future[None]] = []
+    with ThreadPoolExecutor(2, thread_name_prefix="sora-blocks") as recorder:
+        block: Block | None = first
+        while True:
+            while block is not None:
+                mine = [by_number[number] for number in range(block.first, block.last + 1) if number in by_number]
+                if block.first not in by_number:
+                    taker.unused(block)  # an invalid row (the parent reports it): its slot goes to the next
+                under_way[block] = [(row, submit(row)) for row in mine]
+                left[block] = len(mine)
+                running += len(mine)
+                for _, future in under_way[block]:  # a future already done calls back at once
+                    future.add_done_callback(lambda _, block=block: on_done(block))  # type: ignore[misc]
+                if not mine:
+                    recorder.submit(record, block, under_way.pop(block)).result()  # nothing to wait for
+                block = taker.next(running)
+            if not under_way:
+                break
+            done = finished_rows.get()
+            running -= 1
+            if done is not None:
+                records.append(recorder.submit(record, done, under_way.pop(done)))
+            block = taker.next(running)
+    for written in records:
+        written.result()  # a block whose outcomes could not be written fails the run, as a row would
+    return outcomes
 
 
 _frozen = False

@@ -49,6 +49,8 @@ from sora_tasks.core.jobs.rows import invalid_record, row_record
 from sora_tasks.core.storage.claims import Claim, Claims
 from sora_tasks.core.storage.destinations import S3Client
 from sora_tasks.core.storage.records import RecordStore
+from sora_tasks.leases import LimitSlots
+from sora_tasks.tasks import release_reserved_slot
 
 from .delivery import saved_name
 
@@ -62,7 +64,11 @@ SILENT_PERIODS = 3
 # The most resources one events query may name (the events API's page limit).
 EVENTS_PAGE = 50
 POLL_SECONDS = 2.0
-END_POLL_SECONDS = 0.5
+# How long a participant with no row under way waits for a render slot before it leaves the
+# rows to the participants that have slots (a shard then ends; see BlockTaker).
+IDLE_PATIENCE = 5.0
+# Blocks' outcomes read at once when the parent gathers the table.
+READ_THREADS = 16
 
 
 class Spread(BaseModel):
@@ -93,7 +99,8 @@ class Spread(BaseModel):
     block_rows: int | None = Field(
         default=None,
         ge=1,
-        description="Rows per block a participant takes at a time. None: half of max_in_flight (at least 1).",
+        description="Rows per block a participant takes at a time. None: 1 under the api block's render limit "
+        "(a row is taken with a render slot in hand), else half of max_in_flight (at least 1).",
     )
     dead_after_seconds: float | None = Field(
         default=None,
@@ -113,10 +120,16 @@ class ShardRows(BaseModel):
     block_rows: int = Field(ge=1)
     index: int = Field(default=1, ge=0, description="This shard's number (the parent is 0): where it starts looking.")
     of: int = Field(default=1, ge=1, description="How many participants there are, the parent included.")
+    wait_for_slots: bool = Field(
+        default=False,
+        description="With nothing under way, wait for a render slot as long as blocks are unfinished (nobody else "
+        "takes rows: the parent does not); false: end after a few seconds without one, leaving the rows to others.",
+    )
 
     def blocks(self, state: str, client: S3Client | None) -> RowBlocks:
         ranges = row_blocks(self.total, self.block_rows)
-        return RowBlocks(state, self.batch, client, ranges, start=self.index * len(ranges) // self.of)
+        start = self.index * len(ranges) // self.of
+        return RowBlocks(state, self.batch, client, ranges, start=start, wait_for_slots=self.wait_for_slots)
 
 
 def row_blocks(total: int, size: int) -> list[tuple[int, int]]:
@@ -144,8 +157,19 @@ class RowBlocks:
     """
 
     def __init__(
-        self, state: str, batch: str, client: S3Client | None, ranges: list[tuple[int, int]], *, start: int = 0
+        self,
+        state: str,
+        batch: str,
+        client: S3Client | None,
+        ranges: list[tuple[int, int]],
+        *,
+        start: int = 0,
+        wait_for_slots: bool = False,
+        want_help: Callable[[], None] | None = None,
     ) -> None:
+        self.wait_for_slots = wait_for_slots  # see ShardRows.wait_for_slots
+        # Called when this participant has rows it cannot start and the render limit has room.
+        self.want_help = want_help
         location = f"{state.rstrip('/')}/batches/{batch}"
         self._records = RecordStore(f"{location}/blocks", client, what="row blocks")
         self._claims = Claims(location, client)
@@ -154,6 +178,7 @@ class RowBlocks:
         self._looked: set[int] = set()  # asked for in this pass: done, or held by someone alive
         self._cursor = 0  # where in ``_order`` this pass has got to
         self._finished: set[int] = set()
+        self._mine: dict[int, list[dict[str, Any]]] = {}  # outcomes of the blocks finished here
         self._lock = threading.Lock()
 
     def take(self) -> Block | None:
@@ -187,27 +212,107 @@ class RowBlocks:
         """Record the block's outcomes, then mark its claim fulfilled: nobody takes it again."""
         self._records.put(name_of(block.number), json.dumps(outcomes))
         self._claims.fulfil(block.claim, json.dumps({"rows": [block.first, block.last]}))
-        self._finished.add(block.number)
+        with self._lock:
+            self._finished.add(block.number)
+            self._mine[block.number] = outcomes
 
     def outcomes(self) -> dict[int, list[dict[str, Any]]]:
-        """The outcomes of every finished block, by block number."""
-        found: dict[int, list[dict[str, Any]]] = {}
-        for number in range(len(self.ranges)):
-            text = self._records.get(name_of(number))
-            if text is not None:
-                found[number] = json.loads(text)
+        """The outcomes of every finished block, by block number (those finished elsewhere read at once)."""
+        with self._lock:
+            found = dict(self._mine)
+        others = [number for number in self._finished_names() if number not in found]
+
+        def read(number: int) -> tuple[int, str | None]:
+            return number, self._records.get(name_of(number))
+
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sora-blocks") as pool:
+            for number, text in pool.map(read, others):
+                if text is not None:
+                    found[number] = json.loads(text)
         return found
 
     def all_finished(self) -> bool:
-        """Every block's outcomes are written (read for the blocks not yet known finished)."""
-        for number in range(len(self.ranges)):
-            if number not in self._finished and self._records.get(name_of(number)) is not None:
-                self._finished.add(number)
-        return len(self._finished) == len(self.ranges)
+        """Every block's outcomes are written (one listing of the records)."""
+        finished = self._finished_names()
+        with self._lock:
+            self._finished |= finished
+            return len(self._finished) == len(self.ranges)
+
+    def _finished_names(self) -> set[int]:
+        """The blocks whose outcomes are written, by listing the records (one request per thousand)."""
+        numbers = {name.removeprefix("block-") for name in self._records.names() if name.startswith("block-")}
+        return {int(number) for number in numbers if number.isdigit() and int(number) < len(self.ranges)}
 
 
 def name_of(block: int) -> str:
     return f"block-{block}"
+
+
+class BlockTaker:
+    """When a participant takes its next block: room here and, under a render limit, a slot in hand.
+
+    The slot is taken first, then the block, whose first row finds the slot kept under its
+    name. So no row waits in a participant without slots while another has slots and no
+    rows: a participant that gets none takes nothing, and with nothing under way it leaves
+    after ``IDLE_PATIENCE`` seconds (``wait_for_slots``: not while blocks are unfinished).
+    Without a render limit, a block is taken whenever fewer than ``room`` rows are under way.
+    """
+
+    def __init__(
+        self, blocks: RowBlocks, slots: LimitSlots | None, batch_key: str, room: int, *, patience: float
+    ) -> None:
+        self.blocks = blocks
+        self._slots = slots
+        self._batch_key = batch_key
+        self._room = room
+        self._patience = patience  # with nothing under way: how long to wait for a slot
+        self._asked_at = float("-inf")  # when the render limit was last read for room
+
+    def row_key(self, number: int) -> str:
+        """The name a row's reserved render slot is kept under in this process."""
+        return f"{self._batch_key}:{number}"
+
+    def next(self, running: int) -> Block | None:
+        """The next block to run here, ``running`` rows being under way here; None: none now."""
+        if self._slots is None:
+            if running < self._room:
+                return self.blocks.take()
+            self._capped(None)
+            return None
+        # Rows delivering have given their slot back: up to ``room`` of them beside ``room`` rendering.
+        if running >= 2 * self._room or self._slots.in_use() >= self._room:
+            self._capped(self._slots)
+            return None
+        while True:
+            lease = self._slots.reserve(patience=0.0 if running else self._patience)
+            if lease is not None:
+                break
+            if running or not self.blocks.wait_for_slots or self.blocks.all_finished():
+                return None
+        block = self.blocks.take()
+        if block is None:
+            self._slots.unreserve(lease)
+            return None
+        self._slots.assign(lease, self.row_key(block.first))
+        return block
+
+    def _capped(self, slots: LimitSlots | None) -> None:
+        """This participant is at its own cap: it wants help if the render limit has room (asked once a second)."""
+        if self.blocks.want_help is None or time.monotonic() < self._asked_at + 1.0:
+            return
+        self._asked_at = time.monotonic()
+        try:
+            room = slots.free() if slots is not None else 1
+        except Exception as error:  # no answer: no help asked for now
+            get_run_logger().debug("render limit not read: %s", error)
+            return
+        if room > 0:
+            self.blocks.want_help()
+            self.blocks.want_help = None
+
+    def unused(self, block: Block) -> None:
+        """The block's first row was not run here (an invalid row): its reserved slot goes to the next."""
+        release_reserved_slot(self.row_key(block.first))
 
 
 def check_spread(
@@ -273,7 +378,8 @@ def run_spread(
     state: str,
     output_prefix: str,
     client: S3Client | None,
-    work: Callable[[RowBlocks], object],
+    work: Callable[[RowBlocks, float], object],
+    render_limited: bool = False,
 ) -> list[dict[str, Any]]:
     """Start the shards; with ``wait``, run blocks here too (``work``) and gather every row's outcome."""
     check_spread(
@@ -282,23 +388,32 @@ def run_spread(
     total = max([row.number for row in rows] + [bad.number for bad in invalid] + [0])
     context = FlowRunContext.get()
     batch = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
-    block_rows = spread.block_rows or max(1, int(parameters.get("max_in_flight") or 1) // 2)
+    # Under a render limit rows are taken with a slot in hand, one a block: a block of several
+    # would leave all but its first waiting for slots wherever it was taken.
+    block_rows = spread.block_rows or (1 if render_limited else max(1, int(parameters.get("max_in_flight") or 1) // 2))
     ranges = row_blocks(total, block_rows)
     here = spread.wait and spread.parent_rows
     count = max(1, min(spread.shards, len(ranges)))
     plan = [
-        ShardRows(batch=batch, total=total, block_rows=block_rows, index=index, of=count + here)
+        ShardRows(
+            batch=batch, total=total, block_rows=block_rows, index=index, of=count + here, wait_for_slots=not here
+        )
         for index in range(here, count + here)
     ]
 
     enough = threading.Event()  # set once the parent finds no block left to take
+    wanted = threading.Event()  # set once the parent has rows it cannot start and the render limit has room
 
     def launch_all() -> list[tuple[ShardRows, FlowRun]]:
         runs: list[tuple[ShardRows, FlowRun]] = []
         for shard in plan:
             name = f"shard {shard.index} of {count}"
             if enough.is_set():
-                get_run_logger().info("%s not scheduled: every block is taken already", name)
+                get_run_logger().info(
+                    "%s not scheduled: every block is taken already%s",
+                    name,
+                    "" if wanted.is_set() else " (the parent kept the render limit busy by itself)",
+                )
                 continue
             try:
                 runs.append((shard, launch(spread, parameters, shard, name=name)))
@@ -312,13 +427,21 @@ def run_spread(
             for shard, run in launch_all()
         ]
     deadline = time.monotonic() + (spread.timeout_seconds or default_timeout(total, parameters))
-    blocks = RowBlocks(state, batch, client, ranges)
+    blocks = RowBlocks(state, batch, client, ranges, want_help=wanted.set)
+
+    def launch_once_wanted() -> list[tuple[ShardRows, FlowRun]]:
+        while not (wanted.wait(0.25) or enough.is_set()):
+            pass
+        return launch_all()
+
     if here:
-        # The shards are scheduled beside the parent's first rows: each run_deployment is
-        # a few API calls, and rows here need none of them.
+        # A shard is a process to start (a second or more of CPU, wherever its worker runs):
+        # it is scheduled once the parent has rows it cannot start itself (its max_in_flight
+        # is reached) while the render limit has room for them; until then the parent's
+        # rows are all the limit allows. Scheduling is a few API calls, done beside the rows.
         with ThreadPoolExecutor(1, thread_name_prefix="sora-launch") as launcher:
-            launched = launcher.submit(contextvars.copy_context().run, launch_all)
-            work(blocks)  # returns when no block is left to take: the rest are held by shards
+            launched = launcher.submit(contextvars.copy_context().run, launch_once_wanted)
+            work(blocks, IDLE_PATIENCE)  # returns when no block is left to take: the rest are held by shards
             # A shard not scheduled yet (a busy server answers 503 and the client backs off
             # for up to a minute) would find nothing to do.
             enough.set()
@@ -375,10 +498,10 @@ def wait_for_blocks(
     plan: list[ShardRows],
     runs: list[FlowRun],
     blocks: RowBlocks,
-    work: Callable[[RowBlocks], object] | None,
+    work: Callable[[RowBlocks, float], object] | None,
     deadline: float,
 ) -> str:
-    """Until ``deadline``: until every block is finished and no shard is left running; why it stopped.
+    """Until ``deadline``: until every block is finished (or none can be any more); why it stopped.
 
     A shard whose worker died stays Running (or Pending) for good on a self-hosted server,
     and a claim of its flow run is then never taken over from another machine; it is
@@ -399,14 +522,18 @@ def wait_for_blocks(
                 # the parent takes over if they die. Started, it would only cost a process.
                 cancel_unstarted(client, runs, states)
             if finished:
-                # Live shards end once they find nothing to take; a dead one is marked above.
-                if not any(state in TAKEN_STATES for state in states.values()):
-                    return "every block finished"
-                time.sleep(END_POLL_SECONDS)  # the shards left are ending: no block is left for them
-                continue
+                # Every row's outcome is written: the table needs nothing more. A shard still
+                # running holds no block and ends once it finds none to take (a dead one was
+                # marked above); the parent does not wait out their ends (a second or two each).
+                ending = [run.name for run in runs if states.get(str(run.id)) in TAKEN_STATES]
+                if ending:
+                    get_run_logger().info("every block finished; %s end on their own", ", ".join(ending))
+                return "every block finished"
             elif work is not None:
                 blocks.again()
-                work(blocks)  # a block whose shard died is taken over here (its claim's holder is gone)
+                # A block whose shard died is taken over here (its claim's holder is gone), if a
+                # render slot is free now: the others' rows are not kept waiting for this.
+                work(blocks, 0.0)
                 if blocks.all_finished():
                     continue  # look at the shards again at once
             elif not relaunch(spread, parameters, plan, runs, states, relaunched):
