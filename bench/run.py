@@ -294,6 +294,9 @@ SPREAD_ROWS, SPREAD_LIMIT, SPREAD_IN_FLIGHT, SPREAD_WORKERS = 200, 20, 20, (1, 2
 # The production case: a render time like the provider's, over the most workers, beside one process.
 PRODUCTION_WORKERS = (0, 4)
 BASELINE_WORKERS = (0,)  # 0: the same batch in one process
+# Where spreading must pay: each process may run only this many rows at once (its memory or
+# bandwidth, say), a quarter of the render limit; in one process and over the most workers.
+NARROW_IN_FLIGHT, NARROW_WORKERS = 5, (0, 4)
 SPREAD_POOL = "sora"  # the work pool of prefect.yaml's `shard` deployment
 SPREAD_BLOCK = "bench-spread"
 # How often an idle worker asks for scheduled runs (Prefect's default is 10 s): at the
@@ -305,10 +308,12 @@ WORKER_QUERY_SECONDS = 2
 class SpreadRun:
     render: float
     workers: int  # 0: the same batch in one process, no spread
+    in_flight: int  # max_in_flight of the parent and of each shard
     wall: float  # the parent's generate_videos call, start to return
     head: float  # from that start to the first create the emulator saw
     creates: int
     peak: int  # most jobs rendering at once, from the emulator's request log
+    shards: int  # shard flow runs that started (the parent schedules them only when it has rows it cannot start)
 
 
 def prefect_cli(env: dict[str, str], *args: str) -> None:
@@ -342,6 +347,17 @@ def start_workers(env: dict[str, str], names: list[str], work: Path) -> list[sub
             )
         )
     return started
+
+
+def shards_started(api_url: str) -> set[str]:
+    """Every shard flow run on the server that a worker started (ended or not): their ids."""
+    import httpx
+
+    response = httpx.post(
+        f"{api_url}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["shard"]}}, "limit": 200}, timeout=30
+    )
+    response.raise_for_status()
+    return {run["id"] for run in response.json() if run["state_type"] not in ("SCHEDULED", "PENDING", "CANCELLED")}
 
 
 def wait_for_workers(api_url: str, names: list[str], processes: list[subprocess.Popen[bytes]]) -> None:
@@ -391,11 +407,12 @@ def bench_spread(renders: list[float], repeats: int, aws: dict[str, str], work: 
         )
         prefect_cli(env, "work-pool", "create", SPREAD_POOL, "--type", "process")
         prefect_cli(env, "--no-prompt", "deploy", "--name", "shard")
-        plan = [(renders[0], workers) for workers in (*BASELINE_WORKERS, *SPREAD_WORKERS)]
-        plan += [(render, workers) for render in renders[1:] for workers in PRODUCTION_WORKERS]
+        plan = [(renders[0], workers, SPREAD_IN_FLIGHT) for workers in (*BASELINE_WORKERS, *SPREAD_WORKERS)]
+        plan += [(renders[0], workers, NARROW_IN_FLIGHT) for workers in NARROW_WORKERS]
+        plan += [(render, workers, SPREAD_IN_FLIGHT) for render in renders[1:] for workers in PRODUCTION_WORKERS]
         for attempt in range(repeats):
-            for render, workers in plan:
-                tag = f"spread-{render:g}-{workers}-{attempt}-{time.time_ns() % 10**9}"
+            for render, workers, in_flight in plan:
+                tag = f"spread-{render:g}-{workers}-{in_flight}-{attempt}-{time.time_ns() % 10**9}"
                 log = work / f"requests-{tag}.jsonl"
                 # A limit of its own per run: its occupancy statistics (Prefect derives the
                 # Retry-After of a denied slot from them) start from nothing each time.
@@ -416,7 +433,7 @@ def bench_spread(renders: list[float], repeats: int, aws: dict[str, str], work: 
                         wait_for_workers(api_url, names, processes)
                         args = {
                             "n": SPREAD_ROWS,
-                            "c": SPREAD_IN_FLIGHT,
+                            "c": in_flight,
                             "manifest": f"s3://{BUCKET}/{tag}/manifest.jsonl",
                             "output_prefix": f"s3://{BUCKET}/{tag}/out",
                             "api": SPREAD_BLOCK,
@@ -425,7 +442,9 @@ def bench_spread(renders: list[float], repeats: int, aws: dict[str, str], work: 
                         }
                         parent_home = work / tag / "parent"
                         parent_home.mkdir(parents=True, exist_ok=True)
+                        before = shards_started(api_url)
                         run = run_worker("spread-parent", args, {**env, "PREFECT_HOME": str(parent_home)})
+                        started = len(shards_started(api_url) - before)
                     finally:
                         for process in processes:
                             servers.stop_group(process)
@@ -434,15 +453,18 @@ def bench_spread(renders: list[float], repeats: int, aws: dict[str, str], work: 
                     SpreadRun(
                         render,
                         workers,
+                        in_flight,
                         run["wall"],
                         first_create - run["started_at"],
                         servers.count_requests(log)["create"],
                         servers.peak_rendering(log),
+                        started,
                     )
                 )
                 last = runs[-1]
                 print(
-                    f"  T={render:g} s, {workers or 'no'} worker(s), run {attempt + 1}: {last.wall:.2f} s,"
+                    f"  T={render:g} s, {workers or 'no'} worker(s), max_in_flight {in_flight}, run {attempt + 1}:"
+                    f" {last.wall:.2f} s, shards started {last.shards},"
                     f" first create after {last.head:.2f} s, {last.creates} creates, peak {last.peak} rendering;"
                     f" load average {os.getloadavg()[0]:.2f}",
                     flush=True,
@@ -459,20 +481,25 @@ LEVEL_NOISE = 1.05
 def spread_rows(runs: list[SpreadRun], renders: list[float], repeats: int) -> list[tuple[str, str, str]]:
     how = "one run each" if repeats == 1 else f"{repeats} runs each"
     rows = []
-    for render in renders:
+    cases = sorted({(run.render, run.in_flight) for run in runs}, key=lambda case: (case[0], -case[1]))
+    for render, in_flight in cases:
         ideal = math.ceil(SPREAD_ROWS / SPREAD_LIMIT) * render
+        targeted = render == renders[0] and in_flight == SPREAD_IN_FLIGHT  # the issue's targets apply here
         rows.append(
             (
-                f"spread batch N={SPREAD_ROWS}, C={SPREAD_LIMIT}, T={render:g} s: ideal ceil(N/C)*T",
+                f"spread batch N={SPREAD_ROWS}, C={SPREAD_LIMIT}, T={render:g} s, max_in_flight {in_flight}: "
+                "ideal ceil(N/C)*T",
                 f"{ideal:.2f} s",
-                f"render limit C (a Prefect GCL); the parent and one shard per worker take blocks of "
-                f"{SPREAD_IN_FLIGHT // 2} rows, max_in_flight {SPREAD_IN_FLIGHT} each; workers poll every "
-                f"{WORKER_QUERY_SECONDS} s; {how}",
+                f"render limit C (a Prefect GCL); max_in_flight {in_flight} for the parent and each shard; a row is "
+                f"taken with a render slot in hand; workers poll every {WORKER_QUERY_SECONDS} s; {how}",
             )
         )
-        mine = {workers: [run for run in runs if run.render == render and run.workers == workers] for workers in
-                sorted({run.workers for run in runs if run.render == render})}  # fmt: skip
+        case = [run for run in runs if (run.render, run.in_flight) == (render, in_flight)]
+        mine = {
+            workers: [run for run in case if run.workers == workers] for workers in sorted({r.workers for r in case})
+        }
         one = statistics.median(run.wall for run in mine[1]) if mine.get(1) else None
+        alone = statistics.median(run.wall for run in mine[0]) if mine.get(0) else None
         for workers, theirs in mine.items():
             wall = statistics.median(run.wall for run in theirs)
             head = statistics.median(run.head for run in theirs)
@@ -480,13 +507,17 @@ def spread_rows(runs: list[SpreadRun], renders: list[float], repeats: int) -> li
             peak = max(run.peak for run in theirs)
             checks = "ok" if creates == [SPREAD_ROWS] and peak <= SPREAD_LIMIT else "FAILED"
             note = f"{wall / ideal:.2f}x ideal"
-            if workers and render == renders[0]:
+            if workers and targeted:
                 note += f" ({verdict(wall / ideal, SPREAD_TARGET)} <= {SPREAD_TARGET}x)"
                 if one is not None and workers > 1:
                     level = "ok" if wall <= one * LEVEL_NOISE else "slower"
                     note += f", {wall / one:.2f}x the 1-worker run ({level})"
+            elif workers and alone is not None:
+                note += f", {alone / wall:.2f}x as fast as one process"
+            if workers:
+                note += f"; shards started {'/'.join(str(run.shards) for run in theirs)} of {workers}"
             note += f"; first create after {head:.2f} s"
-            if workers and render == renders[0]:
+            if workers and targeted:
                 note += f" ({verdict(head, FIRST_CREATE_TARGET)} <= {FIRST_CREATE_TARGET:g} s)"
             note += (
                 f"; creates {'/'.join(map(str, creates))} (of {SPREAD_ROWS}), most rendering at once {peak} "

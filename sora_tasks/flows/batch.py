@@ -374,7 +374,12 @@ def generate_videos(
     else:
         outcomes = [invalid_record(bad) for bad in invalid]
         # A shard takes blocks of the batch's rows until none is left; each is recorded for the parent.
-        outcomes += run_here(shard.blocks(state, bucket_client(bucket)) if shard is not None else None)
+        if shard is None:
+            outcomes += run_here(None)
+        else:
+            blocks = shard.blocks(state, bucket_client(bucket))
+            outcomes += run_here(blocks)
+            blocks.leave()  # the parent need not wait for this run's end
     return finish(outcomes, manifest, summary, bucket)
 
 

@@ -64,6 +64,7 @@ SILENT_PERIODS = 3
 # The most resources one events query may name (the events API's page limit).
 EVENTS_PAGE = 50
 POLL_SECONDS = 2.0
+END_POLL_SECONDS = 0.5
 # How long a participant with no row under way waits for a render slot before it leaves the
 # rows to the participants that have slots (a shard then ends; see BlockTaker).
 IDLE_PATIENCE = 5.0
@@ -172,6 +173,7 @@ class RowBlocks:
         self.want_help = want_help
         location = f"{state.rstrip('/')}/batches/{batch}"
         self._records = RecordStore(f"{location}/blocks", client, what="row blocks")
+        self._left = RecordStore(f"{location}/left", client, what="participants that left")
         self._claims = Claims(location, client)
         self.ranges = ranges
         self._order = list(range(start, len(ranges))) + list(range(0, start))
@@ -237,6 +239,16 @@ class RowBlocks:
         with self._lock:
             self._finished |= finished
             return len(self._finished) == len(self.ranges)
+
+    def leave(self) -> None:
+        """This participant takes no more blocks and holds none: said for the parent, which need not wait for it."""
+        context = FlowRunContext.get()
+        if context is not None and context.flow_run is not None:
+            self._left.put(str(context.flow_run.id), json.dumps({"left_at": time.time()}))
+
+    def left(self) -> set[str]:
+        """The flow runs that said they take no more blocks (one listing)."""
+        return set(self._left.names())
 
     def _finished_names(self) -> set[int]:
         """The blocks whose outcomes are written, by listing the records (one request per thousand)."""
@@ -522,13 +534,16 @@ def wait_for_blocks(
                 # the parent takes over if they die. Started, it would only cost a process.
                 cancel_unstarted(client, runs, states)
             if finished:
-                # Every row's outcome is written: the table needs nothing more. A shard still
-                # running holds no block and ends once it finds none to take (a dead one was
-                # marked above); the parent does not wait out their ends (a second or two each).
-                ending = [run.name for run in runs if states.get(str(run.id)) in TAKEN_STATES]
-                if ending:
-                    get_run_logger().info("every block finished; %s end on their own", ", ".join(ending))
-                return "every block finished"
+                # Every row's outcome is written. A shard that said it left is ending (its
+                # report, its process's exit: seconds the parent need not wait out); one still
+                # taken that did not say so may be dead, and is waited for until it ends or is
+                # marked Crashed above, so no run is left Running for good.
+                taken = [run for run in runs if states.get(str(run.id)) in TAKEN_STATES]
+                left = blocks.left() if taken else set()
+                if all(str(run.id) in left for run in taken):
+                    return "every block finished"
+                time.sleep(END_POLL_SECONDS)
+                continue
             elif work is not None:
                 blocks.again()
                 # A block whose shard died is taken over here (its claim's holder is gone), if a
