@@ -23,11 +23,10 @@ from .test_spread import PROJECT, prefect
 
 LIMIT, THREADS, HOLD_SECONDS = 3, 6, 0.3
 
-ROWS = """
-import json, sys, threading, time
+# Every grant the server makes to this process, counted (the real request underneath).
+COUNTING = """
 from sora_tasks import leases
 
-name, threads, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 holder = leases.lease_holder(60.0)
 grants = []
 ask = holder._client.increment_concurrency_slots_with_lease
@@ -38,6 +37,12 @@ def counted(*args, **kwargs):  # the real request, counted
     return response
 
 holder._client.increment_concurrency_slots_with_lease = counted
+"""
+
+ROWS = COUNTING + """
+import json, sys, threading, time
+
+name, threads, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 spans, lock = [], threading.Lock()
 
 def row():
@@ -120,22 +125,11 @@ def active_slots(env: dict[str, str], name: str) -> int:
         time.sleep(0.5)
 
 
-RESERVING = """
+RESERVING = COUNTING + """
 import json, sys, time
-from sora_tasks import leases
 
 name = sys.argv[1]
 slots = leases.LimitSlots(name, 60.0)
-holder = leases.lease_holder(60.0)
-grants = []
-ask = holder._client.increment_concurrency_slots_with_lease
-
-def counted(*args, **kwargs):  # the real request, counted
-    response = ask(*args, **kwargs)
-    grants.append(1)
-    return response
-
-holder._client.increment_concurrency_slots_with_lease = counted
 seen = {}
 first = slots.reserve(patience=5.0)
 second = slots.reserve(patience=5.0)
