@@ -44,6 +44,7 @@ def finished_jobs(base_url: str, n: int) -> list[str]:
 def main() -> None:
     import boto3
 
+    from sora_tasks.blocks import VideosApi
     from sora_tasks.core.storage.ledger import Ledger, PendingVideo
     from sora_tasks.flows.deferred import collect_pending
 
@@ -57,7 +58,9 @@ def main() -> None:
 
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     # Videos only, as the drain rate is quoted (previews are two more downloads a video).
-    rows = collect_pending(ledger=book.location, api=None, workers=args["workers"], previews=False)
+    # The sweep calls its own server: records made for any other are skipped (docs/security.md).
+    api = VideosApi(base_url=base_url)
+    rows = collect_pending(ledger=book.location, api=api, workers=args["workers"], previews=False)
     wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
 
     delivered = sum(row["outcome"] == "delivered" for row in rows)

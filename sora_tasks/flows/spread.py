@@ -422,9 +422,12 @@ def run_spread(
             name = f"shard {shard.index} of {count}"
             if enough.is_set():
                 get_run_logger().info(
-                    "%s not scheduled: every block is taken already%s",
+                    "%s not scheduled: %s",
                     name,
-                    "" if wanted.is_set() else " (the parent kept the render limit busy by itself)",
+                    "every row is taken already"
+                    if wanted.is_set()
+                    else "the parent kept the render limit busy by itself (every row is taken, or waits for "
+                    "render slots the parent takes as they free)",
                 )
                 continue
             try:
