@@ -39,7 +39,9 @@ def counted(*args, **kwargs):  # the real request, counted
 holder._client.increment_concurrency_slots_with_lease = counted
 """
 
-ROWS = COUNTING + """
+ROWS = (
+    COUNTING
+    + """
 import json, sys, threading, time
 
 name, threads, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -60,6 +62,7 @@ for worker in workers:
     worker.join()
 print(json.dumps({"spans": spans, "grants": len(grants)}))
 """
+)
 
 
 def most_at_once(spans: list[tuple[float, float]]) -> int:
@@ -125,7 +128,9 @@ def active_slots(env: dict[str, str], name: str) -> int:
         time.sleep(0.5)
 
 
-RESERVING = COUNTING + """
+RESERVING = (
+    COUNTING
+    + """
 import json, sys, time
 
 name = sys.argv[1]
@@ -147,6 +152,7 @@ time.sleep(leases.LINGER + 0.5)
 seen["kept after the linger"] = slots.in_use() + len(holder._idle[name])
 print(json.dumps(seen))
 """
+)
 
 
 @pytest.mark.slow
