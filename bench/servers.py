@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -84,14 +86,17 @@ def postgres(home: Path) -> Iterator[str | None]:
     if bindir is None:
         yield None
         return
-    data = home / "pgdata"
-    data.mkdir(parents=True, exist_ok=True)
     as_owner: list[str] = []
     if os.getuid() == 0:  # initdb refuses to run as root: the package's postgres user owns the cluster
+        # In a folder of its own under the system's temporary folder: the postgres user cannot
+        # pass through the benchmark's scratch folder (mode 0700, root's).
+        home = Path(tempfile.mkdtemp(prefix="sora-bench-postgres-"))
         subprocess.run(["chown", "-R", "postgres", str(home)], check=True)
         as_owner = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
+    data = home / "pgdata"
     run = lambda *command: subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run("mkdir", "-p", str(data))
+    port = free_port()
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "prefect", "--no-sync")
     run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "postgres.log"), "-w", "-o",
         f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")  # fmt: skip
@@ -99,6 +104,8 @@ def postgres(home: Path) -> Iterator[str | None]:
         yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/postgres"
     finally:
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        if as_owner:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @contextmanager
