@@ -19,9 +19,10 @@ A row already waiting takes it at once; the next row of a batch is usually a few
 milliseconds behind (it reads its receipt first), and a slot nobody here takes within
 ``LINGER`` goes back to the server. Only one thread per process and limit asks the
 server at a time; the others wait for it or for a handed-over slot. A handed-over lease
-keeps the holder Prefect recorded when it was taken (the first row's task run).
+keeps the holder Prefect recorded when it was taken (the first row's task run, or the
+flow run for a slot reserved ahead).
 
-A spread batch takes rows only with a slot in hand (:func:`reserve`): a slot is taken
+A spread batch takes rows only with a slot in hand (:meth:`LimitSlots.reserve`): a slot is taken
 first, then the next row, which finds it kept under its name (:func:`holding_lease`'s
 ``reserved``). So no row waits in a process that has no slot while another process has
 slots and no rows; a process that gets no slot takes no rows and leaves them to those that do.
@@ -75,7 +76,6 @@ class LeaseHolder:
         self._held: Counter[str] = Counter()  # leases held per limit, in use, reserved or idle
         # Given back and kept for this process's next row, each with the time it goes back to the server.
         self._idle: defaultdict[str, list[tuple[UUID, float]]] = defaultdict(list)
-        self._waiting: Counter[str] = Counter()  # rows of this process waiting for a slot, per limit
         self._asking: set[str] = set()  # limits a thread of this process is asking the server for now
         # Releases of this process the server has finished, per limit: a refusal that crossed
         # one is asked again at once, not after the server's Retry-After.
@@ -93,11 +93,7 @@ class LeaseHolder:
         """
         deadline = None if patience is None else time.monotonic() + patience
         with self._lock:
-            self._waiting[name] += 1
-            try:
-                return self._take_or_ask(name, holder, deadline)
-            finally:
-                self._waiting[name] -= 1
+            return self._take_or_ask(name, holder, deadline)
 
     def read_limit(self, name: str) -> Any:
         """The limit as the server has it (``limit``, ``active_slots``)."""

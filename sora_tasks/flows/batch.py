@@ -155,17 +155,16 @@ def generate_row(row: ManifestRow, shared: RowContext) -> dict[str, Any]:
     reconciled against the server's job list.
     """
     settings = shared.settings
-    s3 = bucket_client(shared.bucket)
-    in_bucket = shared.bucket is not None and shared.receipts.startswith(f"s3://{shared.bucket.bucket_name}/")
-    receipts = Receipts(shared.receipts, s3 if in_bucket else None)
-    context = TaskRunContext.get()
-    retrying = context is not None and context.task_run.run_count > 1
-    since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
-    # A retry asks S3 directly: another process may have written since the listing.
-    outputs = None if retrying else listed_outputs(shared, s3)
-
     reserved = f"{shared.batch_key}:{row.number}"  # a spread's row may find its render slot taken ahead
     try:
+        s3 = bucket_client(shared.bucket)
+        in_bucket = shared.bucket is not None and shared.receipts.startswith(f"s3://{shared.bucket.bucket_name}/")
+        receipts = Receipts(shared.receipts, s3 if in_bucket else None)
+        context = TaskRunContext.get()
+        retrying = context is not None and context.task_run.run_count > 1
+        since = context.task_run.created.timestamp() if retrying and context and context.task_run.created else None
+        # A retry asks S3 directly: another process may have written since the listing.
+        outputs = None if retrying else listed_outputs(shared, s3)
         prepared = prepare_image(row.image, row.request.size, fit=row.fit) if row.image else None
         delivered = produce(
             settings.client(),
@@ -434,6 +433,8 @@ def run_rows(
     taker = None if blocks is None else BlockTaker(blocks, slots, shared.batch_key, max_in_flight, patience=patience)
     first_block = taker.next(0) if taker is not None else None
     if taker is not None and first_block is None:
+        if slots is not None:
+            slots.release_kept()
         return []  # every block is finished or held by another participant, or no render slot came
     freeze_startup_objects()
     if rows:
@@ -518,7 +519,11 @@ def run_blocks(
                 mine = [by_number[number] for number in range(block.first, block.last + 1) if number in by_number]
                 if block.first not in by_number:
                     taker.unused(block)  # an invalid row (the parent reports it): its slot goes to the next
-                under_way[block] = [(row, submit(row)) for row in mine]
+                try:
+                    under_way[block] = [(row, submit(row)) for row in mine]
+                except BaseException:
+                    taker.unused(block)  # its first row's slot, if that row never started
+                    raise
                 left[block] = len(mine)
                 running += len(mine)
                 for _, future in under_way[block]:  # a future already done calls back at once

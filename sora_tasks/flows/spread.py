@@ -266,7 +266,8 @@ class BlockTaker:
     The slot is taken first, then the block, whose first row finds the slot kept under its
     name. So no row waits in a participant without slots while another has slots and no
     rows: a participant that gets none takes nothing, and with nothing under way it leaves
-    after ``IDLE_PATIENCE`` seconds (``wait_for_slots``: not while blocks are unfinished).
+    after ``IDLE_PATIENCE`` seconds (``wait_for_slots``, the parent's and that of shards
+    of a parent that takes no rows: not while blocks are unfinished).
     Without a render limit, a block is taken whenever fewer than ``room`` rows are under way.
     """
 
@@ -295,17 +296,25 @@ class BlockTaker:
         if running >= 2 * self._room or self._slots.in_use() >= self._room:
             self._capped(self._slots)
             return None
+        if not running and self.blocks.all_finished():
+            return None  # a late participant: nothing is left, no slot to take for it
+        # With nothing under way, a participant that must not leave waits as long as rows are unfinished.
+        keep_waiting = not running and self.blocks.wait_for_slots and self._patience > 0
         while True:
             lease = self._slots.reserve(patience=0.0 if running else self._patience)
             if lease is not None:
                 break
-            if running or not self.blocks.wait_for_slots or self.blocks.all_finished():
+            if not keep_waiting or self.blocks.all_finished():
                 return None
-        block = self.blocks.take()
+        try:
+            block = self.blocks.take()
+            if block is not None:
+                self._slots.assign(lease, self.row_key(block.first))
+        except BaseException:
+            self._slots.unreserve(lease)  # no row will take it
+            raise
         if block is None:
             self._slots.unreserve(lease)
-            return None
-        self._slots.assign(lease, self.row_key(block.first))
         return block
 
     def _capped(self, slots: LimitSlots | None) -> None:
@@ -442,7 +451,9 @@ def run_spread(
             for shard, run in launch_all()
         ]
     deadline = time.monotonic() + (spread.timeout_seconds or default_timeout(total, parameters))
-    blocks = RowBlocks(state, batch, client, ranges, want_help=wanted.set)
+    # The parent waits for a render slot as long as rows are unfinished: it must not leave its
+    # first rows because the limit was full for a while (another batch's), or no shard would start.
+    blocks = RowBlocks(state, batch, client, ranges, wait_for_slots=True, want_help=wanted.set)
 
     def launch_once_wanted() -> list[tuple[ShardRows, FlowRun]]:
         while not (wanted.wait(0.25) or enough.is_set()):
@@ -456,10 +467,13 @@ def run_spread(
         # rows are all the limit allows. Scheduling is a few API calls, done beside the rows.
         with ThreadPoolExecutor(1, thread_name_prefix="sora-launch") as launcher:
             launched = launcher.submit(contextvars.copy_context().run, launch_once_wanted)
-            work(blocks, IDLE_PATIENCE)  # returns when no block is left to take: the rest are held by shards
-            # A shard not scheduled yet (a busy server answers 503 and the client backs off
-            # for up to a minute) would find nothing to do.
-            enough.set()
+            try:
+                work(blocks, IDLE_PATIENCE)  # returns when no block is left to take: the rest are held by shards
+            finally:
+                # A shard not scheduled yet (a busy server answers 503 and the client backs off
+                # for up to a minute) would find nothing to do; and none is scheduled once the
+                # parent failed.
+                enough.set()
             runs = [run for _, run in launched.result()]
     else:
         runs = [run for _, run in launch_all()]
