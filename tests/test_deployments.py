@@ -116,6 +116,29 @@ def test_all_deployments_are_registered_with_their_schedules(prefect_server: dic
     assert {d.name for d in build_deployments()} == {name for name, _ in names}  # serve.py matches
 
 
+def test_deploying_creates_zombie_detection_once_and_keeps_a_tuned_one(prefect_server: dict[str, str]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+        with get_client(sync_client=True) as client:
+            # `prefect deploy --all` ran prefect.yaml's build step once per deployment: one automation.
+            [zombies] = client.read_automations_by_name("sora-crash-zombie-flow-runs")
+            assert zombies.enabled and zombies.trigger.within.total_seconds() == 600  # type: ignore[union-attr]
+            assert [action.type for action in zombies.actions] == ["change-flow-run-state"]
+            # Someone allows a longer silence in the UI; deploying again must not undo it.
+            tuned = AutomationCore.model_validate(
+                {**zombies.model_dump(include={"name", "description", "enabled", "actions"}), "trigger": {
+                    **zombies.trigger.model_dump(), "within": 1800}}
+            )  # fmt: skip
+            client.update_automation(zombies.id, tuned)
+        prefect(prefect_server, "--no-prompt", "deploy", "-n", "adhoc")
+        with get_client(sync_client=True) as client:
+            [kept] = client.read_automations_by_name("sora-crash-zombie-flow-runs")
+    assert kept.id == zombies.id and kept.trigger.within.total_seconds() == 1800  # type: ignore[union-attr]
+
+
 def test_the_shipped_trigger_is_the_same_in_prefect_yaml_and_serve() -> None:
     import yaml
 

@@ -24,6 +24,7 @@ from prefect.events.schemas.automations import AutomationCore
 
 FOLDER = Path(__file__).resolve().parent.parent / "automations"
 PLACEHOLDER = UUID(int=0)
+ZOMBIE_DETECTION = FOLDER / "crash-zombie-flow-runs.yaml"
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -64,6 +65,21 @@ def apply(paths: list[Path], notify: str | None = None) -> list[tuple[str, UUID]
                     client.delete_automation(old.id)
                 created.append((automation.name, client.create_automation(automation)))
     return created
+
+
+def ensure_zombie_detection() -> dict[str, str]:
+    """A ``prefect deploy`` build step (prefect.yaml's ``build:``): zombie detection, created if missing.
+
+    An automation of its name already there is kept as it is, with any change made to it in
+    the UI: ``prefect deploy --all`` runs the step once per deployment, and a later deploy
+    must not undo a tuned ``within``. Returns the automation's id as the step's output.
+    """
+    [data] = load(ZOMBIE_DETECTION)
+    automation = AutomationCore.model_validate(data)
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(automation.name)
+        automation_id = existing[0].id if existing else client.create_automation(automation)
+    return {"zombie_automation_id": str(automation_id)}
 
 
 def main(argv: list[str] | None = None) -> int:

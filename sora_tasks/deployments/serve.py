@@ -31,7 +31,7 @@ from sora_tasks.flows.manual import collect_video, submit_video
 from sora_tasks.flows.review import expire_review, review_video
 from sora_tasks.flows.storyboard import storyboard
 
-from .automations import FOLDER, apply
+from .automations import ZOMBIE_DETECTION, apply
 from .triggers import batch_video_uploaded
 
 NO_API = (
@@ -40,8 +40,6 @@ NO_API = (
 HEALTHCHECK_TIMEOUT = 10.0
 # Pausing the schedules on the way out gets this long; the server may be gone too.
 PAUSE_TIMEOUT = 5.0
-# Marks a flow run Crashed when its heartbeats stop (Prefect's recipe; OSS does nothing by itself).
-ZOMBIE_AUTOMATION = FOLDER / "crash-zombie-flow-runs.yaml"
 
 logger = get_logger("sora.serve")
 # As prefect.yaml: derived videos and storyboards go where adhoc's do.
@@ -164,7 +162,7 @@ def main() -> None:
             runner.served.append(deployment.full_name)
         # Zombie detection ships with the deployments: a shard whose worker died is marked
         # Crashed (its heartbeats stop) and its batch's parent runs its rows again.
-        for name, automation_id in apply([ZOMBIE_AUTOMATION]):
+        for name, automation_id in apply([ZOMBIE_DETECTION]):
             logger.info("automation %s: %s", name, automation_id)
         asyncio.run(runner.serve())
     except (KeyboardInterrupt, asyncio.CancelledError):
